@@ -1,0 +1,1 @@
+"""Lightning callbacks that write what a person looks at: image grids, plots, reports."""

@@ -1,0 +1,106 @@
+"""Reconstruction grids, VAE samples, interpolations and latent scatter plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from matplotlib.figure import Figure
+from torch import Tensor
+from torchvision.utils import make_grid, save_image
+
+
+class ImageGrids(L.Callback):
+    """Logs image grids to TensorBoard after every validation epoch and after the test, and saves the
+    final ones as PNG in ``<run dir>/images``.
+
+    Works with any module that has ``grid_rows(x)`` (inputs | [corrupted inputs] | reconstructions);
+    modules with ``sample``, ``interpolate`` and ``encode`` (VAEs) also get a grid of samples from the
+    prior, an interpolation between two images and, when ``latent_dim`` is 2, a scatter of the codes
+    coloured by class. The images come from the first batch of the validation (or test) set.
+    """
+
+    def __init__(self, num_images: int = 8, num_samples: int = 64, interpolation_steps: int = 10) -> None:
+        self.num_images, self.num_samples, self.interpolation_steps = num_images, num_samples, interpolation_steps
+        self._images: Tensor | None = None
+        self._codes: list[Tensor] = []
+        self._labels: list[Tensor] = []
+
+    def _collect(self, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        x, y = batch
+        if batch_idx == 0:
+            self._images, self._codes, self._labels = x[: self.num_images].detach(), [], []
+        if hasattr(pl_module, "encode") and getattr(pl_module, "latent_dim", None) == 2:
+            with torch.no_grad():
+                self._codes.append(pl_module.encode(x).float().cpu())
+            self._labels.append(y.cpu())
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if not trainer.sanity_checking:
+            self._collect(pl_module, batch, batch_idx)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._collect(pl_module, batch, batch_idx)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and self._images is not None:
+            self._publish(trainer, pl_module, "val", save=False)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._images is not None:
+            self._publish(trainer, pl_module, "val", save=True, log=False)
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._images is not None:
+            self._publish(trainer, pl_module, "test", save=True)
+
+    @torch.no_grad()
+    def grids(self, pl_module: L.LightningModule) -> dict[str, Tensor]:
+        """Named image grids ``(3, H, W)`` in [0, 1] for the collected images."""
+        if not hasattr(pl_module, "grid_rows"):
+            return {}
+        was_training = pl_module.training
+        pl_module.eval()
+        x = self._images
+        rows = pl_module.grid_rows(x)
+        grids = {"reconstructions": make_grid(torch.cat(rows).float().clamp(0, 1), nrow=len(x), pad_value=1.0)}
+        if hasattr(pl_module, "sample"):
+            samples = pl_module.sample(self.num_samples).float()
+            grids["samples"] = make_grid(samples, nrow=int(self.num_samples**0.5), pad_value=1.0)
+        if hasattr(pl_module, "interpolate") and len(x) >= 2:
+            path = pl_module.interpolate(x[0], x[1], self.interpolation_steps).float()
+            grids["interpolation"] = make_grid(path, nrow=self.interpolation_steps, pad_value=1.0)
+        pl_module.train(was_training)
+        return {name: grid.cpu() for name, grid in grids.items()}
+
+    def latent_figure(self) -> Figure | None:
+        """Scatter of the collected 2-D codes coloured by class, or None when none were collected."""
+        if not self._codes:
+            return None
+        codes, labels = torch.cat(self._codes).numpy(), torch.cat(self._labels).numpy()
+        figure = Figure(figsize=(6, 5))
+        ax = figure.add_subplot()
+        points = ax.scatter(codes[:, 0], codes[:, 1], c=labels, cmap="tab10", s=6)
+        figure.colorbar(points, ax=ax, label="class")
+        ax.set(xlabel="z[0]", ylabel="z[1]", title="Latent space (posterior means)")
+        figure.tight_layout()
+        return figure
+
+    def _publish(self, trainer: L.Trainer, pl_module: L.LightningModule, split: str, save: bool, log: bool = True):
+        grids, figure = self.grids(pl_module), self.latent_figure()
+        if log:
+            for logger in trainer.loggers:
+                if isinstance(logger, TensorBoardLogger):
+                    for name, grid in grids.items():
+                        logger.experiment.add_image(f"{split}/{name}", grid, trainer.global_step)
+                    if figure is not None:
+                        logger.experiment.add_figure(f"{split}/latent_space", figure, trainer.global_step, close=False)
+        if save and trainer.is_global_zero:
+            out = Path(trainer.default_root_dir) / "images"
+            out.mkdir(parents=True, exist_ok=True)
+            for name, grid in grids.items():
+                save_image(grid, out / f"{name}.png")
+            if figure is not None:
+                figure.savefig(out / "latent_space.png", dpi=120)

@@ -1,0 +1,1 @@
+"""Plain ``nn.Module`` networks; the LightningModules in ``apa_lightning.models`` train them."""

@@ -1,0 +1,149 @@
+"""One training run: instantiate from the composed config, fit, test the best checkpoint, write metrics.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig, OmegaConf
+
+from apa_lightning.errors import ApaError
+
+log = logging.getLogger(__name__)
+
+
+def user_error(exc: BaseException) -> str | None:
+    """The one-paragraph message for an error the user can fix by changing the command, else None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (ApaError, MisconfigurationException)):
+            return str(seen)
+        seen = seen.__cause__
+    if isinstance(exc, InstantiationException):  # a wrong key or value in a _target_ config
+        return " ".join(str(exc).split())
+    return None
+
+
+def instantiate_model(cfg: DictConfig) -> L.LightningModule:
+    """The LightningModule of ``cfg.model``. Its nested ``_target_`` configs (net, optimizer, scheduler) reach
+    the module as plain dicts, which it builds itself and stores in checkpoints as plain values."""
+    return instantiate(cfg, _recursive_=False, _convert_="all")
+
+
+def instantiate_each(cfg: DictConfig | None, group: str) -> list[Any]:
+    """Instantiate every entry of a group of named ``_target_`` configs (callbacks, loggers); null entries
+    are switched off. Raises ApaError for an entry without ``_target_``."""
+    objects = []
+    for name, entry in (cfg or {}).items():
+        if entry is None:
+            continue
+        if not isinstance(entry, DictConfig) or "_target_" not in entry:
+            raise ApaError(f"{group}.{name} has no _target_; give it one, or switch it off with {group}.{name}=null.")
+        objects.append(instantiate(entry))
+    return objects
+
+
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    """Path of the best checkpoint so far, or None when no checkpoint callback saved one."""
+    callback = trainer.checkpoint_callback
+    return getattr(callback, "best_model_path", None) or None
+
+
+def _number(value: Any) -> float:
+    return float(value.item() if hasattr(value, "item") else value)
+
+
+def write_metrics(path: Path, record: dict[str, Any]) -> None:
+    """Write ``record`` as JSON atomically, so a crash never leaves half a file."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    partial.replace(path)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit ``cfg.model`` on ``cfg.data``, test the best checkpoint and write ``metrics.json`` in the run directory.
+
+    Returns the best value of ``cfg.optimized_metric`` seen in validation (None when no checkpoint monitored it).
+    A crash or interruption still writes ``metrics.json`` (status ``failed``/``interrupted``) and keeps checkpoints.
+    """
+    output_dir = Path(cfg.paths.output_dir).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and not Path(ckpt_path).is_file():
+        raise ApaError(f"ckpt_path={ckpt_path} is not a file; pass a checkpoint such as <run dir>/checkpoints/last.ckpt.")
+
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    model = instantiate_model(cfg.model)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=instantiate_each(cfg.get("callbacks"), "callbacks"),
+        logger=instantiate_each(cfg.get("logger"), "logger") or False,
+    )
+    record: dict[str, Any] = {
+        "status": "running",
+        "task_name": cfg.get("task_name"),
+        "optimized_metric": cfg.get("optimized_metric"),
+        "run_dir": str(output_dir),
+    }
+    start = time.perf_counter()
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        best = best_checkpoint(trainer)
+        if cfg.get("test") and not trainer.interrupted:
+            if best is None:
+                log.info("No checkpoint was saved (fast_dev_run or checkpointing off): testing the final weights.")
+            trainer.test(model, datamodule=datamodule, ckpt_path=best)
+        record["status"] = "interrupted" if trainer.interrupted else "completed"
+    except BaseException as exc:
+        record["status"] = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed"
+        record["error"] = user_error(exc) or f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        callback = trainer.checkpoint_callback
+        score = getattr(callback, "best_model_score", None)
+        record.update(
+            best_checkpoint=best_checkpoint(trainer),
+            best_score=None if score is None else _number(score),
+            epochs=trainer.current_epoch,
+            wall_time_s=round(time.perf_counter() - start, 2),
+            test={k: _number(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")},
+        )
+        if trainer.is_global_zero:
+            write_metrics(output_dir / "metrics.json", record)
+    if trainer.is_global_zero:
+        _print_summary(record)
+    best_score = record["best_score"]
+    return None if best_score is None or math.isnan(best_score) else best_score
+
+
+def _print_summary(record: dict[str, Any]) -> None:
+    lines = [f"\nTest metrics ({Path(record['best_checkpoint']).name if record['best_checkpoint'] else 'final weights'}):"]
+    width = max((len(k) for k in record["test"]), default=0)
+    lines += [f"  {name:<{width}}  {value:.4f}" for name, value in record["test"].items()]
+    if record["best_score"] is not None:
+        lines.append(f"Best {record['optimized_metric']}: {record['best_score']:.4f}")
+    lines.append(f"Run directory: {record['run_dir']}")
+    print("\n".join(lines))
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """The training config as ``python -m apa_lightning`` composes it, for notebooks and tests.
+
+    ``paths.output_dir`` must be given in ``overrides`` (outside a Hydra run there is no run directory).
+    """
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("apa_lightning.conf", version_base="1.3"):
+        cfg = compose("train", overrides=overrides or [])
+    OmegaConf.resolve(cfg)
+    return cfg

@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import lightning as L
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from apa_lightning.run import instantiate_model
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+TRAINERS = sorted(p.stem for p in (CONF / "trainer").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("data", DATA)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_and_data_config_instantiates(make_cfg, model, data):
+    cfg = make_cfg(f"model={model}", f"data={data}")
+    assert isinstance(instantiate(cfg.data), L.LightningDataModule)
+    module = instantiate_model(cfg.model)
+    assert isinstance(module, L.LightningModule)
+    # hyperparameters are plain containers, so checkpoints load with weights_only=True
+    assert type(module.hparams["net"]) is dict and type(module.hparams["optimizer"]) is dict
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes(make_cfg, experiment):
+    cfg = make_cfg(f"experiment={experiment}")
+    assert cfg.task_name == experiment
+    assert instantiate_model(cfg.model) is not None
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_every_trainer_preset_composes(make_cfg, trainer):
+    cfg = make_cfg(f"trainer={trainer}")
+    assert cfg.trainer._target_ == "lightning.pytorch.Trainer"
+
+
+@pytest.mark.parametrize("scheduler", sorted(p.stem for p in (CONF / "model" / "scheduler").glob("*.yaml")))
+@pytest.mark.parametrize("optimizer", sorted(p.stem for p in (CONF / "model" / "optimizer").glob("*.yaml")))
+def test_optimizer_and_scheduler_configs_build(make_cfg, optimizer, scheduler):
+    cfg = make_cfg(f"model/optimizer={optimizer}", f"model/scheduler={scheduler}")
+    built = instantiate_model(cfg.model).configure_optimizers()
+    assert type(built["optimizer"]).__name__.lower() == optimizer.replace("adamw", "adamw")
+    assert built["lr_scheduler"]["interval"] == "epoch"
+
+
+def test_experiment_can_extend_another(make_cfg):
+    cfg = make_cfg("experiment=mnist_vae_2d")
+    assert cfg.model.net.latent_dim == 2 and cfg.data._target_.endswith("MNISTDataModule")
+
+
+def test_configs_ship_inside_the_package():
+    import importlib.resources
+
+    shipped = importlib.resources.files("apa_lightning.conf")
+    assert shipped.joinpath("train.yaml").is_file()
+    assert OmegaConf.create(shipped.joinpath("model", "ae.yaml").read_text())["_target_"].endswith("AutoencoderModule")

@@ -1,0 +1,106 @@
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from apa_lightning.errors import ApaError
+from apa_lightning.models.autoencoder import AutoencoderModule
+from apa_lightning.run import train, user_error
+
+FAST = ["trainer=debug", "logger=csv"]
+
+
+@pytest.mark.parametrize("model", ["ae", "dae", "vae"])
+def test_fast_dev_run_of_each_model_writes_metrics(make_cfg, model):
+    cfg = make_cfg(f"model={model}", *FAST)
+    train(cfg)
+    record = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert record["status"] == "completed"
+    assert {"test/loss", "test/mse", "test/psnr", "test/ssim"} <= record["test"].keys()
+    if model == "dae":
+        assert {"test/noise0.1/psnr", "test/noise0.1/input_psnr", "test/noise0.2/ssim"} <= record["test"].keys()
+    if model == "vae":
+        assert {"test/kl", "test/elbo", "test/recon"} <= record["test"].keys()
+
+
+def test_short_training_on_digits_lowers_validation_loss_and_tests_best_checkpoint(make_cfg):
+    cfg = make_cfg("logger=csv", "trainer.max_epochs=3", "data.batch_size=32", "model.optimizer.lr=0.005")
+    best = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    rows = [r for r in csv.DictReader(open(out / "csv" / "metrics.csv")) if r.get("val/loss")]
+    losses = [float(r["val/loss"]) for r in rows]
+    assert len(losses) == 3 and losses[-1] < 0.8 * losses[0]
+    record = json.loads((out / "metrics.json").read_text())
+    assert best == pytest.approx(min(losses), rel=1e-5) == pytest.approx(record["best_score"], rel=1e-5)
+    assert Path(record["best_checkpoint"]).is_file() and (out / "checkpoints" / "last.ckpt").is_file()
+    assert record["test"]["test/psnr"] > 10
+    # the final reconstructions are saved as a picture: inputs over reconstructions, 8 per row
+    grid = Image.open(out / "images" / "reconstructions.png")
+    assert grid.size == (2 + 8 * 30, 2 + 2 * 30)
+
+    # the checkpoint holds only plain values and restores the module on its own
+    checkpoint = torch.load(record["best_checkpoint"], weights_only=True)
+    assert checkpoint["hyper_parameters"]["net"]["_target_"].endswith("ConvAutoencoder")
+    restored = AutoencoderModule.load_from_checkpoint(record["best_checkpoint"], weights_only=True)
+    assert torch.equal(restored.net.encoder[0][0].weight, checkpoint["state_dict"]["net.encoder.0.0.weight"])
+
+    # ckpt_path resumes: two more epochs continue from epoch 3
+    resumed = make_cfg("logger=csv", "trainer.max_epochs=5", f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}")
+    train(resumed)
+    assert json.loads((Path(resumed.paths.output_dir) / "metrics.json").read_text())["epochs"] == 5
+
+
+def test_vae_with_2d_latent_space_saves_samples_interpolation_and_scatter(make_cfg):
+    cfg = make_cfg("model=vae", "model.net.latent_dim=2", *FAST)
+    train(cfg)
+    images = Path(cfg.paths.output_dir) / "images"
+    assert sorted(p.name for p in images.iterdir()) == [
+        "interpolation.png", "latent_space.png", "reconstructions.png", "samples.png"
+    ]
+    assert Image.open(images / "samples.png").size == (2 + 8 * 30, 2 + 8 * 30)
+    assert Image.open(images / "interpolation.png").size == (2 + 10 * 30, 2 + 30)
+
+
+def test_seed_zero_is_honoured(make_cfg):
+    torch.manual_seed(123)
+    train(make_cfg("seed=0", *FAST))
+    assert torch.initial_seed() == 0
+
+
+def test_missing_checkpoint_is_a_clear_error(make_cfg, tmp_path):
+    with pytest.raises(ApaError, match="ckpt_path=.*is not a file"):
+        train(make_cfg("ckpt_path=" + str(tmp_path / "nope.ckpt"), *FAST))
+
+
+def test_a_crash_in_training_keeps_checkpoints_and_records_the_error(make_cfg, monkeypatch):
+    original = AutoencoderModule.validation_step
+
+    def fail_in_second_epoch(self, batch, batch_idx):
+        if self.current_epoch == 1:
+            raise RuntimeError("disk on fire")
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(AutoencoderModule, "validation_step", fail_in_second_epoch)
+    cfg = make_cfg("logger=csv", "trainer.max_epochs=3", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1")
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        train(cfg)
+    out = Path(cfg.paths.output_dir)
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["status"] == "failed" and "disk on fire" in record["error"]
+    assert Path(record["best_checkpoint"]).name == "epoch000.ckpt"
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+
+
+def test_bad_config_values_are_reported_as_user_errors(make_cfg):
+    with pytest.raises(Exception) as err:
+        train(make_cfg("model=dae", "model.noise.kind=speckle", *FAST))
+    assert "model.noise.kind must be one of gaussian, salt_and_pepper, masking" in user_error(err.value)
+    with pytest.raises(Exception) as err:
+        train(make_cfg("data.batch_size=0", *FAST))
+    assert "batch_size must be at least 1" in user_error(err.value)
+    with pytest.raises(Exception) as err:
+        train(make_cfg("+model.optimizer.momentum_typo=0.9", *FAST))
+    assert "momentum_typo" in user_error(err.value)
