@@ -12,8 +12,6 @@ import time
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-log = logging.getLogger("apa_lightning")
-
 
 def _run_id() -> str:
     """A run-directory name that is unique even for runs started in the same second."""
@@ -38,7 +36,6 @@ def main(cfg: DictConfig) -> float | None:
         message = user_error(exc)
         if message is None:
             raise
-        log.error(message)
         print(f"\nerror: {message}", file=sys.stderr)
         raise SystemExit(1) from None
 

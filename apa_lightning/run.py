@@ -32,9 +32,10 @@ def user_error(exc: BaseException) -> str | None:
     return None
 
 
-def instantiate_model(cfg: DictConfig) -> L.LightningModule:
-    """The LightningModule of ``cfg.model``. Its nested ``_target_`` configs (net, optimizer, scheduler) reach
-    the module as plain dicts, which it builds itself and stores in checkpoints as plain values."""
+def instantiate_plain(cfg: DictConfig) -> Any:
+    """Instantiate a model or datamodule config whose nested ``_target_`` configs (net, optimizer, transforms)
+    reach the constructor as plain dicts: the object builds them itself and its checkpointed hyperparameters
+    stay plain values."""
     return instantiate(cfg, _recursive_=False, _convert_="all")
 
 
@@ -80,10 +81,12 @@ def train(cfg: DictConfig) -> float | None:
         L.seed_everything(cfg.seed, workers=True)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
-        raise ApaError(f"ckpt_path={ckpt_path} is not a file; pass a checkpoint such as <run dir>/checkpoints/last.ckpt.")
+        raise ApaError(
+            f"ckpt_path={ckpt_path} is not a file; pass a checkpoint such as <run dir>/checkpoints/last.ckpt."
+        )
 
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
-    model = instantiate_model(cfg.model)
+    datamodule: L.LightningDataModule = instantiate_plain(cfg.data)
+    model: L.LightningModule = instantiate_plain(cfg.model)
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         callbacks=instantiate_each(cfg.get("callbacks"), "callbacks"),
@@ -92,6 +95,7 @@ def train(cfg: DictConfig) -> float | None:
     record: dict[str, Any] = {
         "status": "running",
         "task_name": cfg.get("task_name"),
+        "tags": list(cfg.get("tags") or []),
         "optimized_metric": cfg.get("optimized_metric"),
         "run_dir": str(output_dir),
     }
@@ -127,7 +131,9 @@ def train(cfg: DictConfig) -> float | None:
 
 
 def _print_summary(record: dict[str, Any]) -> None:
-    lines = [f"\nTest metrics ({Path(record['best_checkpoint']).name if record['best_checkpoint'] else 'final weights'}):"]
+    lines = [
+        f"\nTest metrics ({Path(record['best_checkpoint']).name if record['best_checkpoint'] else 'final weights'}):"
+    ]
     width = max((len(k) for k in record["test"]), default=0)
     lines += [f"  {name:<{width}}  {value:.4f}" for name, value in record["test"].items()]
     if record["best_score"] is not None:

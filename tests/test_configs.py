@@ -2,10 +2,9 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from apa_lightning.run import instantiate_model
+from apa_lightning.run import instantiate_plain
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
@@ -18,8 +17,8 @@ TRAINERS = sorted(p.stem for p in (CONF / "trainer").glob("*.yaml"))
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_and_data_config_instantiates(make_cfg, model, data):
     cfg = make_cfg(f"model={model}", f"data={data}")
-    assert isinstance(instantiate(cfg.data), L.LightningDataModule)
-    module = instantiate_model(cfg.model)
+    assert isinstance(instantiate_plain(cfg.data), L.LightningDataModule)
+    module = instantiate_plain(cfg.model)
     assert isinstance(module, L.LightningModule)
     # hyperparameters are plain containers, so checkpoints load with weights_only=True
     assert type(module.hparams["net"]) is dict and type(module.hparams["optimizer"]) is dict
@@ -29,7 +28,7 @@ def test_every_model_and_data_config_instantiates(make_cfg, model, data):
 def test_every_experiment_composes(make_cfg, experiment):
     cfg = make_cfg(f"experiment={experiment}")
     assert cfg.task_name == experiment
-    assert instantiate_model(cfg.model) is not None
+    assert instantiate_plain(cfg.model) is not None
 
 
 @pytest.mark.parametrize("trainer", TRAINERS)
@@ -42,7 +41,7 @@ def test_every_trainer_preset_composes(make_cfg, trainer):
 @pytest.mark.parametrize("optimizer", sorted(p.stem for p in (CONF / "model" / "optimizer").glob("*.yaml")))
 def test_optimizer_and_scheduler_configs_build(make_cfg, optimizer, scheduler):
     cfg = make_cfg(f"model/optimizer={optimizer}", f"model/scheduler={scheduler}")
-    built = instantiate_model(cfg.model).configure_optimizers()
+    built = instantiate_plain(cfg.model).configure_optimizers()
     assert type(built["optimizer"]).__name__.lower() == optimizer.replace("adamw", "adamw")
     assert built["lr_scheduler"]["interval"] == "epoch"
 
@@ -58,3 +57,28 @@ def test_configs_ship_inside_the_package():
     shipped = importlib.resources.files("apa_lightning.conf")
     assert shipped.joinpath("train.yaml").is_file()
     assert OmegaConf.create(shipped.joinpath("model", "ae.yaml").read_text())["_target_"].endswith("AutoencoderModule")
+
+
+def test_a_built_wheel_ships_every_config(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(CONF.parent),
+        ],
+        check=True,
+    )
+    (wheel,) = tmp_path.glob("*.whl")
+    shipped = {n.removeprefix("apa_lightning/conf/") for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".yaml")}
+    assert shipped == {str(p.relative_to(CONF)) for p in CONF.rglob("*.yaml")}

@@ -78,7 +78,7 @@ def test_missing_data_without_download_names_folder_and_ways_out(tmp_path):
         dm.setup()
     message = str(err.value)
     assert str(tmp_path / "MNIST" / "raw") in message
-    assert "data.download=true" in message and "data.source_dir" in message
+    assert "downloading is off" in message and "data.source_dir" in message
 
 
 def test_failed_download_becomes_the_same_clear_error(tmp_path, monkeypatch):

@@ -7,18 +7,27 @@ from apa_lightning.nets.conv_vae import ConvVAE
 
 
 def _layers(module: nn.Module, kind: type) -> list[tuple]:
-    return [(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding) for m in module.modules() if type(m) is kind]
+    return [
+        (m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding) for m in module.modules() if type(m) is kind
+    ]
 
 
 def test_conv_autoencoder_has_the_reports_layers():
     net = ConvAutoencoder(in_channels=1)
     k = (3, 3)
     assert _layers(net.encoder, nn.Conv2d) == [
-        (1, 8, k, (2, 2), (1, 1)), (8, 32, k, (1, 1), (1, 1)), (32, 64, k, (1, 1), (1, 1)),
-        (64, 128, k, (1, 1), (1, 1)), (128, 16, k, (1, 1), (1, 1)),
+        (1, 8, k, (2, 2), (1, 1)),
+        (8, 32, k, (1, 1), (1, 1)),
+        (32, 64, k, (1, 1), (1, 1)),
+        (64, 128, k, (1, 1), (1, 1)),
+        (128, 16, k, (1, 1), (1, 1)),
     ]
     assert [(c[0], c[1]) for c in _layers(net.decoder, nn.ConvTranspose2d)] == [
-        (16, 128), (128, 64), (64, 32), (32, 8), (8, 1)
+        (16, 128),
+        (128, 64),
+        (64, 32),
+        (32, 8),
+        (8, 1),
     ]
     assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == 10
     assert sum(isinstance(m, nn.ELU) for m in net.modules()) == 9

@@ -26,6 +26,7 @@ def test_fast_dev_run_of_each_model_writes_metrics(make_cfg, model):
         assert {"test/kl", "test/elbo", "test/recon"} <= record["test"].keys()
 
 
+@pytest.mark.slow
 def test_short_training_on_digits_lowers_validation_loss_and_tests_best_checkpoint(make_cfg):
     cfg = make_cfg("logger=csv", "trainer.max_epochs=3", "data.batch_size=32", "model.optimizer.lr=0.005")
     best = train(cfg)
@@ -58,7 +59,10 @@ def test_vae_with_2d_latent_space_saves_samples_interpolation_and_scatter(make_c
     train(cfg)
     images = Path(cfg.paths.output_dir) / "images"
     assert sorted(p.name for p in images.iterdir()) == [
-        "interpolation.png", "latent_space.png", "reconstructions.png", "samples.png"
+        "interpolation.png",
+        "latent_space.png",
+        "reconstructions.png",
+        "samples.png",
     ]
     assert Image.open(images / "samples.png").size == (2 + 8 * 30, 2 + 8 * 30)
     assert Image.open(images / "interpolation.png").size == (2 + 10 * 30, 2 + 30)

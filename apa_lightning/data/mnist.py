@@ -40,7 +40,7 @@ def import_idx_files(source_dir: str | Path, raw_dir: str | Path) -> None:
         if target.is_file():
             continue
         partial = target.with_suffix(".partial")
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as src, open(partial, "wb") as dst:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as src, open(partial, "wb") as dst:
             shutil.copyfileobj(src, dst)
         partial.rename(target)  # never leave a half-written file under the name torchvision reads
 
@@ -61,7 +61,7 @@ class MNISTDataModule(InMemoryImageDataModule):
     ) -> None:
         super().__init__(**kwargs)
         self.save_hyperparameters()
-        self.data_dir, self.download, self.source_dir = Path(data_dir).expanduser(), download, source_dir
+        self.data_dir, self.download, self.source_dir = Path(data_dir).expanduser().resolve(), download, source_dir
         self.val_size, self.split_seed = val_size, split_seed
 
     @property
@@ -71,8 +71,9 @@ class MNISTDataModule(InMemoryImageDataModule):
 
     def _missing_message(self) -> str:
         name = self.dataset_class.__name__
+        why = "could not be downloaded" if self.download else "downloading is off (data.download=false)"
         return (
-            f"{name} is not in {self.raw_dir} (expected {', '.join(IDX_FILES)}) and could not be downloaded. "
+            f"{name} is not in {self.raw_dir} (expected {', '.join(IDX_FILES)}) and {why}. "
             f"Ways out: run once with internet access and data.download=true; or set data.source_dir to a folder "
             f"holding the four IDX .gz files (for Fashion-MNIST, Debian's dataset-fashion-mnist package installs them "
             f"in /usr/share/datasets/fashion-mnist); or set data.data_dir to the folder that already holds {name}/raw/."

@@ -42,7 +42,9 @@ class AutoencoderModule(ReconstructionModule):
         self.net = instantiate(net)
         self.noise = noise
         self.test_noise_metrics = nn.ModuleList(
-            nn.ModuleList([image_quality_metrics(f"test/noise{lvl}/"), image_quality_metrics(f"test/noise{lvl}/input_")])
+            nn.ModuleList(
+                [image_quality_metrics(f"test/noise{lvl}/"), image_quality_metrics(f"test/noise{lvl}/input_")]
+            )
             for lvl in test_noise_levels
         )
 
@@ -78,7 +80,7 @@ class AutoencoderModule(ReconstructionModule):
         _, x_hat = self._step(batch, "test")
         x = batch[0]
         self.log_quality("test", x_hat, x)
-        for level, (denoised, noisy) in zip(self.hparams.test_noise_levels, self.test_noise_metrics):
+        for level, (denoised, noisy) in zip(self.hparams.test_noise_levels, self.test_noise_metrics, strict=True):
             x_noisy = self.corrupt(x, level)
             denoised.update(self(x_noisy), x)
             noisy.update(x_noisy, x)

@@ -65,7 +65,9 @@ class VAEModule(ReconstructionModule):
         terms = vae_loss(logits, x, mu, logvar, self.hparams.beta, self.hparams.reconstruction_loss)
         self.log_dict(
             {f"{split}/{name}": value for name, value in terms.items()},
-            on_step=False, on_epoch=True, sync_dist=split != "train",
+            on_step=False,
+            on_epoch=True,
+            sync_dist=split != "train",
         )
         return terms["loss"], torch.sigmoid(logits)
 

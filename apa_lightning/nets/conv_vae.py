@@ -32,14 +32,14 @@ class ConvVAE(nn.Module):
         features = widths[-1] * (image_size // factor) ** 2
 
         self.encoder = nn.Sequential(
-            *(conv_bn_elu(a, b, stride=2) for a, b in zip(widths[:-1], widths[1:])), nn.Flatten()
+            *(conv_bn_elu(a, b, stride=2) for a, b in zip(widths[:-1], widths[1:], strict=True)), nn.Flatten()
         )
         self.to_mu = nn.Linear(features, latent_dim)
         self.to_logvar = nn.Linear(features, latent_dim)
         self.from_latent = nn.Sequential(nn.Linear(latent_dim, features), nn.ELU(), nn.Unflatten(1, self.feature_shape))
         reversed_widths = widths[::-1]
         self.decoder = nn.Sequential(
-            *(deconv_bn_elu(a, b, stride=2) for a, b in zip(reversed_widths[:-2], reversed_widths[1:-1])),
+            *(deconv_bn_elu(a, b, stride=2) for a, b in zip(reversed_widths[:-2], reversed_widths[1:-1], strict=True)),
             nn.ConvTranspose2d(widths[1], in_channels, kernel_size=3, stride=2, padding=1, output_padding=1),
         )
 
