@@ -38,7 +38,7 @@ def test_help_and_cfg_answer_without_importing_torch(tmp_path):
         assert done.returncode == 0, done.stderr
         assert "HEAVY []" in done.stdout
     assert (
-        "model: ae, dae, vae"
+        "model: ae, cnn_base, cnn_v2, cnn_v3, dae, resnet18, vae, vgg16"
         in subprocess.run([sys.executable, "-c", probe, "--help"], cwd=tmp_path, capture_output=True, text=True).stdout
     )
 
@@ -82,4 +82,4 @@ def test_cli_missing_data_prints_one_clear_paragraph(tmp_path):
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     error = done.stderr.split("error: ", 1)[1]
-    assert str(tmp_path / "data" / "MNIST" / "raw") in error and "data.source_dir" in error
+    assert f"{tmp_path / 'data'} (expected MNIST/raw/" in error and "data.source_dir" in error

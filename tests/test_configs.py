@@ -25,7 +25,7 @@ def test_every_model_and_data_config_instantiates(make_cfg, model, data):
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_composes(make_cfg, experiment):
+def test_every_experiment_composes(make_cfg, experiment, fake_imagenet_weights):
     cfg = make_cfg(f"experiment={experiment}")
     assert cfg.task_name == experiment
     assert instantiate_plain(cfg.model) is not None
@@ -40,10 +40,14 @@ def test_every_trainer_preset_composes(make_cfg, trainer):
 @pytest.mark.parametrize("scheduler", sorted(p.stem for p in (CONF / "model" / "scheduler").glob("*.yaml")))
 @pytest.mark.parametrize("optimizer", sorted(p.stem for p in (CONF / "model" / "optimizer").glob("*.yaml")))
 def test_optimizer_and_scheduler_configs_build(make_cfg, optimizer, scheduler):
-    cfg = make_cfg(f"model/optimizer={optimizer}", f"model/scheduler={scheduler}")
+    # OneCycleLR takes its length from the trainer when total_steps is null; here no trainer is attached
+    steps = ["model.scheduler.total_steps=100"] if scheduler == "onecycle" else []
+    if scheduler == "onecycle" and optimizer == "asgd":
+        steps.append("model.scheduler.cycle_momentum=false")  # ASGD has no momentum to cycle
+    cfg = make_cfg(f"model/optimizer={optimizer}", f"model/scheduler={scheduler}", *steps)
     built = instantiate_plain(cfg.model).configure_optimizers()
-    assert type(built["optimizer"]).__name__.lower() == optimizer.replace("adamw", "adamw")
-    assert built["lr_scheduler"]["interval"] == "epoch"
+    assert type(built["optimizer"]).__name__.lower() == optimizer
+    assert built["lr_scheduler"]["interval"] == ("step" if scheduler == "onecycle" else "epoch")
 
 
 def test_experiment_can_extend_another(make_cfg):

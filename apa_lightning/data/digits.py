@@ -35,6 +35,8 @@ class DigitsDataModule(InMemoryImageDataModule):
         self.classes = [str(d) for d in range(10)]
         self._check(images, self.classes)
         val, test, train = seeded_split(len(images), [self.val_size, self.test_size], self.split_seed)
-        self.train_set = ImageTensorDataset(images[train], labels[train])
-        self.val_set = ImageTensorDataset(images[val], labels[val])
-        self.test_set = ImageTensorDataset(images[test], labels[test])
+        self.set_splits(
+            ImageTensorDataset(images[train], labels[train]),
+            ImageTensorDataset(images[val], labels[val]),
+            ImageTensorDataset(images[test], labels[test]),
+        )

@@ -2,34 +2,48 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
 
 from apa_lightning.errors import ApaError
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+NORMALIZATIONS = ("none", "dataset", "imagenet")
+
 
 class ImageTensorDataset(Dataset):
-    """uint8 images ``(N, C, H, W)`` with int64 labels; a batch is one tensor index, not N PIL decodes."""
+    """uint8 images ``(N, C, H, W)`` with int64 labels.
 
-    def __init__(self, images: Tensor, labels: Tensor) -> None:
+    Without ``transform`` a batch is one tensor index, not N PIL decodes; with it (augmentation, on uint8
+    tensors) each image is transformed on its own and the results are stacked.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, transform: Callable[[Tensor], Tensor] | None = None) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(labels):
             raise ValueError(f"expected uint8 (N, C, H, W) images with N labels, got {tuple(images.shape)}")
-        self.images, self.labels = images, labels.long()
+        self.images, self.labels, self.transform = images, labels.long(), transform
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.images[index], self.labels[index]
+        image = self.images[index]
+        return (self.transform(image) if self.transform else image), self.labels[index]
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
         index = torch.as_tensor(indices)
-        return self.images[index], self.labels[index]
+        images = self.images[index]
+        if self.transform:
+            images = torch.stack([self.transform(image) for image in images])
+        return images, self.labels[index]
 
 
 def _keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -50,12 +64,28 @@ def seeded_split(n: int, sizes: Sequence[int], seed: int) -> list[Tensor]:
     return parts
 
 
+def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of uint8 images ``(N, C, H, W)``, in [0, 1] units."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for part in images.split(chunk):
+        values = part.double().div_(255)
+        total += values.sum(dim=(0, 2, 3))
+        squares += values.pow_(2).sum(dim=(0, 2, 3))
+    count = images.numel() / images.shape[1]
+    mean = total / count
+    return mean.tolist(), (squares / count - mean.pow(2)).clamp_min(0).sqrt().tolist()
+
+
 class InMemoryImageDataModule(L.LightningDataModule):
     """Base for image sets held as uint8 tensors.
 
-    Batches travel to the device as uint8 and become float images in [0, 1] there, resized to
-    ``image_size`` and repeated to ``channels`` (1 -> 3) when those differ from the stored images.
-    Subclasses fill ``self.train_set``, ``self.val_set``, ``self.test_set`` and ``self.classes`` in ``setup``.
+    Batches travel to the device as uint8 and become float images there: in [0, 1], resized to ``image_size``
+    and repeated to ``channels`` (1 -> 3) when those differ from the stored images, then normalised by
+    ``normalize``: ``none``, ``dataset`` (the training split's per-channel mean and std) or ``imagenet``.
+    ``augmentation`` names ``_target_`` configs of torchvision v2 transforms, applied in order to each training
+    image (uint8, on the loader's workers); a null entry is switched off.
+    Subclasses call ``set_splits`` and set ``classes`` in ``setup``.
     """
 
     def __init__(
@@ -65,31 +95,54 @@ class InMemoryImageDataModule(L.LightningDataModule):
         image_size: int = 28,
         channels: int = 1,
         num_classes: int = 10,
+        normalize: str = "none",
+        augmentation: dict[str, dict[str, Any] | None] | None = None,
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ApaError(f"data.batch_size must be at least 1, got {batch_size}.")
+        if normalize not in NORMALIZATIONS:
+            raise ApaError(f"data.normalize={normalize!r}; use one of {', '.join(NORMALIZATIONS)}.")
+        if normalize == "imagenet" and channels != 3:
+            raise ApaError(f"data.normalize=imagenet needs data.channels=3 (got {channels}).")
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.image_size, self.channels, self.num_classes = image_size, channels, num_classes
+        self.normalize = normalize
+        transforms = [instantiate(t) for t in (augmentation or {}).values() if t]
+        self.train_transform = v2.Compose(transforms) if transforms else None
         self.train_set: ImageTensorDataset | None = None
         self.val_set: ImageTensorDataset | None = None
         self.test_set: ImageTensorDataset | None = None
         self.classes: list[str] = []
+        self.mean: list[float] | None = None
+        self.std: list[float] | None = None
 
     def _check(self, images: Tensor, classes: Sequence[str]) -> None:
         """Raise ApaError when the configured channels or class count cannot serve these images."""
         stored = images.shape[1]
         if self.channels != stored and not (stored == 1 and self.channels == 3):
+            hint = " (or 3 to repeat the grey channel)." if stored == 1 else "."
             raise ApaError(
                 f"{type(self).__name__} stores {stored}-channel images but data.channels={self.channels}; "
-                f"use data.channels={stored}" + (" (or 3 to repeat the grey channel)." if stored == 1 else ".")
+                f"use data.channels={stored}{hint}"
             )
         if self.num_classes != len(classes):
             raise ApaError(
                 f"{type(self).__name__} has {len(classes)} classes but data.num_classes={self.num_classes}; "
                 f"set data.num_classes={len(classes)}."
             )
+
+    def set_splits(self, train: ImageTensorDataset, val: ImageTensorDataset, test: ImageTensorDataset) -> None:
+        """Install the three splits; the training split gets the augmentation and defines ``dataset`` stats."""
+        train.transform = self.train_transform
+        self.train_set, self.val_set, self.test_set = train, val, test
+        if self.normalize == "dataset":
+            self.mean, self.std = channel_stats(train.images)
+            if len(self.mean) != self.channels:  # grey images repeated to RGB
+                self.mean, self.std = self.mean * self.channels, self.std * self.channels
+        elif self.normalize == "imagenet":
+            self.mean, self.std = list(IMAGENET_MEAN), list(IMAGENET_STD)
 
     def _loader(self, dataset: ImageTensorDataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:
@@ -117,7 +170,12 @@ class InMemoryImageDataModule(L.LightningDataModule):
         images, labels = batch
         images = images.float().div_(255)
         if images.shape[-2:] != (self.image_size, self.image_size):
-            images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear", antialias=True)
+            size = (self.image_size, self.image_size)
+            images = F.interpolate(images, size=size, mode="bilinear", antialias=True)
         if images.shape[1] != self.channels:
             images = images.expand(-1, self.channels, -1, -1)
+        if self.mean is not None:
+            mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
+            std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+            images = (images - mean) / std
         return images, labels

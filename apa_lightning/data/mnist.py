@@ -1,15 +1,16 @@
-"""MNIST and Fashion-MNIST through torchvision, served from their decoded uint8 tensors."""
+"""MNIST and Fashion-MNIST through torchvision, with an offline import of the IDX files."""
 
 from __future__ import annotations
 
 import gzip
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from torchvision import datasets
 
-from apa_lightning.data.in_memory import ImageTensorDataset, InMemoryImageDataModule, seeded_split
+from apa_lightning.data.torchvision_sets import TorchvisionDataModule
 from apa_lightning.errors import ApaError
 
 IDX_FILES = (
@@ -31,8 +32,8 @@ def import_idx_files(source_dir: str | Path, raw_dir: str | Path) -> None:
     if missing:
         raise ApaError(
             f"data.source_dir={source} lacks {', '.join(f'{m}(.gz)' for m in missing)}; it must hold the four "
-            f"standard IDX files ({', '.join(IDX_FILES)}, gzipped or not), e.g. /usr/share/datasets/fashion-mnist "
-            "from Debian's dataset-fashion-mnist package."
+            f"standard IDX files ({', '.join(IDX_FILES)}, gzipped or not), e.g. "
+            "/usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist package."
         )
     raw.mkdir(parents=True, exist_ok=True)
     for name, path in found.items():
@@ -40,71 +41,46 @@ def import_idx_files(source_dir: str | Path, raw_dir: str | Path) -> None:
         if target.is_file():
             continue
         partial = target.with_suffix(".partial")
-        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as src, open(partial, "wb") as dst:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as src, open(partial, "wb") as dst:
             shutil.copyfileobj(src, dst)
         partial.rename(target)  # never leave a half-written file under the name torchvision reads
 
 
-class MNISTDataModule(InMemoryImageDataModule):
-    """torchvision MNIST: a seeded ``val_size`` split of the 60,000 training images, the official test set."""
+class MNISTDataModule(TorchvisionDataModule):
+    """torchvision MNIST: by default 48,000 train / 12,000 validation (seeded) and the official 10,000 test.
 
-    dataset_class: type[datasets.MNIST] = datasets.MNIST
+    ``source_dir``, when set, is a folder with the four IDX files that ``prepare_data`` imports instead of
+    downloading (for machines without internet).
+    """
 
-    def __init__(
-        self,
-        data_dir: str = "data",
-        download: bool = True,
-        source_dir: str | None = None,
-        val_size: int = 12000,
-        split_seed: int = 42,
-        **kwargs,
-    ) -> None:
-        super().__init__(**kwargs)
+    dataset_class = datasets.MNIST
+    expected_files = f"<name>/raw/ with {', '.join(IDX_FILES)}"
+
+    def __init__(self, source_dir: str | None = None, val_size: int = 12000, **kwargs: Any) -> None:
+        super().__init__(val_size=val_size, **kwargs)
         self.save_hyperparameters()
-        self.data_dir, self.download, self.source_dir = Path(data_dir).expanduser().resolve(), download, source_dir
-        self.val_size, self.split_seed = val_size, split_seed
+        self.source_dir = source_dir
+        self.expected_files = self.expected_files.replace("<name>", self.dataset_class.__name__)
 
     @property
     def raw_dir(self) -> Path:
         """Where torchvision reads the uncompressed IDX files."""
         return self.data_dir / self.dataset_class.__name__ / "raw"
 
-    def _missing_message(self) -> str:
-        name = self.dataset_class.__name__
-        why = "could not be downloaded" if self.download else "downloading is off (data.download=false)"
+    def _other_ways_out(self) -> str:
         return (
-            f"{name} is not in {self.raw_dir} (expected {', '.join(IDX_FILES)}) and {why}. "
-            f"Ways out: run once with internet access and data.download=true; or set data.source_dir to a folder "
-            f"holding the four IDX .gz files (for Fashion-MNIST, Debian's dataset-fashion-mnist package installs them "
-            f"in /usr/share/datasets/fashion-mnist); or set data.data_dir to the folder that already holds {name}/raw/."
+            "; or set data.source_dir to a folder holding the four IDX .gz files (for Fashion-MNIST, Debian's "
+            "dataset-fashion-mnist package installs them in /usr/share/datasets/fashion-mnist)"
         )
 
     def prepare_data(self) -> None:
         if self.source_dir:
             import_idx_files(self.source_dir, self.raw_dir)
-        if self.download and not all((self.raw_dir / name).is_file() for name in IDX_FILES):
-            try:
-                self.dataset_class(str(self.data_dir), train=True, download=True)
-            except (RuntimeError, OSError) as exc:  # torchvision raises both when every mirror fails
-                raise ApaError(self._missing_message()) from exc
+        super().prepare_data()
 
-    def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        try:
-            dataset = self.dataset_class(str(self.data_dir), train=train, download=False)
-        except RuntimeError as exc:  # "Dataset not found. You can use download=True to download it"
-            raise ApaError(self._missing_message()) from exc
-        self.classes = list(dataset.classes)
+    def _arrays(self, dataset: datasets.MNIST) -> tuple[torch.Tensor, torch.Tensor]:
         return dataset.data.unsqueeze(1), dataset.targets
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        images, labels = self._load(train=True)
-        self._check(images, self.classes)
-        val, train = seeded_split(len(images), [self.val_size], self.split_seed)
-        self.train_set = ImageTensorDataset(images[train], labels[train])
-        self.val_set = ImageTensorDataset(images[val], labels[val])
-        self.test_set = ImageTensorDataset(*self._load(train=False))
 
 
 class FashionMNISTDataModule(MNISTDataModule):

@@ -42,4 +42,4 @@ class ReconstructionModule(L.LightningModule):
         raise NotImplementedError
 
     def configure_optimizers(self):
-        return configure_optimization(self.parameters(), self.hparams.optimizer, self.hparams.get("scheduler"))
+        return configure_optimization(self, self.hparams.optimizer, self.hparams.get("scheduler"))

@@ -1,5 +1,7 @@
 """Layer blocks shared by the report networks."""
 
+from collections.abc import Sequence
+
 from torch import nn
 
 
@@ -21,3 +23,13 @@ def deconv_bn_elu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Se
         nn.BatchNorm2d(out_channels),
         nn.ELU(),
     )
+
+
+def mlp_head(in_features: int, hidden: Sequence[int], num_classes: int, dropout: float) -> nn.Sequential:
+    """Fully connected classifier: for each hidden width Linear + ReLU + Dropout, then the output Linear."""
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(in_features, width), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        in_features = width
+    layers.append(nn.Linear(in_features, num_classes))
+    return nn.Sequential(*layers)

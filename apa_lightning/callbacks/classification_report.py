@@ -1,0 +1,32 @@
+"""The test's per-class report, confusion matrix and figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from apa_lightning.reports.classification import confusion_figure, headline, per_class_figure, report_rows, write_report
+
+
+class ClassificationReport(L.Callback):
+    """After the test of a module with a ``test_confusion`` metric: writes ``classification_report.txt``/
+    ``.csv`` and ``confusion_matrix.png`` into the run directory (rank 0 only), logs ``test/macro_f1`` and
+    ``test/weighted_f1``, and puts the confusion matrix and per-class figures into TensorBoard."""
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not hasattr(pl_module, "test_confusion"):
+            return
+        confusion = pl_module.test_confusion.compute().cpu()  # summed over all ranks
+        names = list(getattr(trainer.datamodule, "classes", None) or map(str, range(len(confusion))))
+        numbers = headline(confusion)
+        pl_module.log_dict({f"test/{k}": numbers[k] for k in ("macro_f1", "weighted_f1")})
+        if not trainer.is_global_zero:
+            return
+        write_report(confusion, names, Path(trainer.default_root_dir))
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                step = trainer.global_step
+                logger.experiment.add_figure("test/confusion_matrix", confusion_figure(confusion, names), step)
+                logger.experiment.add_figure("test/per_class", per_class_figure(report_rows(confusion, names)), step)

@@ -1,0 +1,79 @@
+"""torchvision classification networks (scratch or ImageNet-pretrained) with a new head for the dataset."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from apa_lightning.errors import ApaError
+from apa_lightning.nets.blocks import mlp_head
+from apa_lightning.nets.pretrained import torchvision_net
+
+FREEZE_MODES = ("none", "features")
+
+
+def freeze_all_but(net: nn.Module, head: nn.Module, freeze: str) -> nn.Module:
+    """``freeze=features``: every parameter outside ``head`` stops training; ``none`` leaves all trainable."""
+    if freeze not in FREEZE_MODES:
+        raise ApaError(f"model.net.freeze={freeze!r}; use one of {', '.join(FREEZE_MODES)}.")
+    if freeze == "features":
+        net.requires_grad_(False)
+        head.requires_grad_(True)
+    return net
+
+
+def set_in_channels(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """``conv`` for ``in_channels`` inputs; a pretrained RGB filter becomes its sum over the colour channels
+    for grey inputs (the response to a grey image stays the same)."""
+    if in_channels == conv.in_channels:
+        return conv
+    new = nn.Conv2d(
+        in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None
+    )
+    if in_channels == 1:
+        with torch.no_grad():
+            new.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
+            if conv.bias is not None:
+                new.bias.copy_(conv.bias)
+    return new
+
+
+def vgg16(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    pretrained: bool = False,
+    freeze: str = "none",
+    hidden_widths: Sequence[int] = (4096, 4096),
+    dropout: float = 0.5,
+    weights_path: str | None = None,
+) -> nn.Module:
+    """torchvision VGG16 with a classifier for ``num_classes``.
+
+    With the original hidden widths (4096, 4096) the (pretrained) hidden layers stay and only the output
+    layer is new; other widths (e.g. (8192, 8192), (2048, 2048) or three layers) build a new classifier.
+    """
+    net = torchvision_net("vgg16", pretrained, weights_path)
+    net.features[0] = set_in_channels(net.features[0], in_channels)
+    if tuple(hidden_widths) == (4096, 4096):
+        net.classifier[2].p = net.classifier[5].p = dropout
+        net.classifier[6] = nn.Linear(4096, num_classes)
+    else:
+        net.classifier = mlp_head(512 * 7 * 7, hidden_widths, num_classes, dropout)
+    return freeze_all_but(net, net.classifier, freeze)
+
+
+def resnet18(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    pretrained: bool = False,
+    freeze: str = "none",
+    dropout: float = 0.0,
+    weights_path: str | None = None,
+) -> nn.Module:
+    """torchvision ResNet18 with a new fully connected layer (after ``dropout``) for ``num_classes``."""
+    net = torchvision_net("resnet18", pretrained, weights_path)
+    net.conv1 = set_in_channels(net.conv1, in_channels)
+    net.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(net.fc.in_features, num_classes))
+    return freeze_all_but(net, net.fc, freeze)

@@ -1,0 +1,128 @@
+"""Per-class classification metrics from a confusion matrix, as sklearn's report lays them out."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+AVERAGES = ("macro avg", "weighted avg")
+
+
+def per_class_metrics(confusion: Tensor) -> dict[str, Tensor]:
+    """Precision, recall (= per-class accuracy), F1 and support per class; rows of ``confusion`` are the true
+    classes, columns the predictions. A class never predicted (or absent) gets 0 where the ratio is 0/0."""
+    confusion = confusion.double()
+    true_positive = confusion.diagonal()
+    support, predicted = confusion.sum(dim=1), confusion.sum(dim=0)
+    precision = torch.where(predicted > 0, true_positive / predicted.clamp_min(1), 0.0)
+    recall = torch.where(support > 0, true_positive / support.clamp_min(1), 0.0)
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12), 0.0)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support}
+
+
+def mean_class_accuracy(confusion: Tensor) -> float:
+    """The mean of the per-class accuracies over the classes that occur (the reports' mCA)."""
+    metrics = per_class_metrics(confusion)
+    present = metrics["support"] > 0
+    return metrics["recall"][present].mean().item()
+
+
+def report_rows(confusion: Tensor, class_names: Sequence[str]) -> list[dict[str, float | str]]:
+    """One row per class (``class``, ``precision``, ``recall``, ``f1``, ``support``), then ``macro avg`` and
+    ``weighted avg`` rows, like ``sklearn.metrics.classification_report``."""
+    metrics = per_class_metrics(confusion)
+    support = metrics["support"]
+    rows: list[dict[str, float | str]] = [
+        {
+            "class": name,
+            **{k: metrics[k][i].item() for k in ("precision", "recall", "f1")},
+            "support": support[i].item(),
+        }
+        for i, name in enumerate(class_names)
+    ]
+    weights = support / support.sum().clamp_min(1)
+    for label, weight in zip(AVERAGES, (torch.full_like(support, 1 / len(support)), weights), strict=True):
+        rows.append(
+            {"class": label, **{k: (metrics[k] * weight).sum().item() for k in ("precision", "recall", "f1")}}
+            | {"support": support.sum().item()}
+        )
+    return rows
+
+
+def headline(confusion: Tensor) -> dict[str, float]:
+    """Accuracy, mCA and macro / weighted F1: the numbers a results table reports."""
+    metrics = per_class_metrics(confusion)
+    support = metrics["support"]
+    return {
+        "acc": (confusion.diagonal().sum() / confusion.sum().clamp_min(1)).item(),
+        "mca": mean_class_accuracy(confusion),
+        "macro_f1": metrics["f1"].mean().item(),
+        "weighted_f1": (metrics["f1"] * support / support.sum().clamp_min(1)).sum().item(),
+    }
+
+
+def format_report(rows: list[dict[str, float | str]], accuracy: float, mca: float) -> str:
+    """The rows as a text table in sklearn's layout, with accuracy and mCA lines."""
+    width = max(len(str(row["class"])) for row in rows) + 2
+    header = f"{'':>{width}}{'precision':>10}{'recall':>10}{'f1-score':>10}{'support':>10}"
+    lines = [header, ""]
+    for row in rows:
+        if row["class"] == AVERAGES[0]:
+            total = int(row["support"])
+            lines += ["", f"{'accuracy':>{width}}{'':>10}{'':>10}{accuracy:>10.4f}{total:>10d}"]
+            lines.append(f"{'mCA':>{width}}{'':>10}{mca:>10.4f}{'':>10}{total:>10d}")
+        values = "".join(f"{row[k]:>10.4f}" for k in ("precision", "recall", "f1"))
+        lines.append(f"{row['class']:>{width}}{values}{int(row['support']):>10d}")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(confusion: Tensor, class_names: Sequence[str], directory: Path) -> None:
+    """Write ``classification_report.txt`` and ``.csv`` and ``confusion_matrix.png`` into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rows, numbers = report_rows(confusion, class_names), headline(confusion)
+    (directory / "classification_report.txt").write_text(format_report(rows, numbers["acc"], numbers["mca"]))
+    with open(directory / "classification_report.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["class", "precision", "recall", "f1", "support"])
+        writer.writeheader()
+        writer.writerows(rows)
+    confusion_figure(confusion, class_names).savefig(directory / "confusion_matrix.png", dpi=120)
+
+
+def confusion_figure(confusion: Tensor, class_names: Sequence[str]) -> Figure:
+    """The confusion matrix as a heat map with the counts written in, true classes down the side."""
+    n = len(class_names)
+    figure = Figure(figsize=(1.0 + 0.6 * n, 0.8 + 0.6 * n))
+    ax = figure.add_subplot()
+    counts = confusion.cpu().numpy()
+    image = ax.imshow(counts, cmap="Blues")
+    figure.colorbar(image, ax=ax)
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title="Confusion matrix")
+    ax.set_xticklabels(class_names, rotation=45, ha="right")
+    ax.set_yticklabels(class_names)
+    threshold = counts.max() / 2
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if counts[i, j] > threshold else "black")  # fmt: skip
+    figure.tight_layout()
+    return figure
+
+
+def per_class_figure(rows: list[dict[str, float | str]]) -> Figure:
+    """Grouped bars of precision, recall and F1 for every class."""
+    classes = [row for row in rows if row["class"] not in AVERAGES]
+    figure = Figure(figsize=(max(6, 0.7 * len(classes)), 4))
+    ax = figure.add_subplot()
+    for offset, key in zip((-0.25, 0, 0.25), ("precision", "recall", "f1"), strict=True):
+        ax.bar([i + offset for i in range(len(classes))], [row[key] for row in classes], width=0.25, label=key)
+    ax.set_xticks(range(len(classes)))
+    ax.set_xticklabels([row["class"] for row in classes], rotation=45, ha="right")
+    ax.set(ylim=(0, 1), title="Per-class metrics")
+    ax.legend(loc="lower right")
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,95 @@
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from apa_lightning.run import train
+
+from .test_configs import EXPERIMENTS
+
+CIFAR10_EXPERIMENTS = [e for e in EXPERIMENTS if e.startswith("cifar10_")]
+
+
+@pytest.mark.slow
+def test_cnn_v2_learns_digits_well_above_chance_and_writes_the_report(make_cfg):
+    cfg = make_cfg(
+        "model=cnn_v2",
+        "logger=csv",
+        "trainer.max_epochs=4",
+        "data.batch_size=32",
+        "optimized_metric=val/acc",
+        "optimized_mode=max",
+    )
+    best_val_acc = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    record = json.loads((out / "metrics.json").read_text())
+    assert best_val_acc > 0.6 and record["test"]["test/acc"] > 0.6  # chance is 0.1
+    assert {"test/mca", "test/macro_f1", "test/weighted_f1"} <= record["test"].keys()
+    rows = list(csv.DictReader(open(out / "classification_report.csv")))
+    assert [r["class"] for r in rows][:10] == [str(d) for d in range(10)]
+    assert sum(int(float(r["support"])) for r in rows[:10]) == 360  # the whole test split
+    assert (out / "confusion_matrix.png").is_file() and "mCA" in (out / "classification_report.txt").read_text()
+    epochs = [r for r in csv.DictReader(open(out / "csv" / "metrics.csv")) if r.get("train/acc")]
+    assert float(epochs[-1]["train/acc"]) > float(epochs[0]["train/acc"])
+    assert "lr-Adam" in open(out / "csv" / "metrics.csv").readline()  # learning rate logged every epoch
+
+
+@pytest.mark.parametrize("experiment", CIFAR10_EXPERIMENTS)
+def test_every_cifar10_experiment_runs_a_fast_dev_run(
+    make_cfg, cifar10_root, fake_imagenet_weights, experiment, monkeypatch
+):
+    monkeypatch.setenv("TORCH_HOME", str(fake_imagenet_weights))
+    cfg = make_cfg(
+        f"experiment={experiment}",
+        "trainer=debug",
+        "logger=csv",
+        f"data.data_dir={cifar10_root}",
+        "data.download=false",
+        "data.val_size=20",
+        "data.num_workers=0",
+        "data.batch_size=2",
+        "data.image_size=32",
+    )
+    train(cfg)
+    out = Path(cfg.paths.output_dir)
+    assert json.loads((out / "metrics.json").read_text())["status"] == "completed"
+    assert (out / "classification_report.csv").is_file()
+
+
+def test_frozen_pretrained_training_only_changes_the_head(make_cfg, cifar10_root, fake_imagenet_weights, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(fake_imagenet_weights))
+    cfg = make_cfg(
+        "experiment=cifar10_vgg16_frozen",
+        "trainer=debug",
+        "logger=csv",
+        f"data.data_dir={cifar10_root}",
+        "data.download=false",
+        "data.val_size=20",
+        "data.num_workers=0",
+        "data.batch_size=2",
+        "data.image_size=32",
+        "test=false",
+    )
+    train(cfg)
+    state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert torch.all(state["net.features.0.weight"] == 0.001)  # untouched pretrained (fake) weights
+    assert not torch.all(state["net.classifier.0.weight"] == state["net.classifier.0.weight"].flatten()[0])
+
+
+def test_one_cycle_schedule_takes_its_length_from_the_trainer(make_cfg):
+    # 2 epochs x 3 batches = 6 steps: the rate starts at max_lr / 25, peaks after ~2 steps and anneals
+    cfg = make_cfg(
+        "model=cnn_base",
+        "model/scheduler=onecycle",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1",
+        "test=false",
+        "logger=csv",
+    )
+    train(cfg)
+    rows = csv.DictReader(open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv"))
+    lrs = [float(r["lr-Adam"]) for r in rows if r.get("lr-Adam")]
+    assert lrs[0] == pytest.approx(0.01 / 25, rel=1e-6) and lrs[1] > 0.003  # a wrong length stays near 0.0004
