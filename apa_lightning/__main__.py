@@ -12,19 +12,34 @@ import time
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+log = logging.getLogger("apa_lightning")
+
 
 def _run_id() -> str:
     """A run-directory name that is unique even for runs started in the same second."""
     return f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
 
 
+def _optuna_direction(mode: str) -> str:
+    """Optuna's name for ``optimized_mode``."""
+    return {"min": "minimize", "max": "maximize"}[mode]
+
+
 OmegaConf.register_new_resolver("run_id", _run_id, use_cache=True, replace=True)
+OmegaConf.register_new_resolver("optuna_direction", _optuna_direction, replace=True)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://apa_lightning.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Train and test one configuration (``task=train``; returns ``cfg.optimized_metric`` for sweepers), or
-    summarise the dataset (``task=eda``)."""
+    summarise the dataset (``task=eda``).
+
+    In a sweep a failed trial is logged with its error (and recorded in its ``metrics.json``) and returns None,
+    so the other trials go on and an Optuna study marks it failed; a single run exits with status 1.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from apa_lightning.eda import explore
     from apa_lightning.errors import ApaError
     from apa_lightning.run import train, user_error
@@ -39,9 +54,12 @@ def main(cfg: DictConfig) -> float | None:
         if cfg.task not in tasks:
             raise ApaError(f"task={cfg.task} is not a task; use one of {', '.join(tasks)}.")
         return tasks[cfg.task](cfg)
-    except Exception as exc:  # only errors the user can fix are turned into a message
+    except Exception as exc:
         message = user_error(exc)
-        if message is None:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            log.error("Trial %s failed: %s", HydraConfig.get().job.num, message, exc_info=message is None)
+            return None  # not a number: the Optuna sweeper records a failed trial (a NaN would crash it)
+        if message is None:  # a bug, not a bad command: show the traceback
             raise
         print(f"\nerror: {message}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -13,8 +13,10 @@ import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from apa_lightning.distributed import ddp_job_scope, trial_devices, use_job_command_for_ddp_children
 from apa_lightning.errors import ApaError
 
 log = logging.getLogger(__name__)
@@ -69,41 +71,110 @@ def write_metrics(path: Path, record: dict[str, Any]) -> None:
     partial.replace(path)
 
 
+def hparams_for_tensorboard(cfg: DictConfig) -> dict[str, Any]:
+    """The run's hyperparameters as flat ``section/key`` entries of the types TensorBoard's HParams tab takes:
+    the model and data configs, the seed and the epoch budget."""
+    flat: dict[str, Any] = {"seed": cfg.get("seed"), "trainer/max_epochs": cfg.trainer.get("max_epochs")}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}/{key}", value)
+        else:
+            flat[prefix] = node if isinstance(node, (int, float, str, bool)) else str(node)
+
+    for section in ("model", "data"):
+        walk(section, OmegaConf.to_container(cfg[section], resolve=True))
+    return flat
+
+
+def log_final_hparams(trainer: L.Trainer, cfg: DictConfig, record: dict[str, Any]) -> None:
+    """Put the run into TensorBoard's HParams tab with its best validation score and test metrics."""
+    from torch.utils.tensorboard.summary import hparams
+
+    metrics = dict(record["test"])
+    if record["best_score"] is not None:
+        metrics[f"best/{record['optimized_metric']}"] = record["best_score"]
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger) and metrics:
+            logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("best/")}, trainer.global_step)
+            writer = logger.experiment._get_file_writer()  # the writer Lightning's own log_hyperparams uses
+            for summary in hparams(hparams_for_tensorboard(cfg), metrics):
+                writer.add_summary(summary)
+            logger.experiment.flush()
+
+
+def _single_gpu_trial(cfg: DictConfig) -> dict[str, Any]:
+    """Trainer overrides that put a one-device trial of a sweep on its own GPU when there are several."""
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return {}
+    count = torch.cuda.device_count()
+    if count < 2 or cfg.trainer.get("devices") != 1 or cfg.trainer.get("accelerator") not in ("auto", "gpu", "cuda"):
+        return {}
+    return {"devices": trial_devices(HydraConfig.get().job.num, count)}
+
+
+def _results(trainer: L.Trainer | None, start: float) -> dict[str, Any]:
+    score = getattr(trainer.checkpoint_callback, "best_model_score", None) if trainer else None
+    metrics = trainer.callback_metrics if trainer else {}
+    return {
+        "best_checkpoint": best_checkpoint(trainer) if trainer else None,
+        "best_score": None if score is None else _number(score),
+        "epochs": trainer.current_epoch if trainer else 0,
+        "wall_time_s": round(time.perf_counter() - start, 2),
+        "test": {k: _number(v) for k, v in sorted(metrics.items()) if k.startswith("test/")},
+    }
+
+
 def train(cfg: DictConfig) -> float | None:
+    """Fit ``cfg.model`` on ``cfg.data`` in a DDP-clean scope (see ``_train``)."""
+    with ddp_job_scope():
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> float | None:
     """Fit ``cfg.model`` on ``cfg.data``, test the best checkpoint and write ``metrics.json`` in the run directory.
 
-    Returns the best value of ``cfg.optimized_metric`` seen in validation (None when no checkpoint monitored it).
-    A crash or interruption still writes ``metrics.json`` (status ``failed``/``interrupted``) and keeps checkpoints.
+    Returns the best value of ``cfg.optimized_metric`` seen in validation (None when none was recorded).
+    A failure at any point still writes ``metrics.json`` (status ``failed`` or ``interrupted``, with the error);
+    finished epochs stay in ``checkpoints/``.
     """
+    from hydra.core.hydra_config import HydraConfig
+
     output_dir = Path(cfg.paths.output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path and not Path(ckpt_path).is_file():
-        raise ApaError(
-            f"ckpt_path={ckpt_path} is not a file; pass a checkpoint such as <run dir>/checkpoints/last.ckpt."
-        )
-
-    datamodule: L.LightningDataModule = instantiate_plain(cfg.data)
-    model: L.LightningModule = instantiate_plain(cfg.model)
-    trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        callbacks=instantiate_each(cfg.get("callbacks"), "callbacks"),
-        logger=instantiate_each(cfg.get("logger"), "logger") or False,
-    )
     record: dict[str, Any] = {
         "status": "running",
         "task_name": cfg.get("task_name"),
         "tags": list(cfg.get("tags") or []),
         "optimized_metric": cfg.get("optimized_metric"),
+        "optimized_mode": cfg.get("optimized_mode"),
         "run_dir": str(output_dir),
     }
-    start = time.perf_counter()
+    start, trainer = time.perf_counter(), None
     try:
+        if cfg.get("seed") is not None:
+            L.seed_everything(cfg.seed, workers=True)
+        ckpt_path = cfg.get("ckpt_path")
+        if ckpt_path and not Path(ckpt_path).is_file():
+            raise ApaError(f"ckpt_path={ckpt_path} is not a file; pass one such as <run dir>/checkpoints/last.ckpt.")
+        if HydraConfig.initialized():
+            use_job_command_for_ddp_children()
+        datamodule: L.LightningDataModule = instantiate_plain(cfg.data)
+        model: L.LightningModule = instantiate_plain(cfg.model)
+        trainer = instantiate(
+            cfg.trainer,
+            callbacks=instantiate_each(cfg.get("callbacks"), "callbacks"),
+            logger=instantiate_each(cfg.get("logger"), "logger") or False,
+            **_single_gpu_trial(cfg),
+        )
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-        best = best_checkpoint(trainer)
         if cfg.get("test") and not trainer.interrupted:
+            best = best_checkpoint(trainer)
             if best is None:
                 log.info("No checkpoint was saved (fast_dev_run or checkpointing off): testing the final weights.")
             trainer.test(model, datamodule=datamodule, ckpt_path=best)
@@ -113,18 +184,11 @@ def train(cfg: DictConfig) -> float | None:
         record["error"] = user_error(exc) or f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        callback = trainer.checkpoint_callback
-        score = getattr(callback, "best_model_score", None)
-        record.update(
-            best_checkpoint=best_checkpoint(trainer),
-            best_score=None if score is None else _number(score),
-            epochs=trainer.current_epoch,
-            wall_time_s=round(time.perf_counter() - start, 2),
-            test={k: _number(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")},
-        )
-        if trainer.is_global_zero:
+        record.update(_results(trainer, start))
+        if trainer is None or trainer.is_global_zero:
             write_metrics(output_dir / "metrics.json", record)
     if trainer.is_global_zero:
+        log_final_hparams(trainer, cfg, record)
         _print_summary(record)
     best_score = record["best_score"]
     return None if best_score is None or math.isnan(best_score) else best_score

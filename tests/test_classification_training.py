@@ -31,6 +31,7 @@ def test_cnn_v2_learns_digits_well_above_chance_and_writes_the_report(make_cfg):
     assert [r["class"] for r in rows][:10] == [str(d) for d in range(10)]
     assert sum(int(float(r["support"])) for r in rows[:10]) == 360  # the whole test split
     assert (out / "confusion_matrix.png").is_file() and "mCA" in (out / "classification_report.txt").read_text()
+    assert not (out / "images").exists()  # image grids are for autoencoders
     epochs = [r for r in csv.DictReader(open(out / "csv" / "metrics.csv")) if r.get("train/acc")]
     assert float(epochs[-1]["train/acc"]) > float(epochs[0]["train/acc"])
     assert "lr-Adam" in open(out / "csv" / "metrics.csv").readline()  # learning rate logged every epoch

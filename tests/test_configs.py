@@ -63,7 +63,7 @@ def test_configs_ship_inside_the_package():
     assert OmegaConf.create(shipped.joinpath("model", "ae.yaml").read_text())["_target_"].endswith("AutoencoderModule")
 
 
-def test_a_built_wheel_ships_every_config(tmp_path):
+def test_a_built_wheel_ships_every_config_and_module(tmp_path):
     import subprocess
     import sys
     import zipfile
@@ -84,5 +84,10 @@ def test_a_built_wheel_ships_every_config(tmp_path):
         check=True,
     )
     (wheel,) = tmp_path.glob("*.whl")
-    shipped = {n.removeprefix("apa_lightning/conf/") for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".yaml")}
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {n.removeprefix("apa_lightning/conf/") for n in names if n.endswith(".yaml")}
     assert shipped == {str(p.relative_to(CONF)) for p in CONF.rglob("*.yaml")}
+    package = CONF.parent / "apa_lightning"
+    assert {n for n in names if n.endswith(".py") and not n.startswith("apa_lightning/conf/")} == {
+        f"apa_lightning/{p.relative_to(package)}" for p in package.rglob("*.py")
+    }

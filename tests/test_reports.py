@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.metrics import classification_report
 
-from apa_lightning.reports.classification import (
+from apa_lightning.metrics.classification import (
     format_report,
     headline,
     mean_class_accuracy,

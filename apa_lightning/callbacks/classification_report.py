@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from apa_lightning.reports.classification import confusion_figure, headline, per_class_figure, report_rows, write_report
+from apa_lightning.metrics.classification import confusion_figure, headline, per_class_figure, report_rows, write_report
 
 
 class ClassificationReport(L.Callback):

@@ -29,6 +29,8 @@ class ImageGrids(L.Callback):
         self._labels: list[Tensor] = []
 
     def _collect(self, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        if not hasattr(pl_module, "grid_rows"):  # not an autoencoder: nothing to draw
+            return
         x, y = batch
         if batch_idx == 0:
             self._images, self._codes, self._labels = x[: self.num_images].detach(), [], []
@@ -59,8 +61,6 @@ class ImageGrids(L.Callback):
     @torch.no_grad()
     def grids(self, pl_module: L.LightningModule) -> dict[str, Tensor]:
         """Named image grids ``(3, H, W)`` in [0, 1] for the collected images."""
-        if not hasattr(pl_module, "grid_rows"):
-            return {}
         was_training = pl_module.training
         pl_module.eval()
         x = self._images

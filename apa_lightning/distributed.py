@@ -1,0 +1,64 @@
+"""Multi-process details: which GPU a sweep trial uses, and how Lightning's DDP re-launches a Hydra job."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import __main__
+
+# What Lightning's DDP launcher writes into the launching process's environment.
+LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def trial_devices(job_num: int, gpu_count: int) -> list[int]:
+    """The one GPU a single-device sweep trial runs on: trials are dealt round-robin over the GPUs, so
+    parallel trials (``hydra/launcher=joblib``) do not share one."""
+    return [job_num % gpu_count]
+
+
+def hydra_ddp_child_command(local_rank: int) -> tuple[Sequence[str], str]:
+    """The command that starts DDP rank ``local_rank`` of the current Hydra job, and its working directory.
+
+    Lightning's own version re-runs ``sys.argv``, which in a sweep (``-m a=1,2``) starts the whole sweep again
+    in every rank and writes into a new run directory. This one re-runs only this job's overrides in this
+    job's directory, in run mode, without writing a second ``.hydra`` folder.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd
+
+    hydra_cfg = HydraConfig.get()
+    module = getattr(__main__.__spec__, "name", None)
+    command = [sys.executable, "-m", module] if module else [sys.executable, sys.argv[0]]
+    command += [*hydra_cfg.overrides.task, f'hydra.run.dir="{hydra_cfg.runtime.output_dir}"']
+    command += [f"hydra.job.name={hydra_cfg.job.name}_rank{local_rank}", "hydra.output_subdir=null"]
+    return command, get_original_cwd()
+
+
+def use_job_command_for_ddp_children() -> None:
+    """Make Lightning start DDP ranks with ``hydra_ddp_child_command`` (Lightning only offers its own)."""
+    from lightning.pytorch.strategies.launchers import subprocess_script
+
+    subprocess_script._hydra_subprocess_cmd = hydra_ddp_child_command
+
+
+@contextmanager
+def ddp_job_scope() -> Iterator[None]:
+    """Run one job so that the next one in this process (the next trial of a sweep) starts its own DDP ranks:
+    afterwards, the launcher's environment variables are restored and the process group is destroyed.
+    (Left behind, they make Lightning believe the next job was launched externally, with the dead ranks.)"""
+    import torch.distributed as dist
+
+    saved = {name: os.environ.get(name) for name in LAUNCH_VARIABLES}
+    try:
+        yield
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

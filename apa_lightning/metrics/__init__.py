@@ -1,0 +1,1 @@
+"""Metrics computed from results, with their tables and figures."""

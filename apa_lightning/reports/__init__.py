@@ -1,1 +1,0 @@
-"""Tables and figures computed from results."""

@@ -1,0 +1,194 @@
+"""Sweeps: summaries, failing trials, presets, launchers, DDP."""
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.utils import get_class
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from apa_lightning import report
+from apa_lightning.distributed import trial_devices
+
+from .test_cli import run_cli
+
+TINY = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+]
+
+
+def fake_run(sweep: Path, job: str, overrides: list[str], metrics: dict | None) -> None:
+    (sweep / job / ".hydra").mkdir(parents=True)
+    (sweep / job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if metrics is not None:
+        (sweep / job / "metrics.json").write_text(json.dumps(metrics))
+
+
+def completed(score: float, acc: float) -> dict:
+    return {
+        "status": "completed",
+        "optimized_metric": "val/acc",
+        "optimized_mode": "max",
+        "best_score": score,
+        "test": {"test/acc": acc},
+        "epochs": 3,
+        "wall_time_s": 1.5,
+    }
+
+
+def test_summary_sorts_by_the_sweep_metric_and_marks_the_best(tmp_path):
+    fake_run(tmp_path, "0", ["lr=0.1"], completed(0.70, 0.69))
+    fake_run(tmp_path, "1", ["lr=0.01"], {"status": "failed", "error": "ValueError: bad", "best_score": None})
+    fake_run(tmp_path, "2", ["lr=0.001"], completed(0.85, 0.84))
+    fake_run(tmp_path, "3", ["lr=0.0001"], None)  # killed before it wrote anything
+    fake_run(tmp_path, "10", ["lr=1e-5"], completed(0.80, 0.79))
+    table = report.write_summary(tmp_path)
+    assert [row["job"] for row in table] == ["2", "10", "0", "1", "3"]
+    assert [row["best"] for row in table] == ["*", "", "", "", ""]
+    assert [row["status"] for row in table][3:] == ["failed", "unfinished"]
+    rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
+    assert rows[0]["overrides"] == "lr=0.001" and float(rows[0]["test/acc"]) == 0.84
+    assert rows[3]["error"] == "ValueError: bad"
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "5 runs, 2 not completed; sorted by best val/acc" in markdown
+    assert "| * | 2 | lr=0.001 | completed | 0.8500 | 0.8400 |" in markdown
+
+
+def test_report_command_rebuilds_the_summary_and_refuses_an_empty_folder(tmp_path, capsys):
+    fake_run(tmp_path, "0", ["lr=0.1"], completed(0.7, 0.7))
+    report.main([str(tmp_path)])
+    assert (tmp_path / "summary.md").is_file() and "lr=0.1" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        report.main([str(tmp_path / "nothing")])
+
+
+def test_single_gpu_trials_are_dealt_round_robin():
+    assert [trial_devices(job, 4) for job in range(6)] == [[0], [1], [2], [3], [0], [1]]
+
+
+def compose_with_hydra(*overrides: str):
+    with initialize_config_module("apa_lightning.conf", version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_cnn_v3_report_preset_sweeps_the_reports_four_settings():
+    cfg = compose_with_hydra("hparams_search=cnn_v3_report", "setting=row2")
+    assert cfg.hydra.sweeper.params.setting == "row1,row2,row3,row4"
+    assert (cfg.model.optimizer.lr, cfg.model.net.dropout, cfg.model.optimizer.weight_decay) == (0.0005, 0.4, 0.0005)
+    assert cfg.task_name == "cifar10_cnn_v3"
+
+
+def test_resnet18_grid_and_optuna_presets_compose_and_their_plugins_load():
+    grid = compose_with_hydra("hparams_search=resnet18_grid")
+    assert dict(grid.hydra.sweeper.params) == {
+        "model/optimizer": "sgd,asgd",
+        "model.optimizer.lr": "0.01,0.001",
+        "data.batch_size": "32,64,128",
+    }
+    optuna = compose_with_hydra("hparams_search=optuna", "experiment=cifar10_cnn_v3")
+    assert optuna.hydra.sweeper.direction == "maximize"  # cifar10_cnn_v3 maximises val/acc
+    assert get_class(optuna.hydra.sweeper._target_).__name__ == "OptunaSweeper"
+
+
+@pytest.mark.parametrize("launcher, plugin", [("local_parallel", "JoblibLauncher"), ("slurm", "SlurmLauncher")])
+def test_launcher_presets_compose_and_their_plugins_load(launcher, plugin):
+    extra = ["hydra.launcher.partition=gpu"] if launcher == "slurm" else []
+    cfg = compose_with_hydra(f"hydra/launcher={launcher}", *extra)
+    assert get_class(cfg.hydra.launcher._target_).__name__ == plugin
+    if launcher == "slurm":
+        assert (cfg.hydra.launcher.partition, cfg.hydra.launcher.gpus_per_node) == ("gpu", 1)
+
+
+def hparams_metrics(run_dir: Path) -> list[str]:
+    content = EventAccumulator(str(run_dir / "tensorboard")).Reload().PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    return [m.name.tag for m in experiment.metric_infos]
+
+
+@pytest.mark.slow
+def test_parallel_sweep_writes_one_directory_per_run_and_a_summary(tmp_path):
+    done = run_cli(
+        "-m",
+        "hydra/launcher=local_parallel",
+        "model.optimizer.lr=0.005,0.001",
+        "data.batch_size=32,64",
+        *TINY,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "multiruns" / "train").iterdir()
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
+    records = {p.name: json.loads((p / "metrics.json").read_text()) for p in sweep.iterdir() if p.is_dir()}
+    assert all(r["status"] == "completed" for r in records.values())
+    best_job = min(records, key=lambda job: records[job]["best_score"])
+    rows = list(csv.DictReader(open(sweep / "summary.csv")))
+    assert len(rows) == 4 and rows[0]["best"] == "*" and rows[0]["job"] == best_job
+    assert "best/val/loss" in hparams_metrics(sweep / "0") and "test/psnr" in hparams_metrics(sweep / "0")
+
+    (sweep / "summary.md").unlink()
+    report.main([str(sweep)])
+    assert (sweep / "summary.md").read_text().count("| completed |") == 4
+
+
+@pytest.mark.slow
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
+    done = run_cli("-m", "model=cnn_base", "model.optimizer.lr=-1,0.005", *TINY, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Trial 0 failed" in done.stdout + done.stderr
+    (sweep,) = (tmp_path / "outputs" / "multiruns" / "train").iterdir()
+    rows = list(csv.DictReader(open(sweep / "summary.csv")))
+    assert [(r["job"], r["status"], r["best"]) for r in rows] == [("1", "completed", "*"), ("0", "failed", "")]
+    assert "Invalid learning rate: -1" in rows[1]["error"]
+
+
+@pytest.mark.slow
+def test_ddp_trains_in_two_processes_into_one_run_directory(tmp_path):
+    done = run_cli(
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "model=cnn_base",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=4",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Starting with 2 processes" in done.stdout + done.stderr
+    (run_dir,) = (tmp_path / "outputs" / "runs" / "train").iterdir()
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "completed" and record["epochs"] == 2
+    # the test metrics are synced over both ranks' halves of the 2 test batches: 2 x 16 x 2 = 64 images
+    rows = list(csv.DictReader(open(run_dir / "classification_report.csv")))
+    assert sum(float(r["support"]) for r in rows[:10]) == 64
+    assert (run_dir / "train_rank1.log").is_file() and not (run_dir / "images").exists()
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir())[-1] == "last.ckpt"
+
+
+@pytest.mark.slow
+def test_a_sweep_of_ddp_runs_gives_one_directory_per_run(tmp_path):
+    done = run_cli(
+        "-m",
+        "model.optimizer.lr=0.001,0.005",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        *TINY,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert os.listdir(tmp_path / "outputs") == ["multiruns"]  # no stray run directories from the ranks
+    (sweep,) = (tmp_path / "outputs" / "multiruns" / "train").iterdir()
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name for p in runs] == ["0", "1"]
+    for run in runs:
+        assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
+        assert (run / "train_rank1.log").is_file()
