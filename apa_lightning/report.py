@@ -110,7 +110,7 @@ class SweepSummary(Callback):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m apa_lightning.report", description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", type=Path, help="a multirun directory, e.g. outputs/multiruns/train/<id>")
+    parser.add_argument("sweep_dir", type=Path, help="a multirun directory, e.g. outputs/multiruns/<id>")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         parser.error(f"{args.sweep_dir} is not a directory")

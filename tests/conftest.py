@@ -140,3 +140,35 @@ def fake_imagenet_weights(tmp_path_factory) -> Path:
         else:
             os.environ["TORCH_HOME"] = previous
     return torch_home
+
+
+EUROSAT_CLASSES = [
+    "AnnualCrop",
+    "Forest",
+    "HerbaceousVegetation",
+    "Highway",
+    "Industrial",
+    "Pasture",
+    "PermanentCrop",
+    "Residential",
+    "River",
+    "SeaLake",
+]
+
+
+@pytest.fixture
+def eurosat_root(tmp_path) -> Path:
+    """A tiny EuroSAT in torchvision's layout: root/eurosat/2750/<class>/<class>_<i>.jpg, ten 64x64 RGB
+    JPEGs per class, each class its own colour."""
+    from PIL import Image
+
+    root = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(EUROSAT_CLASSES):
+        folder = root / "eurosat" / "2750" / name
+        folder.mkdir(parents=True)
+        for i in range(10):
+            colour = np.array([c * 25, 255 - c * 25, (c * 70) % 256])
+            pixels = (colour + rng.integers(-15, 16, (64, 64, 3))).clip(0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{name}_{i + 1}.jpg", quality=95)
+    return root

@@ -12,6 +12,21 @@ from .test_configs import EXPERIMENTS
 CIFAR10_EXPERIMENTS = [e for e in EXPERIMENTS if e.startswith("cifar10_")]
 
 
+def on_cifar10_fixture(root: Path) -> list[str]:
+    """Overrides for a one-batch run on the tiny CIFAR-10 fixture (the experiments' 64 and 224 pixels are
+    too slow on a CPU)."""
+    return [
+        "trainer=debug",
+        "logger=csv",
+        f"data.data_dir={root}",
+        "data.download=false",
+        "data.val_size=20",
+        "data.num_workers=0",
+        "data.batch_size=2",
+        "data.image_size=32",
+    ]
+
+
 @pytest.mark.slow
 def test_cnn_v2_learns_digits_well_above_chance_and_writes_the_report(make_cfg):
     cfg = make_cfg(
@@ -42,17 +57,7 @@ def test_every_cifar10_experiment_runs_a_fast_dev_run(
     make_cfg, cifar10_root, fake_imagenet_weights, experiment, monkeypatch
 ):
     monkeypatch.setenv("TORCH_HOME", str(fake_imagenet_weights))
-    cfg = make_cfg(
-        f"experiment={experiment}",
-        "trainer=debug",
-        "logger=csv",
-        f"data.data_dir={cifar10_root}",
-        "data.download=false",
-        "data.val_size=20",
-        "data.num_workers=0",
-        "data.batch_size=2",
-        "data.image_size=32",
-    )
+    cfg = make_cfg(f"experiment={experiment}", *on_cifar10_fixture(cifar10_root))
     train(cfg)
     out = Path(cfg.paths.output_dir)
     assert json.loads((out / "metrics.json").read_text())["status"] == "completed"
@@ -61,18 +66,7 @@ def test_every_cifar10_experiment_runs_a_fast_dev_run(
 
 def test_frozen_pretrained_training_only_changes_the_head(make_cfg, cifar10_root, fake_imagenet_weights, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(fake_imagenet_weights))
-    cfg = make_cfg(
-        "experiment=cifar10_vgg16_frozen",
-        "trainer=debug",
-        "logger=csv",
-        f"data.data_dir={cifar10_root}",
-        "data.download=false",
-        "data.val_size=20",
-        "data.num_workers=0",
-        "data.batch_size=2",
-        "data.image_size=32",
-        "test=false",
-    )
+    cfg = make_cfg("experiment=cifar10_vgg16_frozen", *on_cifar10_fixture(cifar10_root), "test=false")
     train(cfg)
     state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert torch.all(state["net.features.0.weight"] == 0.001)  # untouched pretrained (fake) weights

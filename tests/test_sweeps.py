@@ -123,7 +123,7 @@ def test_parallel_sweep_writes_one_directory_per_run_and_a_summary(tmp_path):
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    (sweep,) = (tmp_path / "outputs" / "multiruns" / "train").iterdir()
+    (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
     records = {p.name: json.loads((p / "metrics.json").read_text()) for p in sweep.iterdir() if p.is_dir()}
     assert all(r["status"] == "completed" for r in records.values())
@@ -142,7 +142,7 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     done = run_cli("-m", "model=cnn_base", "model.optimizer.lr=-1,0.005", *TINY, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Trial 0 failed" in done.stdout + done.stderr
-    (sweep,) = (tmp_path / "outputs" / "multiruns" / "train").iterdir()
+    (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
     rows = list(csv.DictReader(open(sweep / "summary.csv")))
     assert [(r["job"], r["status"], r["best"]) for r in rows] == [("1", "completed", "*"), ("0", "failed", "")]
     assert "Invalid learning rate: -1" in rows[1]["error"]
@@ -186,7 +186,7 @@ def test_a_sweep_of_ddp_runs_gives_one_directory_per_run(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert os.listdir(tmp_path / "outputs") == ["multiruns"]  # no stray run directories from the ranks
-    (sweep,) = (tmp_path / "outputs" / "multiruns" / "train").iterdir()
+    (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
     runs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [p.name for p in runs] == ["0", "1"]
     for run in runs:

@@ -107,8 +107,15 @@ def confusion_figure(confusion: Tensor, class_names: Sequence[str]) -> Figure:
     threshold = counts.max() / 2
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if counts[i, j] > threshold else "black")  # fmt: skip
+            ax.text(
+                j,
+                i,
+                int(counts[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if counts[i, j] > threshold else "black",
+            )
     figure.tight_layout()
     return figure
 

@@ -69,17 +69,9 @@ class AutoencoderModule(ReconstructionModule):
         self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=split != "train")
         return loss, x_hat
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")[0]
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        _, x_hat = self._step(batch, "val")
-        self.log_quality("val", x_hat, batch[0])
-
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        _, x_hat = self._step(batch, "test")
+        super().test_step(batch, batch_idx)
         x = batch[0]
-        self.log_quality("test", x_hat, x)
         for level, (denoised, noisy) in zip(self.hparams.test_noise_levels, self.test_noise_metrics, strict=True):
             x_noisy = self.corrupt(x, level)
             denoised.update(self(x_noisy), x)

@@ -23,8 +23,9 @@ def image_quality_metrics(prefix: str) -> MetricCollection:
 
 
 class ReconstructionModule(L.LightningModule):
-    """Base of the autoencoders. Subclasses save ``optimizer`` and ``scheduler`` in their hparams and
-    implement ``grid_rows`` for the image-grid callback."""
+    """Base of the autoencoders. Subclasses save ``optimizer`` and ``scheduler`` in their hparams, implement
+    ``_step`` (log the split's losses; return the loss and the reconstruction) and ``grid_rows`` for the
+    image-grid callback."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -36,6 +37,20 @@ class ReconstructionModule(L.LightningModule):
         metrics = self.val_metrics if split == "val" else self.test_metrics
         metrics.update(reconstruction, target)
         self.log_dict(metrics, on_step=False, on_epoch=True)
+
+    def _step(self, batch: tuple[Tensor, Tensor], split: str) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")[0]
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        _, x_hat = self._step(batch, "val")
+        self.log_quality("val", x_hat, batch[0])
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        _, x_hat = self._step(batch, "test")
+        self.log_quality("test", x_hat, batch[0])
 
     def grid_rows(self, x: Tensor) -> list[Tensor]:
         """Rows of the reconstruction grid, each ``(N, C, H, W)`` in [0, 1], starting with ``x``."""

@@ -71,17 +71,6 @@ class VAEModule(ReconstructionModule):
         )
         return terms["loss"], torch.sigmoid(logits)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")[0]
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        _, x_hat = self._step(batch, "val")
-        self.log_quality("val", x_hat, batch[0])
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        _, x_hat = self._step(batch, "test")
-        self.log_quality("test", x_hat, batch[0])
-
     def encode(self, x: Tensor) -> Tensor:
         """The posterior means ``(N, latent_dim)``."""
         return self.net.encode(x)[0]

@@ -77,3 +77,37 @@ def resnet18(
     net.conv1 = set_in_channels(net.conv1, in_channels)
     net.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(net.fc.in_features, num_classes))
     return freeze_all_but(net, net.fc, freeze)
+
+
+def alexnet(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    pretrained: bool = False,
+    freeze: str = "none",
+    dropout: float = 0.5,
+    weights_path: str | None = None,
+) -> nn.Module:
+    """torchvision AlexNet whose last classifier layer is replaced for ``num_classes``; ``freeze=features``
+    freezes the convolutional layers, as the EuroSAT report did."""
+    net = torchvision_net("alexnet", pretrained, weights_path)
+    net.features[0] = set_in_channels(net.features[0], in_channels)
+    net.classifier[0].p = net.classifier[3].p = dropout
+    net.classifier[6] = nn.Linear(net.classifier[6].in_features, num_classes)
+    return freeze_all_but(net, net.classifier, freeze)
+
+
+def mobilenet_v2(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    pretrained: bool = False,
+    freeze: str = "none",
+    dropout: float = 0.2,
+    weights_path: str | None = None,
+) -> nn.Module:
+    """torchvision MobileNetV2 with a new final layer for ``num_classes``; ``freeze=features`` freezes the
+    convolutional layers."""
+    net = torchvision_net("mobilenet_v2", pretrained, weights_path)
+    first = net.features[0][0]
+    net.features[0][0] = set_in_channels(first, in_channels)
+    net.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(net.last_channel, num_classes))
+    return freeze_all_but(net, net.classifier, freeze)
