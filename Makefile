@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: install run test test-fast lint format tensorboard clean
+.PHONY: install run test test-fast lint format tensorboard bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ format: install
 
 tensorboard: install  ## every run under outputs/
 	$(VENV)/bin/tensorboard --logdir outputs
+
+bench: install  ## data-loading benchmark (needs the Fashion-MNIST IDX files: apt-get install dataset-fashion-mnist)
+	$(PY) benchmarks/loading.py
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

@@ -15,7 +15,8 @@ TRAINERS = sorted(p.stem for p in (CONF / "trainer").glob("*.yaml"))
 
 @pytest.mark.parametrize("data", DATA)
 @pytest.mark.parametrize("model", MODELS)
-def test_every_model_and_data_config_instantiates(make_cfg, model, data):
+def test_every_model_and_data_config_instantiates(make_cfg, model, data, fake_imagenet_weights):
+    # fake_imagenet_weights: model=fusion loads ImageNet weights by default
     cfg = make_cfg(f"model={model}", f"data={data}")
     assert isinstance(instantiate_plain(cfg.data), L.LightningDataModule)
     module = instantiate_plain(cfg.model)

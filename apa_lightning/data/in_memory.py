@@ -46,7 +46,7 @@ class ImageTensorDataset(Dataset):
         return images, self.labels[index]
 
 
-def _keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     """``__getitems__`` already returns the batch; nothing is left to collate."""
     return batch
 
@@ -152,7 +152,7 @@ class InMemoryImageDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
-            collate_fn=_keep_batch,
+            collate_fn=keep_batch,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )
