@@ -55,13 +55,15 @@ class MNISTDataModule(TorchvisionDataModule):
     """
 
     dataset_class = datasets.MNIST
-    expected_files = f"<name>/raw/ with {', '.join(IDX_FILES)}"
 
     def __init__(self, source_dir: str | None = None, val_size: int = 12000, **kwargs: Any) -> None:
         super().__init__(val_size=val_size, **kwargs)
         self.save_hyperparameters()
         self.source_dir = source_dir
-        self.expected_files = self.expected_files.replace("<name>", self.dataset_class.__name__)
+
+    @property
+    def expected_files(self) -> str:
+        return f"{self.dataset_class.__name__}/raw/ with {', '.join(IDX_FILES)}"
 
     @property
     def raw_dir(self) -> Path:

@@ -21,7 +21,7 @@ class TorchvisionDataModule(InMemoryImageDataModule):
     """
 
     dataset_class: ClassVar[type[VisionDataset]]
-    expected_files: ClassVar[str]
+    expected_files: str  # a class attribute, or a property
 
     def __init__(
         self, data_dir: str = "data", download: bool = True, val_size: int = 5000, split_seed: int = 42, **kwargs: Any
