@@ -14,6 +14,12 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("apa_lightning")
 
+# task -> "module:function" taking the composed config; the module is imported only when its task runs.
+TASKS = {
+    "train": "apa_lightning.run:train",
+    "eda": "apa_lightning.eda:explore",
+}
+
 
 def _run_id() -> str:
     """A run-directory name that is unique even for runs started in the same second."""
@@ -37,23 +43,23 @@ def main(cfg: DictConfig) -> float | None:
     In a sweep a failed trial is logged with its error (and recorded in its ``metrics.json``) and returns None,
     so the other trials go on and an Optuna study marks it failed; a single run exits with status 1.
     """
+    import importlib
+
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from apa_lightning.eda import explore
-    from apa_lightning.errors import ApaError
-    from apa_lightning.run import train, user_error
-
-    tasks = {"train": train, "eda": explore}
+    if cfg.task not in TASKS:
+        print(f"\nerror: task={cfg.task} is not a task; use one of {', '.join(TASKS)}.", file=sys.stderr)
+        raise SystemExit(1)
+    from apa_lightning.run import user_error
 
     # `import lightning` adds a console handler of its own; Hydra's root handlers already print to the
     # console and to the run's log file, so without this every Lightning message appears twice.
     for handler in list(logging.getLogger("lightning").handlers):
         logging.getLogger("lightning").removeHandler(handler)
     try:
-        if cfg.task not in tasks:
-            raise ApaError(f"task={cfg.task} is not a task; use one of {', '.join(tasks)}.")
-        return tasks[cfg.task](cfg)
+        module, function = TASKS[cfg.task].split(":")
+        return getattr(importlib.import_module(module), function)(cfg)
     except Exception as exc:
         message = user_error(exc)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
