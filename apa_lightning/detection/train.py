@@ -1,0 +1,370 @@
+"""``task=detect``: train a YOLO detector with ultralytics' own trainer, recorded like every other run.
+
+The run directory is ultralytics' ``save_dir`` (``weights/last.pt``, ``weights/best.pt``, ``results.csv``,
+``args.yaml``) and also holds what every run of this project has: ``metrics.json``, ``tensorboard/`` and
+``images/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from apa_lightning.detection.kitti import KittiDetectionData
+from apa_lightning.detection.yolo import YoloDetector, is_yolo_config, setup_ultralytics, ultralytics_device
+from apa_lightning.errors import ApaError, describe, interruption, user_error
+from apa_lightning.files import write_atomically, write_metrics, write_text_atomically
+from apa_lightning.hparams import hparams_for_tensorboard
+
+log = logging.getLogger(__name__)
+
+# ultralytics' results.csv columns under our names; the other columns (train/box_loss, val/cls_loss, lr/pg0 ...)
+# already follow our `split/name` style
+RENAMED_COLUMNS = {
+    "metrics/precision(B)": "val/precision",
+    "metrics/recall(B)": "val/recall",
+    "metrics/mAP50(B)": "val/map50",
+    "metrics/mAP50-95(B)": "val/map50_95",
+}
+LOSSES = ("box_loss", "cls_loss", "dfl_loss")
+EPOCH_METRICS = (
+    *RENAMED_COLUMNS.values(),
+    "val/f1",
+    *(f"{split}/{name}" for split in ("train", "val") for name in ("loss", *LOSSES)),
+)
+
+
+def f1_score(precision: float, recall: float) -> float:
+    """The harmonic mean of precision and recall (0 when both are 0)."""
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+
+
+def epoch_scalars(row: dict[str, str]) -> dict[str, float]:
+    """One row of ultralytics' results.csv as our scalars: its columns renamed, plus ``val/f1`` and the summed
+    ``train/loss`` and ``val/loss``."""
+    scalars = {RENAMED_COLUMNS.get(k, k): float(v) for k, v in row.items() if k not in ("epoch", "time")}
+    for split in ("train", "val"):
+        if all(f"{split}/{name}" in scalars for name in LOSSES):
+            scalars[f"{split}/loss"] = sum(scalars[f"{split}/{name}"] for name in LOSSES)
+    if "val/precision" in scalars and "val/recall" in scalars:
+        scalars["val/f1"] = f1_score(scalars["val/precision"], scalars["val/recall"])
+    return scalars
+
+
+def read_results(path: Path) -> list[tuple[int, dict[str, float]]]:
+    """The epochs of a results.csv as (epoch number, scalars), in order; empty when there is no file."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = [{k.strip(): v.strip() for k, v in row.items()} for row in csv.DictReader(f)]
+    return [(int(float(row["epoch"])), epoch_scalars(row)) for row in rows]
+
+
+class ResultsToTensorBoard:
+    """An ultralytics callback that copies each epoch of results.csv not yet copied into TensorBoard (step =
+    epoch), so a resumed run's TensorBoard holds the epochs before the interruption too."""
+
+    def __init__(self, results_csv: Path, writer: Any) -> None:
+        self.results_csv, self.writer, self.written = results_csv, writer, 0
+
+    def __call__(self, trainer: Any = None) -> None:
+        epochs = read_results(self.results_csv)
+        for epoch, scalars in epochs[self.written :]:
+            for name, value in scalars.items():
+                self.writer.add_scalar(name, value, epoch)
+        self.written = len(epochs)
+        self.writer.flush()
+
+
+def final_metrics(metrics: Any) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Overall and per-class mAP50, mAP50-95, precision, recall and F1 from ultralytics' DetMetrics."""
+    box = metrics.box
+    overall = {
+        "val/map50": float(box.map50),
+        "val/map50_95": float(box.map),
+        "val/precision": float(box.mp),
+        "val/recall": float(box.mr),
+        "val/f1": f1_score(float(box.mp), float(box.mr)),
+    }
+    per_class = {}
+    for i, c in enumerate(box.ap_class_index):
+        per_class[metrics.names[int(c)]] = {
+            "instances": int(metrics.nt_per_class[int(c)]),
+            "map50": float(box.ap50[i]),
+            "map50_95": float(box.ap[i]),
+            "precision": float(box.p[i]),
+            "recall": float(box.r[i]),
+            "f1": float(box.f1[i]),
+        }
+    return overall, per_class
+
+
+def save_prediction_examples(
+    weights: Path, data_yaml: Path, count: int, detector: YoloDetector, device: str, target: Path
+) -> np.ndarray | None:
+    """Predict on the first ``count`` validation images, stack them with their boxes into one RGB image, save it
+    as ``target`` (PNG) and return it; None when there is nothing to show."""
+    import yaml
+    from PIL import Image
+    from ultralytics import YOLO
+
+    val = yaml.safe_load(data_yaml.read_text())["val"]
+    folders = [Path(v) for v in ([val] if isinstance(val, str) else val)]
+    images = sorted(p for f in folders for p in f.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:count]
+    if not images:
+        return None
+    results = YOLO(str(weights)).predict(
+        [str(p) for p in images],
+        imgsz=detector.imgsz,
+        conf=detector.conf,
+        iou=detector.iou,
+        device=device,
+        verbose=False,
+    )
+    panels = [r.plot()[..., ::-1] for r in results]  # BGR -> RGB
+    width = max(p.shape[1] for p in panels)
+    grid = np.concatenate([np.pad(p, ((0, 4), (0, width - p.shape[1]), (0, 0)), constant_values=255) for p in panels])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(target, lambda f: Image.fromarray(np.ascontiguousarray(grid)).save(f, format="PNG"))
+    return grid
+
+
+def _detection_parts(cfg: DictConfig) -> tuple[KittiDetectionData, YoloDetector]:
+    kitti = f"{KittiDetectionData.__module__}.{KittiDetectionData.__qualname__}"
+    if not is_yolo_config(cfg.model) or cfg.data.get("_target_") != kitti:
+        raise ApaError(
+            f"task={cfg.task} trains a YOLO detector: it needs model=yolo and data=kitti (e.g. "
+            "experiment=kitti_yolo_scratch); task=train trains the other models."
+        )
+    return instantiate(cfg.data, _convert_="all"), instantiate(cfg.model, _convert_="all")
+
+
+def _resumable_checkpoint(cfg: DictConfig) -> tuple[Path, int] | None:
+    """The checkpoint to resume from (``ckpt_path``, or ``<resume>/weights/last.pt``) and its number of finished
+    epochs; None for a new run. Raises ApaError unless it is an unfinished ultralytics training checkpoint."""
+    import torch
+
+    if cfg.get("ckpt_path"):
+        ckpt_path = cfg.ckpt_path
+    elif cfg.get("resume"):
+        ckpt_path = str(Path(cfg.resume) / "weights" / "last.pt")
+        if not Path(ckpt_path).is_file():
+            raise ApaError(
+                f"resume={cfg.resume} has no weights/last.pt: it is not a detection run directory, or the run "
+                "stopped before its first epoch ended (then start it again)."
+            )
+    else:
+        return None
+    path = Path(ckpt_path).expanduser().resolve()
+    if not path.is_file() or path.suffix != ".pt":
+        raise ApaError(
+            f"ckpt_path={ckpt_path} is not an ultralytics checkpoint file; pass <run dir>/weights/last.pt of the "
+            "detection run to resume."
+        )
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if checkpoint.get("epoch", -1) < 0 or checkpoint.get("optimizer") is None:
+        raise ApaError(
+            f"ckpt_path={ckpt_path} holds a finished training (no epoch and optimizer state to resume). To train "
+            f"further, start a new run from its weights: model.weights={path} (without ckpt_path)."
+        )
+    return path, checkpoint["epoch"] + 1
+
+
+def _prepare_resume(checkpoint: Path, finished: int, run_dir: Path) -> Path:
+    """The last.pt to resume from in ``run_dir``, with ``results.csv`` cut to the ``finished`` epochs it holds
+    (a stop between an epoch's row and its checkpoint leaves one row more) and TensorBoard emptied, to be written
+    again from it. A checkpoint of another directory is copied in with that run's best.pt and results.csv (the
+    other run stays as it was), so the run continues with its whole history."""
+    weights = run_dir / "weights"
+    if checkpoint.parent != weights:
+        weights.mkdir(parents=True, exist_ok=True)
+        for source, target in (
+            (checkpoint, weights / "last.pt"),
+            (checkpoint.parent / "best.pt", weights / "best.pt"),
+            (checkpoint.parent.parent / "results.csv", run_dir / "results.csv"),
+        ):
+            if source.is_file():
+                with open(source, "rb") as original:
+                    write_atomically(target, lambda f, original=original: shutil.copyfileobj(original, f))
+    results = run_dir / "results.csv"
+    if results.is_file():
+        header, *rows = results.read_text().splitlines(keepends=True)
+        kept = [row for row in rows if int(float(row.split(",")[0])) <= finished]
+        write_text_atomically(results, "".join([header, *kept]))
+    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+    return weights / "last.pt"
+
+
+def _best_score(epochs: list[tuple[int, dict[str, float]]], metric: str, mode: str) -> float | None:
+    values = [s[metric] for _, s in epochs if metric in s and math.isfinite(s[metric])]
+    if not values:
+        return None
+    return max(values) if mode == "max" else min(values)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Train ``cfg.model`` (YOLO) on ``cfg.data`` with ultralytics, validate ``best.pt`` on the validation split
+    and write ``metrics.json``, TensorBoard scalars and ``images/val_predictions.png`` into the run directory.
+
+    Returns the best per-epoch value of ``cfg.optimized_metric`` (None when none was recorded). A failure still
+    writes ``metrics.json`` (status ``failed`` or ``interrupted``, with the error); ``weights/last.pt`` resumes.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir = Path(cfg.paths.output_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {
+        "status": "running",
+        "task_name": cfg.get("task_name"),
+        "tags": list(cfg.get("tags") or []),
+        "optimized_metric": cfg.get("optimized_metric"),
+        "optimized_mode": cfg.get("optimized_mode"),
+        "run_dir": str(run_dir),
+    }
+    start, metrics, writer = time.perf_counter(), None, None
+    try:
+        if cfg.optimized_metric not in EPOCH_METRICS:
+            raise ApaError(
+                f"optimized_metric={cfg.optimized_metric} is not a detection metric; use one of "
+                f"{', '.join(EPOCH_METRICS)} (the kitti experiments use val/map50_95, which also picks best.pt)."
+            )
+        if not isinstance(cfg.trainer.get("max_epochs"), int) or cfg.trainer.max_epochs < 1:
+            raise ApaError(f"trainer.max_epochs={cfg.trainer.get('max_epochs')}: YOLO training needs a number >= 1.")
+        data, detector = _detection_parts(cfg)
+        weights = detector.weights_file()
+        setup_ultralytics(run_dir)  # before anything unpickles a checkpoint, which imports ultralytics
+        resume_from = _resumable_checkpoint(cfg)
+        if resume_from is not None:
+            record["resumed_from"] = str(resume_from[0])
+        data_yaml = data.prepare(run_dir)
+        from ultralytics import YOLO
+
+        device = ultralytics_device(cfg.trainer.accelerator, cfg.trainer.devices)
+        seed = cfg.seed if cfg.get("seed") is not None else secrets.randbelow(2**31)  # ultralytics always seeds
+        common = {"data": str(data_yaml), "device": device, "workers": data.num_workers, "save_dir": str(run_dir)}
+        common["plots"] = False  # our own figures instead; ultralytics' plots take time on every validation
+        if resume_from is not None:
+            model = YOLO(str(_prepare_resume(*resume_from, run_dir)))
+            arguments = {**common, "resume": True}
+        else:
+            try:
+                model = YOLO(detector.arch)
+            except FileNotFoundError:
+                raise ApaError(
+                    f"model.arch={detector.arch} is not a model YAML ultralytics ships (e.g. yolov8n.yaml, "
+                    "yolov5s.yaml, yolov3.yaml, yolo11s.yaml) nor a file."
+                ) from None
+            if weights is not None:
+                try:
+                    model.load(str(weights))
+                except Exception as exc:  # not a checkpoint, or one ultralytics cannot read
+                    raise ApaError(
+                        f"model.weights={detector.weights} could not be loaded as ultralytics weights: {exc}"
+                    ) from None
+            arguments = {
+                **common,
+                **detector.train_arguments(),
+                "epochs": cfg.trainer.max_epochs,
+                "seed": seed,
+                "deterministic": bool(cfg.trainer.get("deterministic")),
+                "amp": str(cfg.trainer.get("precision", "32-true")) != "32-true",
+                "exist_ok": True,
+            }
+        writer = SummaryWriter(str(run_dir / "tensorboard"))
+        to_tensorboard = ResultsToTensorBoard(run_dir / "results.csv", writer)
+        model.add_callback("on_train_start", to_tensorboard)
+        model.add_callback("on_fit_epoch_end", to_tensorboard)
+        try:
+            metrics = model.train(**arguments)
+        except SyntaxError as exc:  # ultralytics' answer to an unknown or malformed argument
+            raise ApaError(f"model.train_args: {' '.join(str(exc).split())}") from None
+        to_tensorboard()  # also the epochs that multi-GPU training logged in its own processes
+        if not hasattr(metrics, "box"):  # multi-GPU training validates in a subprocess: validate here
+            best = run_dir / "weights" / "best.pt"
+            metrics = YOLO(str(best)).val(
+                data=str(data_yaml),
+                imgsz=detector.imgsz,
+                batch=detector.batch,
+                device=device.split(",")[0],
+                plots=False,
+                save_dir=str(run_dir / ".ultralytics" / "val"),
+            )
+        record["status"] = "completed"
+    except BaseException as exc:
+        signal_name = interruption(exc)
+        record["status"] = "interrupted" if signal_name else "failed"
+        if signal_name:
+            record["signal"] = signal_name
+        record["error"] = f"interrupted by {signal_name}" if signal_name else (user_error(exc) or describe(exc))
+        raise
+    finally:
+        epochs = read_results(run_dir / "results.csv")
+        best = run_dir / "weights" / "best.pt"
+        overall, per_class = final_metrics(metrics) if metrics is not None else ({}, {})
+        record.update(
+            {
+                "best_checkpoint": str(best) if best.is_file() else None,
+                "best_score": _best_score(epochs, cfg.optimized_metric, cfg.optimized_mode),
+                "epochs": epochs[-1][0] if epochs else 0,
+                "wall_time_s": round(time.perf_counter() - start, 2),
+                "test": overall,
+                "per_class": per_class,
+            }
+        )
+        earlier_record = run_dir / "metrics.json"
+        if record.get("resumed_from") and earlier_record.is_file():  # resumed in place: count the earlier time
+            record["wall_time_s"] += json.loads(earlier_record.read_text()).get("wall_time_s") or 0
+        write_metrics(run_dir / "metrics.json", record)
+        if writer is not None:
+            writer.close()
+    _finish(cfg, record, data_yaml, detector, device, writer.log_dir)
+    return record["best_score"]
+
+
+def _finish(
+    cfg: DictConfig, record: dict[str, Any], data_yaml: Path, detector: YoloDetector, device: str, log_dir: str
+) -> None:
+    """The prediction examples, the final metrics and hyperparameters in TensorBoard, and the console summary."""
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import hparams
+
+    run_dir = Path(record["run_dir"])
+    with SummaryWriter(log_dir) as writer:
+        step = record["epochs"]
+        if record["best_checkpoint"] and detector.val_images > 0:
+            grid = save_prediction_examples(
+                Path(record["best_checkpoint"]),
+                data_yaml,
+                detector.val_images,
+                detector,
+                device,
+                run_dir / "images" / "val_predictions.png",
+            )
+            if grid is not None:
+                writer.add_image("val/predictions", grid, step, dataformats="HWC")
+        final = {f"best/{k}": v for k, v in record["test"].items()}  # best.pt's validation metrics
+        if record["best_score"] is not None:
+            final.setdefault(f"best/{record['optimized_metric']}", record["best_score"])
+        for name, value in final.items():
+            writer.add_scalar(name, value, step)
+        for summary in hparams(hparams_for_tensorboard(cfg), final):
+            writer._get_file_writer().add_summary(summary)
+    lines = ["\nValidation metrics of best.pt:"]
+    lines += [f"  {name:<16}  {value:.4f}" for name, value in record["test"].items()]
+    for name, values in record["per_class"].items():
+        lines.append(f"  {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items() if k != "instances"))
+    if record["best_score"] is not None:
+        lines.append(f"Best {record['optimized_metric']}: {record['best_score']:.4f}")
+    lines.append(f"Run directory: {run_dir}")
+    print("\n".join(lines))
