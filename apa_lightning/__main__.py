@@ -6,19 +6,22 @@ the training code is imported inside the task.
 
 import logging
 import secrets
+import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-log = logging.getLogger("apa_lightning")
+from apa_lightning.config_checks import check_before_task
+from apa_lightning.errors import Interrupted, describe, user_error
+from apa_lightning.files import write_metrics
+from apa_lightning.tasks import TASKS
 
-# task -> "module:function" taking the composed config; the module is imported only when its task runs.
-TASKS = {
-    "train": "apa_lightning.run:train",
-    "eda": "apa_lightning.eda:explore",
-}
+log = logging.getLogger("apa_lightning")
 
 
 def _run_id() -> str:
@@ -34,6 +37,70 @@ def _optuna_direction(mode: str) -> str:
 OmegaConf.register_new_resolver("run_id", _run_id, use_cache=True, replace=True)
 OmegaConf.register_new_resolver("optuna_direction", _optuna_direction, replace=True)
 
+RESUME_KEYS = ("resume", "ckpt_path", "hydra.run.dir")
+RESUMABLE = ("last.ckpt", "last.pt")  # <run dir>/checkpoints/last.ckpt, YOLO's <run dir>/weights/last.pt
+TRAINING = ("train", "detect")  # the tasks a resume continues (not predict, which only reads a checkpoint)
+
+
+def _key(argument: str) -> str:
+    return argument.split("=", 1)[0].lstrip("+~")
+
+
+def resumed_arguments(argv: list[str]) -> list[str]:
+    """The command line of a run that continues another one.
+
+    With ``resume=<run dir>`` or ``ckpt_path=<run dir>/checkpoints/last.ckpt`` (YOLO: ``weights/last.pt``) in a
+    single training run, the run directory's own overrides are added (those the command line does not set again)
+    and ``hydra.run.dir`` points at it: the run goes on where and as it was, writing into the same directory.
+    Other command lines (sweeps, other checkpoints, ``task=predict``) are returned unchanged.
+    """
+    values = {_key(a): a.split("=", 1)[1] for a in argv if "=" in a and not a.startswith("-")}
+    if any(a in ("-m", "--multirun") for a in argv) or values.get("task", "train") not in TRAINING:
+        return argv
+    if values.get("resume"):
+        run_dir = Path(values["resume"])
+    elif values.get("ckpt_path") and Path(values["ckpt_path"]).name in RESUMABLE:
+        run_dir = Path(values["ckpt_path"]).parent.parent
+    else:
+        return argv
+    overrides = run_dir / ".hydra" / "overrides.yaml"
+    if not overrides.is_file():
+        return argv  # not a run directory of this tool: the task says so
+    given = set(values) | set(RESUME_KEYS)
+    original = [o for o in OmegaConf.to_container(OmegaConf.load(overrides)) if _key(o) not in given]
+    # next to the resume argument: argparse wants the overrides in one run, not split by a flag such as --cfg
+    at = next(i for i, a in enumerate(argv) if _key(a) in ("resume", "ckpt_path")) + 1
+    # hydra.mode=RUN: a trial of a preset sweep (hparams_search=...) would otherwise start the whole sweep again
+    return [*argv[:at], *original, f"hydra.run.dir={run_dir.resolve()}", "hydra.mode=RUN", *argv[at:]]
+
+
+@contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM and SIGINT raise ``Interrupted`` (in the main thread), so the run records why it
+    stopped and the process exits with 143 / 130 instead of 0."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        for ignored in previous:  # a second Ctrl-C must not break the clean-up (restored on the way out)
+            signal.signal(ignored, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    for signum in previous:
+        signal.signal(signum, interrupt)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _log_to_file(message: str) -> None:
+    """Put ``message`` into the run's log file only (the console gets the ``error:`` paragraph)."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
 
 @hydra.main(version_base="1.3", config_path="pkg://apa_lightning.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
@@ -48,22 +115,42 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    if cfg.task not in TASKS:
-        print(f"\nerror: task={cfg.task} is not a task; use one of {', '.join(TASKS)}.", file=sys.stderr)
-        raise SystemExit(1)
-    from apa_lightning.run import user_error
+    sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
 
     # `import lightning` adds a console handler of its own; Hydra's root handlers already print to the
     # console and to the run's log file, so without this every Lightning message appears twice.
     for handler in list(logging.getLogger("lightning").handlers):
         logging.getLogger("lightning").removeHandler(handler)
     try:
-        module, function = TASKS[cfg.task].split(":")
-        return getattr(importlib.import_module(module), function)(cfg)
+        with signals_interrupt():
+            check_before_task(cfg)  # a sweep trial's own values; a single run was checked before its directory
+            module, function = TASKS[cfg.task].split(":")
+            return getattr(importlib.import_module(module), function)(cfg)
+    except Interrupted as exc:
+        _log_to_file(f"Interrupted by {exc.signal_name}; the finished epochs are kept in {output_dir}.")
+        if sweep:
+            from apa_lightning.report import recorded_order, write_summary
+
+            sweep_dir = Path(HydraConfig.get().sweep.dir)
+            write_summary(sweep_dir, *recorded_order(sweep_dir))
+            print(f"\nSweep interrupted by {exc.signal_name}: {sweep_dir / 'summary.md'}", file=sys.stderr)
+        resumable = any(
+            (output_dir / folder / name).is_file()
+            for folder, name in (("checkpoints", "last.ckpt"), ("weights", "last.pt"))
+        )
+        hint = f"finished epochs are kept; continue with python -m apa_lightning resume={output_dir}"
+        print(f"\nInterrupted by {exc.signal_name}: {hint if resumable else 'no epoch had finished'}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
     except Exception as exc:
         message = user_error(exc)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        _log_to_file(f"Failed: {message or repr(exc)}")
+        if sweep:
             log.error("Trial %s failed: %s", HydraConfig.get().job.num, message, exc_info=message is None)
+            if not (output_dir / "metrics.json").is_file():  # refused before the task could record it
+                record = {"status": "failed", "error": message or describe(exc), "best_score": None, "test": {}}
+                record.update({key: cfg.get(key) for key in ("task_name", "optimized_metric", "optimized_mode")})
+                write_metrics(output_dir / "metrics.json", {**record, "run_dir": str(output_dir)})
             return None  # not a number: the Optuna sweeper records a failed trial (a NaN would crash it)
         if message is None:  # a bug, not a bad command: show the traceback
             raise
@@ -71,5 +158,11 @@ def main(cfg: DictConfig) -> float | None:
         raise SystemExit(1) from None
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m apa_lightning`` / ``apa-lightning``: ``main`` on the command line, with ``resume=`` expanded."""
+    sys.argv = [sys.argv[0], *resumed_arguments(sys.argv[1:])]
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -24,7 +24,8 @@ def hydra_ddp_child_command(local_rank: int) -> tuple[Sequence[str], str]:
 
     Lightning's own version re-runs ``sys.argv``, which in a sweep (``-m a=1,2``) starts the whole sweep again
     in every rank and writes into a new run directory. This one re-runs only this job's overrides in this
-    job's directory, in run mode, without writing a second ``.hydra`` folder.
+    job's directory, in run mode (even when the job comes from a preset sweep), without writing a second
+    ``.hydra`` folder.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import get_original_cwd
@@ -33,7 +34,8 @@ def hydra_ddp_child_command(local_rank: int) -> tuple[Sequence[str], str]:
     module = getattr(__main__.__spec__, "name", None)
     command = [sys.executable, "-m", module] if module else [sys.executable, sys.argv[0]]
     command += [*hydra_cfg.overrides.task, f'hydra.run.dir="{hydra_cfg.runtime.output_dir}"']
-    command += [f"hydra.job.name={hydra_cfg.job.name}_rank{local_rank}", "hydra.output_subdir=null"]
+    # hydra.mode=RUN: a preset sweep (hparams_search=...) in the overrides would otherwise start a sweep again
+    command += [f"hydra.job.name={hydra_cfg.job.name}_rank{local_rank}", "hydra.output_subdir=null", "hydra.mode=RUN"]
     return command, get_original_cwd()
 
 

@@ -2,19 +2,26 @@
 
 ``python -m apa_lightning.report <sweep dir>`` (re)writes ``summary.md`` and ``summary.csv``; the
 ``SweepSummary`` Hydra callback does the same when a sweep ends. Torch-free, so it loads fast.
+The table is sorted by the sweep metric, or by a column a preset names (``hydra.callbacks.sweep_summary.sort_by``,
+recorded in the sweep's ``multirun.yaml``, so a rebuilt summary keeps that order).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from apa_lightning.errors import ApaError
+from apa_lightning.files import write_text_atomically
 
 
 def _run_dirs(sweep_dir: Path) -> list[Path]:
@@ -30,7 +37,13 @@ def collect_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
     for run in _run_dirs(Path(sweep_dir)):
         overrides = OmegaConf.to_container(OmegaConf.load(run / ".hydra" / "overrides.yaml"))
         metrics_file = run / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {"status": "unfinished"}
+        try:
+            metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {"status": "unfinished"}
+        except ValueError as exc:
+            raise ApaError(
+                f"{metrics_file} is not valid JSON ({exc}); delete it (the run then counts as unfinished) or rerun "
+                "that job."
+            ) from exc
         rows.append({"job": run.name, "overrides": " ".join(overrides), "run_dir": str(run), **metrics})
     return rows
 
@@ -40,10 +53,14 @@ def _score(row: dict[str, Any]) -> float | None:
     return value if row.get("status") == "completed" and value is not None and math.isfinite(value) else None
 
 
-def summarize(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+def summarize(
+    rows: list[dict[str, Any]], sort_by: str | None = None, descending: bool = False
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Table rows sorted by the sweep metric (best first; runs without a score last) and the column names.
 
-    The metric and its direction come from the runs' ``optimized_metric`` and ``optimized_mode``.
+    The metric and its direction come from the runs' ``optimized_metric`` and ``optimized_mode``. With
+    ``sort_by`` (a column, e.g. ``test/code_bits``) the rows are ordered by that column instead, ascending
+    unless ``descending``, ties best first, rows without a value last; the best run is still marked.
     """
     metric = next((r["optimized_metric"] for r in rows if r.get("optimized_metric")), "score")
     sign = -1 if next((r["optimized_mode"] for r in rows if r.get("optimized_mode")), "min") == "max" else 1
@@ -65,7 +82,24 @@ def summarize(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[st
                 "error": row.get("error", ""),
             }
         )
-    return table, ["best", "job", "overrides", "status", best_column, *test_columns, "epochs", "wall_time_s", "error"]
+    columns = ["best", "job", "overrides", "status", best_column, *test_columns, "epochs", "wall_time_s", "error"]
+    if sort_by:
+        if sort_by not in columns:  # no run has it (all failed, or a misspelt name): show it empty
+            columns.insert(columns.index("epochs"), sort_by)
+        valued = [row for row in table if row.get(sort_by) is not None]
+        valued.sort(key=lambda row: row[sort_by], reverse=descending)  # stable: ties stay best first
+        table = valued + [{**row, sort_by: None} for row in table if row.get(sort_by) is None]
+    return table, columns
+
+
+def recorded_order(sweep_dir: Path) -> tuple[str | None, bool]:
+    """The ``sort_by`` and ``descending`` of the sweep's ``SweepSummary`` callback, from its ``multirun.yaml``
+    (``(None, False)`` when it has none)."""
+    path = sweep_dir / "multirun.yaml"
+    if not path.is_file():
+        return None, False
+    callback = OmegaConf.select(OmegaConf.load(path), "hydra.callbacks.sweep_summary", default=None) or {}
+    return callback.get("sort_by"), bool(callback.get("descending", False))
 
 
 def _cell(value: Any) -> str:
@@ -76,47 +110,76 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def write_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """Write ``summary.md`` and ``summary.csv`` into ``sweep_dir``; returns the sorted table rows."""
+def write_summary(sweep_dir: str | Path, sort_by: str | None = None, descending: bool = False) -> list[dict[str, Any]]:
+    """Write ``summary.md`` and ``summary.csv`` into ``sweep_dir`` (order: see ``summarize``); returns the
+    sorted table rows."""
     sweep_dir = Path(sweep_dir)
-    table, columns = summarize(collect_runs(sweep_dir))
-    with open(sweep_dir / "summary.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(table)
+    runs = collect_runs(sweep_dir)
+    if not runs:
+        raise ApaError(
+            f"{sweep_dir} holds no runs of a sweep (no <job>/.hydra/overrides.yaml); pass a multirun directory such "
+            "as outputs/multiruns/<id>."
+        )
+    table, columns = summarize(runs, sort_by, descending)
+    direction = "descending" if descending else "ascending"
+    order = f"{sort_by} ({direction}), the best by {columns[4]}" if sort_by else f"{columns[4]}, the best"
+    rows = io.StringIO()
+    writer = csv.DictWriter(rows, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(table)
+    write_text_atomically(sweep_dir / "summary.csv", rows.getvalue())
     failed = sum(row["status"] != "completed" for row in table)
     lines = [
         f"# Sweep summary: {sweep_dir}",
         "",
-        f"{len(table)} runs, {failed} not completed; sorted by {columns[4]}, the best marked *.",
+        f"{len(table)} runs, {failed} not completed; sorted by {order} marked *.",
         "",
         "| " + " | ".join(columns) + " |",
         "|" + "---|" * len(columns),
         *("| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in table),
     ]
-    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    write_text_atomically(sweep_dir / "summary.md", "\n".join(lines) + "\n")
     return table
 
 
 class SweepSummary(Callback):
-    """Hydra callback: writes the sweep summary when a multirun ends."""
+    """Hydra callback: writes the sweep summary when a multirun ends, ordered by ``sort_by`` when given."""
+
+    def __init__(self, sort_by: str | None = None, descending: bool = False) -> None:
+        self.sort_by, self.descending = sort_by, descending
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if sweep_dir.is_dir():
-            table = write_summary(sweep_dir)
-            print(f"Sweep summary ({len(table)} runs): {sweep_dir / 'summary.md'}")
+        if not sweep_dir.is_dir() or not collect_runs(sweep_dir):
+            return
+        table = write_summary(sweep_dir, self.sort_by, self.descending)
+        failed = sum(row["status"] != "completed" for row in table)
+        print(f"Sweep summary ({len(table)} runs, {failed} failed): {sweep_dir / 'summary.md'}")
+        if failed == len(table):
+            print(
+                f"\nerror: all {failed} trials failed; their errors are in {sweep_dir / 'summary.md'}.", file=sys.stderr
+            )
+            raise SystemExit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m apa_lightning.report", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path, help="a multirun directory, e.g. outputs/multiruns/<id>")
+    parser.add_argument(
+        "--sort-by", metavar="COLUMN", help="order by this column (default: as the sweep was configured)"
+    )
+    parser.add_argument("--descending", action="store_true", help="with --sort-by: largest first")
     args = parser.parse_args(argv)
-    if not args.sweep_dir.is_dir():
-        parser.error(f"{args.sweep_dir} is not a directory")
-    table = write_summary(args.sweep_dir)
-    if not table:
-        parser.error(f"{args.sweep_dir} holds no runs (no */.hydra/overrides.yaml)")
+    try:
+        if not args.sweep_dir.is_dir():
+            raise ApaError(
+                f"{args.sweep_dir} is not a directory; pass a multirun directory such as outputs/multiruns/<id>."
+            )
+        sort_by, descending = (args.sort_by, args.descending) if args.sort_by else recorded_order(args.sweep_dir)
+        write_summary(args.sweep_dir, sort_by, descending)
+    except ApaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     print((args.sweep_dir / "summary.md").read_text())
 
 

@@ -5,33 +5,24 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from apa_lightning.callbacks.checkpoints import AtomicCheckpointIO
+from apa_lightning.checkpoint_files import resume_checkpoint
 from apa_lightning.distributed import ddp_job_scope, trial_devices, use_job_command_for_ddp_children
-from apa_lightning.errors import ApaError
+from apa_lightning.errors import ApaError, describe, interruption, user_error
+from apa_lightning.files import write_metrics
+from apa_lightning.hparams import hparams_for_tensorboard
 
 log = logging.getLogger(__name__)
-
-
-def user_error(exc: BaseException) -> str | None:
-    """The one-paragraph message for an error the user can fix by changing the command, else None."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, (ApaError, MisconfigurationException)):
-            return str(seen)
-        seen = seen.__cause__
-    if isinstance(exc, InstantiationException):  # a wrong key or value in a _target_ config
-        return " ".join(str(exc).split())
-    return None
 
 
 def instantiate_plain(cfg: DictConfig) -> Any:
@@ -62,30 +53,6 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
 
 def _number(value: Any) -> float:
     return float(value.item() if hasattr(value, "item") else value)
-
-
-def write_metrics(path: Path, record: dict[str, Any]) -> None:
-    """Write ``record`` as JSON atomically, so a crash never leaves half a file."""
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    partial.replace(path)
-
-
-def hparams_for_tensorboard(cfg: DictConfig) -> dict[str, Any]:
-    """The run's hyperparameters as flat ``section/key`` entries of the types TensorBoard's HParams tab takes:
-    the model and data configs, the seed and the epoch budget."""
-    flat: dict[str, Any] = {"seed": cfg.get("seed"), "trainer/max_epochs": cfg.trainer.get("max_epochs")}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(f"{prefix}/{key}", value)
-        else:
-            flat[prefix] = node if isinstance(node, (int, float, str, bool)) else str(node)
-
-    for section in ("model", "data"):
-        walk(section, OmegaConf.to_container(cfg[section], resolve=True))
-    return flat
 
 
 def log_final_hparams(trainer: L.Trainer, cfg: DictConfig, record: dict[str, Any]) -> None:
@@ -155,13 +122,16 @@ def _train(cfg: DictConfig) -> float | None:
         "optimized_mode": cfg.get("optimized_mode"),
         "run_dir": str(output_dir),
     }
+    # a refused resume fails here, before anything of the run it names is written
+    ckpt_path = resume_checkpoint(cfg)
+    if ckpt_path:
+        record["resumed_from"] = ckpt_path
     start, trainer = time.perf_counter(), None
     try:
         if cfg.get("seed") is not None:
             L.seed_everything(cfg.seed, workers=True)
-        ckpt_path = cfg.get("ckpt_path")
-        if ckpt_path and not Path(ckpt_path).is_file():
-            raise ApaError(f"ckpt_path={ckpt_path} is not a file; pass one such as <run dir>/checkpoints/last.ckpt.")
+        else:  # an earlier run in this process may have set it; the loaders read it (EpochShuffle)
+            os.environ.pop("PL_GLOBAL_SEED", None)
         if HydraConfig.initialized():
             use_job_command_for_ddp_children()
         datamodule: L.LightningDataModule = instantiate_plain(cfg.data)
@@ -170,6 +140,7 @@ def _train(cfg: DictConfig) -> float | None:
             cfg.trainer,
             callbacks=instantiate_each(cfg.get("callbacks"), "callbacks"),
             logger=instantiate_each(cfg.get("logger"), "logger") or False,
+            plugins=[AtomicCheckpointIO()],
             **_single_gpu_trial(cfg),
         )
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -180,18 +151,38 @@ def _train(cfg: DictConfig) -> float | None:
             trainer.test(model, datamodule=datamodule, ckpt_path=best)
         record["status"] = "interrupted" if trainer.interrupted else "completed"
     except BaseException as exc:
-        record["status"] = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed"
-        record["error"] = user_error(exc) or f"{type(exc).__name__}: {exc}"
+        signal_name = interruption(exc)
+        record["status"] = "interrupted" if signal_name else "failed"
+        if signal_name:
+            record["signal"] = signal_name
+        record["error"] = f"interrupted by {signal_name}" if signal_name else (user_error(exc) or describe(exc))
+        _save_record(output_dir, record, trainer, start, quiet=True)
         raise
-    finally:
-        record.update(_results(trainer, start))
-        if trainer is None or trainer.is_global_zero:
-            write_metrics(output_dir / "metrics.json", record)
+    _save_record(output_dir, record, trainer, start)
     if trainer.is_global_zero:
         log_final_hparams(trainer, cfg, record)
         _print_summary(record)
     best_score = record["best_score"]
     return None if best_score is None or math.isnan(best_score) else best_score
+
+
+def _save_record(
+    output_dir: Path, record: dict[str, Any], trainer: L.Trainer | None, start: float, quiet: bool = False
+) -> None:
+    """Complete ``record`` with the run's results and write ``metrics.json`` (global rank 0 only). A resumed run
+    adds its earlier wall time. With ``quiet`` (a run that already failed) a write error is logged, not raised,
+    so it never hides the original error."""
+    record.update(_results(trainer, start))
+    path = output_dir / "metrics.json"
+    try:
+        if record.get("resumed_from") and path.is_file():
+            record["wall_time_s"] += json.loads(path.read_text()).get("wall_time_s") or 0
+        if trainer is None or trainer.is_global_zero:
+            write_metrics(path, record)
+    except (OSError, ValueError, ApaError) as exc:
+        if not quiet:
+            raise
+        log.error("Could not write %s: %s", path, user_error(exc) or describe(exc))
 
 
 def _print_summary(record: dict[str, Any]) -> None:

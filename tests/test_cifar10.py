@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchvision.transforms import v2
 
 from apa_lightning.data.cifar10 import CIFAR10DataModule
 from apa_lightning.data.in_memory import channel_stats
@@ -35,28 +36,40 @@ def test_channel_stats_match_torch_on_float_images():
 
 @pytest.mark.parametrize("preset, size", [("none", 32), ("standard", 32), ("report", 64)])
 def test_augmentation_presets_change_training_images_only(make_cfg, cifar10_root, preset, size):
-    cfg = make_cfg(
-        "data=cifar10",
-        f"data/augmentation={preset}",
-        f"data.image_size={size}",
-        "data.val_size=20",
-        f"data.data_dir={cifar10_root}",
-        "data.download=false",
-        "data.batch_size=8",
-        "data.num_workers=0",
-    )
-    dm = instantiate_plain(cfg.data)
-    dm.setup()
+    def datamodule(*overrides: str):
+        cfg = make_cfg(
+            "data=cifar10",
+            f"data/augmentation={preset}",
+            f"data.image_size={size}",
+            "data.val_size=20",
+            f"data.data_dir={cifar10_root}",
+            "data.download=false",
+            "data.batch_size=8",
+            "data.num_workers=0",
+            *overrides,
+        )
+        dm = instantiate_plain(cfg.data)
+        dm.setup()
+        return dm, list(cfg.data.augmentation or {})
+
+    dm, steps = datamodule()
     torch.manual_seed(0)
     train_images, _ = next(iter(dm.train_dataloader()))
     assert train_images.shape == (8, 3, size, size) and train_images.dtype == torch.uint8
     val_images, _ = next(iter(dm.val_dataloader()))
     assert torch.equal(val_images, dm.val_set.images[:8])  # never augmented
+    # every training image, at the batch's size: what the augmentation would give without its random steps
+    resize = v2.Resize(size, antialias=True)
+    originals = [resize(image) for image in dm.train_set.images]
     if preset == "none":
         assert dm.train_transform is None
+        assert all(any(torch.equal(img, orig) for orig in originals) for img in train_images)
     else:
-        originals = torch.stack([dm.train_set.images[i] for i in range(80)])
         assert not any(torch.equal(img, orig) for img in train_images for orig in originals)
+        # with the random steps switched off the same comparison finds every image: it can tell them apart
+        plain, _ = datamodule(*(f"data.augmentation.{k}=null" for k in steps if k != "resize"))
+        plain_images, _ = next(iter(plain.train_dataloader()))
+        assert all(any(torch.equal(img, orig) for orig in originals) for img in plain_images)
 
 
 def test_missing_cifar10_names_the_folder_and_files(tmp_path):

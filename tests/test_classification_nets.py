@@ -3,9 +3,9 @@ import torch
 from torch import nn
 
 from apa_lightning.errors import ApaError
-from apa_lightning.nets.backbones import resnet18, vgg16
+from apa_lightning.nets.backbones import alexnet, resnet18, vgg16
 from apa_lightning.nets.cnn import CNNV2, CNNV3, CNNBase
-from apa_lightning.nets.pretrained import cached_weights_file, torchvision_net
+from apa_lightning.nets.pretrained import TORCHVISION_NETS, cached_weights_file, torchvision_net
 
 from .conftest import fill_value
 
@@ -86,3 +86,41 @@ def test_missing_weights_without_network_name_the_file_url_and_ways_out(tmp_path
     assert str(tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth") in message
     assert "https://download.pytorch.org/models/vgg16-397923af.pth" in message
     assert "weights_path" in message and "pretrained=false" in message
+
+
+@pytest.mark.parametrize("content", ["garbage", "truncated", "empty", "other network"])
+def test_a_damaged_or_wrong_cached_weights_file_is_named_with_the_way_out(
+    fake_imagenet_weights, tmp_path, monkeypatch, content
+):
+    good = (fake_imagenet_weights / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth").read_bytes()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cached = cached_weights_file("alexnet")
+    cached.parent.mkdir(parents=True)
+    if content == "other network":
+        torch.save(nn.Linear(3, 2).state_dict(), cached)
+    else:
+        cached.write_bytes({"garbage": b"\x80\x02garbage", "truncated": good[: len(good) // 2], "empty": b""}[content])
+    with pytest.raises(ApaError) as err:
+        alexnet(pretrained=True)
+    message = str(err.value)
+    assert message.startswith(str(cached))
+    url = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
+    assert f"expected torchvision's alexnet ImageNet weights ({url})" in message
+    assert "Delete it and run again to download it anew" in message and "weights_only" not in message
+    if content == "other network":
+        assert "missing: classifier.1.bias" in message and "unexpected: bias, weight (2)" in message
+
+
+def test_a_weights_path_of_another_network_names_the_key_and_the_file(fake_imagenet_weights, monkeypatch):
+    from apa_lightning.nets.fusion import MiddleFusion
+
+    monkeypatch.setenv("TORCH_HOME", str(fake_imagenet_weights))
+    resnet_file = cached_weights_file("resnet18")
+    with pytest.raises(ApaError, match=f"{resnet_file} does not hold weights for alexnet .*missing: classifier") as err:
+        alexnet(pretrained=True, weights_path=str(resnet_file))
+    url = TORCHVISION_NETS["alexnet"][1].url
+    assert str(err.value).endswith(
+        f"alexnet ImageNet weights ({url}). Point model.net.weights_path at a good copy of that file."
+    )
+    with pytest.raises(ApaError, match="Point model.net.mobilenet_weights_path at a good copy"):
+        MiddleFusion(mobilenet_weights_path=str(resnet_file))

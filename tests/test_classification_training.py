@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from apa_lightning.run import train
+from apa_lightning.data.digits import DigitsDataModule
+from apa_lightning.run import instantiate_plain, train
 
 from .test_configs import EXPERIMENTS
 
@@ -44,7 +45,10 @@ def test_cnn_v2_learns_digits_well_above_chance_and_writes_the_report(make_cfg):
     assert {"test/mca", "test/macro_f1", "test/weighted_f1"} <= record["test"].keys()
     rows = list(csv.DictReader(open(out / "classification_report.csv")))
     assert [r["class"] for r in rows][:10] == [str(d) for d in range(10)]
-    assert sum(int(float(r["support"])) for r in rows[:10]) == 360  # the whole test split
+    test_split = DigitsDataModule()
+    test_split.setup()
+    # support is counted per true class (rows of the confusion matrix), not per predicted class
+    assert [int(float(r["support"])) for r in rows[:10]] == torch.bincount(test_split.test_set.labels).tolist()
     assert (out / "confusion_matrix.png").is_file() and "mCA" in (out / "classification_report.txt").read_text()
     assert not (out / "images").exists()  # image grids are for autoencoders
     epochs = [r for r in csv.DictReader(open(out / "csv" / "metrics.csv")) if r.get("train/acc")]
@@ -65,12 +69,28 @@ def test_every_cifar10_experiment_runs_a_fast_dev_run(
 
 
 def test_frozen_pretrained_training_only_changes_the_head(make_cfg, cifar10_root, fake_imagenet_weights, monkeypatch):
+    import copy
+
+    from apa_lightning import run
+
+    initial = {}
+
+    def instantiate_and_remember(cfg):
+        built = instantiate_plain(cfg)
+        if hasattr(built, "net"):
+            initial.update(copy.deepcopy(built.state_dict()))
+        return built
+
     monkeypatch.setenv("TORCH_HOME", str(fake_imagenet_weights))
+    monkeypatch.setattr(run, "instantiate_plain", instantiate_and_remember)
     cfg = make_cfg("experiment=cifar10_vgg16_frozen", *on_cifar10_fixture(cifar10_root), "test=false")
     train(cfg)
     state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    assert torch.all(state["net.features.0.weight"] == 0.001)  # untouched pretrained (fake) weights
-    assert not torch.all(state["net.classifier.0.weight"] == state["net.classifier.0.weight"].flatten()[0])
+    features = [k for k in state if k.startswith("net.features.")]
+    head = [k for k in state if k.startswith("net.classifier.") and k.endswith("weight")]
+    assert features and all(torch.equal(state[k], initial[k]) for k in features)  # frozen: untouched
+    assert torch.all(state["net.features.0.weight"] == 0.001)  # and they are the pretrained (fake) weights
+    assert head and all(not torch.equal(state[k], initial[k]) for k in head)  # every head layer learned
 
 
 def test_one_cycle_schedule_takes_its_length_from_the_trainer(make_cfg):
@@ -88,3 +108,24 @@ def test_one_cycle_schedule_takes_its_length_from_the_trainer(make_cfg):
     rows = csv.DictReader(open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv"))
     lrs = [float(r["lr-Adam"]) for r in rows if r.get("lr-Adam")]
     assert lrs[0] == pytest.approx(0.01 / 25, rel=1e-6) and lrs[1] > 0.003  # a wrong length stays near 0.0004
+
+
+@pytest.mark.parametrize("scheduler, lr_after_one_epoch", [("step", 0.0001), ("cosine", 0.0005), ("plateau", 0.001)])
+def test_scheduler_presets_step_in_a_real_run(make_cfg, scheduler, lr_after_one_epoch):
+    # two short epochs: each scheduler steps once at an epoch end (plateau reads val/loss there: its first
+    # value is the best so far, so the rate stays)
+    overrides = {"step": ["model.scheduler.step_size=1"], "plateau": ["model.scheduler.patience=0"], "cosine": []}
+    cfg = make_cfg(
+        "model=cnn_base",
+        f"model/scheduler={scheduler}",
+        *overrides[scheduler],
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "test=false",
+        "logger=csv",
+    )
+    train(cfg)
+    rows = csv.DictReader(open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv"))
+    lrs = [float(r["lr-Adam"]) for r in rows if r.get("lr-Adam")]
+    assert lrs == pytest.approx([0.001, lr_after_one_epoch])

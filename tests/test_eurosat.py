@@ -64,7 +64,13 @@ def test_fusion_gives_one_logit_per_class_and_trains_only_its_classifier_when_fr
     assert net(torch.rand(2, 3, size, size)).shape == (2, 10)
     trainable = {name for name, p in net.named_parameters() if p.requires_grad}
     assert trainable and all(name.startswith("classifier.") for name in trainable)
-    assert all(p.requires_grad for p in MiddleFusion(pretrained=False, freeze=False).parameters())
+    assert all(p.requires_grad for p in MiddleFusion(pretrained=False, freeze="none").parameters())
+
+
+@pytest.mark.parametrize("freeze", [True, False, "yes", "backbone"])
+def test_fusion_takes_the_freeze_vocabulary_of_every_network(freeze):
+    with pytest.raises(ApaError, match=f"model.net.freeze={freeze!r}; use one of none, features"):
+        MiddleFusion(pretrained=False, freeze=freeze)
 
 
 @pytest.mark.parametrize("builder", [alexnet, mobilenet_v2])
@@ -101,4 +107,16 @@ def test_every_eurosat_experiment_runs_a_fast_dev_run(
     out = Path(cfg.paths.output_dir)
     assert (out / "classification_report.csv").is_file() and (out / "data_split.csv").is_file()
     names = [row["class"] for row in csv.DictReader(open(out / "classification_report.csv"))]
-    assert names[:10] == EUROSAT_CLASSES
+    # the classes of the one test batch (labels or predictions), in class order, then the averages
+    assert names[-2:] == ["macro avg", "weighted avg"] and names[:-2]
+    assert names[:-2] == [c for c in EUROSAT_CLASSES if c in names]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not an image", "empty"])
+def test_a_corrupt_image_is_named(eurosat_root, damage):
+    bad = eurosat_root / "eurosat" / "2750" / "Highway" / "Highway_3.jpg"
+    data = bad.read_bytes()
+    bad.write_bytes({"truncated": data[: len(data) // 2], "not an image": b"<html>404</html>", "empty": b""}[damage])
+    dm = EuroSATDataModule(data_dir=str(eurosat_root), download=False)
+    with pytest.raises(ApaError, match=f"EuroSAT image {bad} cannot be decoded .*; the file is corrupt or truncated"):
+        dm.setup()

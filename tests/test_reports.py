@@ -55,6 +55,39 @@ def test_report_agrees_with_sklearn():
     assert headline(confusion)["acc"] == pytest.approx(expected["accuracy"])
 
 
+def test_averages_and_logged_mca_match_sklearn_on_a_split_with_a_missing_class():
+    from sklearn.metrics import balanced_accuracy_score
+
+    from apa_lightning.models.classifier import accuracy_metrics
+
+    # five classes: 2 never occurs in the labels but is predicted, 4 occurs in neither
+    y_true = torch.tensor([0, 0, 0, 1, 1, 1, 1, 3, 3, 3])
+    y_pred = torch.tensor([0, 2, 0, 1, 1, 3, 2, 3, 3, 0])
+    confusion = torch.zeros(5, 5, dtype=torch.long)
+    for t, p in zip(y_true.tolist(), y_pred.tolist(), strict=True):
+        confusion[t, p] += 1
+    names = ["a", "b", "c", "d", "e"]
+    expected = classification_report(y_true, y_pred, output_dict=True, zero_division=0)
+    rows = {row["class"]: row for row in report_rows(confusion, names)}
+    assert list(rows) == ["a", "b", "c", "d", "macro avg", "weighted avg"]  # "e" is in neither, as in sklearn
+    for name, key in [*zip("abcd", ("0", "1", "2", "3"), strict=True), ("macro avg",) * 2, ("weighted avg",) * 2]:
+        for metric, reference in (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score")):
+            assert rows[name][metric] == pytest.approx(expected[key][reference]), (name, metric)
+    numbers = headline(confusion)
+    assert numbers["mca"] == pytest.approx(expected["macro avg"]["recall"])  # 0.4167, not 0.5556 (labels only)
+    assert numbers["mca"] != pytest.approx(balanced_accuracy_score(y_true, y_pred))
+    assert numbers["macro_f1"] == pytest.approx(expected["macro avg"]["f1-score"])
+    assert numbers["weighted_f1"] == pytest.approx(expected["weighted avg"]["f1-score"])
+    # the metric logged as val/mca and test/mca, accumulated over two batches, is the same number
+    logged = accuracy_metrics(5, "test/")
+    logits = torch.nn.functional.one_hot(y_pred, 5).float()
+    logged.update(logits[:6], y_true[:6])
+    logged.update(logits[6:], y_true[6:])
+    computed = logged.compute()
+    assert computed["test/mca"].item() == pytest.approx(numbers["mca"])
+    assert computed["test/acc"].item() == pytest.approx(expected["accuracy"])
+
+
 def test_written_report_has_a_row_per_class_and_the_figure(tmp_path):
     write_report(CONFUSION, ["cat", "dog", "frog"], tmp_path)
     rows = list(csv.DictReader(open(tmp_path / "classification_report.csv")))
@@ -64,3 +97,33 @@ def test_written_report_has_a_row_per_class_and_the_figure(tmp_path):
     assert "accuracy" in text and "mCA" in text and "0.7500" in text
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 1000
     assert format_report(report_rows(CONFUSION, ["a", "b", "c"]), 0.75, 0.78).count("\n") == 10
+
+
+def test_confusion_matrix_rows_are_the_true_classes_from_test_step_to_report(tmp_path):
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from apa_lightning.callbacks.classification_report import ClassificationReport
+    from apa_lightning.models.classifier import ClassifierModule
+
+    # the "network" passes its input through: every image is a logit vector voting for class 2
+    labels = torch.tensor([0, 0, 0, 1, 1, 3])
+    logits = torch.nn.functional.one_hot(torch.full((6,), 2), 4).float()
+    module = ClassifierModule(
+        net={"_target_": "torch.nn.Identity"}, optimizer={"_target_": "torch.optim.SGD", "lr": 0.1}, num_classes=4
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ClassificationReport()],
+        default_root_dir=tmp_path,
+    )
+    trainer.test(module, DataLoader(TensorDataset(logits, labels), batch_size=4), verbose=False)
+    assert module.test_confusion.compute()[:, 2].tolist() == [3, 2, 0, 1]  # row = true class, column = predicted
+    rows = {r["class"]: r for r in csv.DictReader(open(tmp_path / "classification_report.csv"))}
+    assert {c: float(rows[c]["support"]) for c in "0123"} == {"0": 3, "1": 2, "2": 0, "3": 1}
+    assert float(rows["2"]["precision"]) == 0 and float(rows["0"]["recall"]) == 0
+    assert trainer.callback_metrics["test/mca"].item() == 0.0 and trainer.callback_metrics["test/acc"].item() == 0.0

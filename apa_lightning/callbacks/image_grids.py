@@ -1,15 +1,28 @@
-"""Reconstruction grids, VAE samples, interpolations and latent scatter plots."""
+"""Reconstruction grids, VAE samples, interpolations, latent scatter plots and latent navigation."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_warn
 from matplotlib.figure import Figure
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
+
+from apa_lightning.errors import ApaError
+
+
+def latent_coder(pl_module: L.LightningModule) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]] | None:
+    """``(encode, decode)`` between images and dense codes: the module's own (VAEs: posterior means) or its
+    network's (``ConvDenseAutoencoder``); None when the model has no dense code."""
+    for owner in (pl_module, getattr(pl_module, "net", None)):
+        if callable(getattr(owner, "encode", None)) and callable(getattr(owner, "decode", None)):
+            return owner.encode, owner.decode
+    return None
 
 
 class ImageGrids(L.Callback):
@@ -20,13 +33,47 @@ class ImageGrids(L.Callback):
     modules with ``sample``, ``interpolate`` and ``encode`` (VAEs) also get a grid of samples from the
     prior, an interpolation between two images and, when ``latent_dim`` is 2, a scatter of the codes
     coloured by class. The images come from the first batch of the validation (or test) set.
+
+    With ``navigation_steps`` > 0 and a model with a dense code (``latent_coder``) it also draws
+    ``latent_navigation``: ``navigation_steps`` x ``navigation_steps`` decodings of the code of collected image
+    number ``navigation_image``, its first coordinate varied along the columns and its second along the rows
+    (growing rightwards and downwards) by up to ``navigation_span`` standard deviations of that coordinate over
+    the collected images' codes; the middle picture is the image's own reconstruction.
     """
 
-    def __init__(self, num_images: int = 8, num_samples: int = 64, interpolation_steps: int = 10) -> None:
+    def __init__(
+        self,
+        num_images: int = 8,
+        num_samples: int = 64,
+        interpolation_steps: int = 10,
+        navigation_steps: int = 0,
+        navigation_span: float = 2.0,
+        navigation_image: int = 0,
+    ) -> None:
+        if navigation_steps < 0 or navigation_span <= 0 or not 0 <= navigation_image < num_images:
+            raise ApaError(
+                f"callbacks.image_grids: navigation_steps={navigation_steps} must be >= 0 (0: no navigation grid), "
+                f"navigation_span={navigation_span} positive and navigation_image={navigation_image} one of the "
+                f"num_images={num_images} collected images (0 to {num_images - 1})."
+            )
         self.num_images, self.num_samples, self.interpolation_steps = num_images, num_samples, interpolation_steps
+        self.navigation_steps, self.navigation_span = navigation_steps, navigation_span
+        self.navigation_image = navigation_image
         self._images: Tensor | None = None
         self._codes: list[Tensor] = []
         self._labels: list[Tensor] = []
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not self.navigation_steps or not hasattr(pl_module, "grid_rows"):
+            return
+        coder = latent_coder(pl_module)
+        latent_dim = getattr(pl_module, "latent_dim", None) or getattr(getattr(pl_module, "net", None), "latent_dim", 0)
+        if coder is None or latent_dim < 2:
+            raise ApaError(
+                f"callbacks.image_grids.navigation_steps={self.navigation_steps} needs a model with a dense code of "
+                f"at least 2 numbers ({type(pl_module.net).__name__} has none); use model=dense_ae or model=vae, "
+                "or set callbacks.image_grids.navigation_steps=0."
+            )
 
     def _collect(self, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         if not hasattr(pl_module, "grid_rows"):  # not an autoencoder: nothing to draw
@@ -72,8 +119,34 @@ class ImageGrids(L.Callback):
         if hasattr(pl_module, "interpolate") and len(x) >= 2:
             path = pl_module.interpolate(x[0], x[1], self.interpolation_steps).float()
             grids["interpolation"] = make_grid(path, nrow=self.interpolation_steps, pad_value=1.0)
+        if self.navigation_steps:
+            navigation = self.latent_navigation(pl_module, x)
+            if navigation is not None:
+                grids["latent_navigation"] = make_grid(navigation, nrow=self.navigation_steps, pad_value=1.0)
         pl_module.train(was_training)
         return {name: grid.cpu() for name, grid in grids.items()}
+
+    def latent_navigation(self, pl_module: L.LightningModule, x: Tensor) -> Tensor | None:
+        """The navigation pictures ``(steps * steps, C, H, W)`` in [0, 1], row by row; None (with a warning)
+        when fewer images than ``navigation_image + 1`` were collected."""
+        if self.navigation_image >= len(x):
+            rank_zero_warn(
+                f"no latent navigation: only {len(x)} images in the first batch, navigation_image is "
+                f"{self.navigation_image}; lower callbacks.image_grids.navigation_image."
+            )
+            return None
+        encode, decode = latent_coder(pl_module)
+        codes = encode(x).float()
+        spread = codes[:, :2].std(0) if len(codes) > 1 else torch.ones(2, device=codes.device)
+        spread = torch.where(spread > 0, spread, torch.ones_like(spread))  # identical codes: unit steps
+        offsets = torch.linspace(-self.navigation_span, self.navigation_span, self.navigation_steps)
+        offsets = offsets.to(codes.device)
+        z = codes[self.navigation_image].repeat(self.navigation_steps**2, 1)
+        z[:, 0] += offsets.repeat(self.navigation_steps) * spread[0]  # along each row
+        z[:, 1] += offsets.repeat_interleave(self.navigation_steps) * spread[1]  # down the columns
+        images = decode(z.to(dtype=x.dtype)).float()
+        to_unit = getattr(pl_module, "to_unit", None)
+        return (to_unit(images) if to_unit else images).clamp(0, 1)
 
     def latent_figure(self) -> Figure | None:
         """Scatter of the collected 2-D codes coloured by class, or None when none were collected."""

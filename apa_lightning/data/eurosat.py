@@ -2,36 +2,34 @@
 
 from __future__ import annotations
 
-import csv
+import re
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from torchvision.datasets import EuroSAT
 from torchvision.io import ImageReadMode, decode_image
+from torchvision.io import read_file as read_bytes
 
 from apa_lightning.data.in_memory import ImageTensorDataset, InMemoryImageDataModule
+from apa_lightning.data.splits import SPLITS, stratified_split, write_split_csv
 from apa_lightning.errors import ApaError
 
-SPLITS = ("train", "val", "test")
 
+def read_rgb(path: str) -> torch.Tensor:
+    """The image file ``path`` decoded as uint8 RGB ``(3, H, W)``.
 
-def stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int) -> list[torch.Tensor]:
-    """Index tensors of the train, validation and test parts: each class is shuffled with ``seed`` and cut by
-    ``fractions`` (validation and test rounded per class, training takes the rest), so every part keeps
-    the class proportions."""
-    generator = torch.Generator().manual_seed(seed)
-    parts: list[list[torch.Tensor]] = [[], [], []]
-    for cls in torch.unique(labels).tolist():
-        members = torch.nonzero(labels == cls).flatten()
-        members = members[torch.randperm(len(members), generator=generator)]
-        n_val, n_test = round(fractions[1] * len(members)), round(fractions[2] * len(members))
-        n_train = len(members) - n_val - n_test
-        for part, chunk in zip(parts, members.split([n_train, n_val, n_test]), strict=True):
-            part.append(chunk)
-    return [torch.cat(part).sort().values for part in parts]
+    Raises ApaError naming the file when it is empty, truncated or not an image.
+    """
+    try:
+        return decode_image(read_bytes(path), mode=ImageReadMode.RGB)
+    except RuntimeError as exc:  # torchvision's decoders: "Image is incomplete or truncated", "Unsupported ..."
+        reason = re.sub(r"^\w+, \S+:\d+, ", "", str(exc).strip()).split(". ")[0]  # without the C++ source line
+        raise ApaError(
+            f"EuroSAT image {path} cannot be decoded ({reason}); the file is corrupt or truncated. Replace it "
+            "with a good copy, or delete the eurosat folder and download it again (data.download=true)."
+        ) from None
 
 
 class EuroSATDataModule(InMemoryImageDataModule):
@@ -76,7 +74,7 @@ class EuroSATDataModule(InMemoryImageDataModule):
 
     def _open(self, download: bool) -> EuroSAT:
         try:
-            return EuroSAT(str(self.data_dir), download=download, loader=partial(decode_image, mode=ImageReadMode.RGB))
+            return EuroSAT(str(self.data_dir), download=download, loader=read_rgb)
         except (RuntimeError, OSError) as exc:  # missing folder, or a failed download
             raise ApaError(self._missing_message()) from exc
 
@@ -107,11 +105,11 @@ class EuroSATDataModule(InMemoryImageDataModule):
         trainer = getattr(self, "trainer", None)
         if self.split_dir is None or (trainer is not None and not trainer.is_global_zero):
             return
-        self.split_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.split_dir / "data_split.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["split", "file", "label"])
-            for split, indices in self.split_indices.items():
-                dataset = getattr(self, f"{split}_set")
-                for index, label in zip(indices.tolist(), dataset.labels.tolist(), strict=True):
-                    writer.writerow([split, self.files[index], self.classes[label]])
+        write_split_csv(
+            self.split_dir / "data_split.csv",
+            (
+                [split, self.files[index], self.classes[label]]
+                for split, indices in self.split_indices.items()
+                for index, label in zip(indices.tolist(), getattr(self, f"{split}_set").labels.tolist(), strict=True)
+            ),
+        )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import lightning as L
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
 from apa_lightning.errors import ApaError
@@ -44,6 +45,31 @@ class ImageTensorDataset(Dataset):
         if self.transform:
             images = torch.stack([self.transform(image) for image in images])
         return images, self.labels[index]
+
+
+class EpochShuffle(Sampler[int]):
+    """A permutation of ``range(n)`` that depends only on ``seed`` and the epoch (Lightning calls ``set_epoch``
+    before each epoch), so a resumed run sees the same order in epoch k as a run that never stopped.
+
+    ``generator``, reseeded with the epoch too, is for the DataLoader: it draws the workers' seeds from it instead
+    of from torch's global generator, whose state at that moment differs between a new and a resumed process.
+    """
+
+    def __init__(self, n: int, seed: int, epoch: int = 0) -> None:
+        self.n, self.seed = n, seed
+        self.generator = torch.Generator()
+        self.set_epoch(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.generator.manual_seed(self.seed + epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
 
 
 def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -147,15 +173,30 @@ class InMemoryImageDataModule(L.LightningDataModule):
     def _loader(self, dataset: ImageTensorDataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() has not run")
+        sampler = self._epoch_shuffle(len(dataset)) if shuffle else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
+            shuffle=shuffle and sampler is None,
+            generator=sampler.generator if sampler else None,
             num_workers=self.num_workers,
             collate_fn=keep_batch,
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            # training workers restart every epoch, seeded from (seed, epoch): see EpochShuffle
+            persistent_workers=self.num_workers > 0 and sampler is None,
         )
+
+    def _epoch_shuffle(self, n: int) -> EpochShuffle | None:
+        """The seeded per-epoch order of a seeded run (``seed_everything`` sets PL_GLOBAL_SEED, in every DDP rank
+        too), starting at the epoch the trainer is at: Lightning may fetch from a new loader before it calls
+        ``set_epoch``. None in an unseeded run, which shuffles as torch does."""
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        if seed is None:
+            return None
+        trainer = getattr(self, "trainer", None)
+        epoch = trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0
+        return EpochShuffle(n, int(seed), epoch)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
@@ -173,7 +214,8 @@ class InMemoryImageDataModule(L.LightningDataModule):
             size = (self.image_size, self.image_size)
             images = F.interpolate(images, size=size, mode="bilinear", antialias=True)
         if images.shape[1] != self.channels:
-            images = images.expand(-1, self.channels, -1, -1)
+            # a real copy: expand's stride-0 view breaks code that calls .view() on it (torchmetrics' SSIM)
+            images = images.repeat(1, self.channels, 1, 1)
         if self.mean is not None:
             mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
             std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)

@@ -1,4 +1,9 @@
-"""Per-class classification metrics from a confusion matrix, as sklearn's report lays them out."""
+"""Per-class classification metrics from a confusion matrix, as sklearn's report lays them out.
+
+The one definition of the averages, used for the logged ``val/mca`` and ``test/mca`` and for the report: like
+``sklearn.metrics.classification_report``, they average over the classes that occur in the labels or the
+predictions; a class absent from both is left out, a class predicted but absent from the labels scores 0.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 AVERAGES = ("macro avg", "weighted avg")
 
@@ -25,18 +31,31 @@ def per_class_metrics(confusion: Tensor) -> dict[str, Tensor]:
     return {"precision": precision, "recall": recall, "f1": f1, "support": support}
 
 
+def evaluated_classes(confusion: Tensor) -> Tensor:
+    """Boolean mask of the classes that occur among the labels or the predictions: those the averages count."""
+    return (confusion.sum(dim=1) > 0) | (confusion.sum(dim=0) > 0)
+
+
 def mean_class_accuracy(confusion: Tensor) -> float:
-    """The mean of the per-class accuracies over the classes that occur (the reports' mCA)."""
-    metrics = per_class_metrics(confusion)
-    present = metrics["support"] > 0
-    return metrics["recall"][present].mean().item()
+    """The reports' mCA: the mean per-class accuracy (recall) over the evaluated classes, which is sklearn's
+    ``macro avg`` recall; 0 for an empty matrix."""
+    recall = per_class_metrics(confusion)["recall"][evaluated_classes(confusion)]
+    return recall.mean().item() if len(recall) else 0.0
+
+
+class MeanClassAccuracy(MulticlassConfusionMatrix):
+    """``mean_class_accuracy`` of the confusion matrix accumulated over an epoch (summed over all processes)."""
+
+    def compute(self) -> Tensor:
+        confusion = super().compute()
+        return torch.tensor(mean_class_accuracy(confusion), device=confusion.device)
 
 
 def report_rows(confusion: Tensor, class_names: Sequence[str]) -> list[dict[str, float | str]]:
-    """One row per class (``class``, ``precision``, ``recall``, ``f1``, ``support``), then ``macro avg`` and
-    ``weighted avg`` rows, like ``sklearn.metrics.classification_report``."""
+    """One row per evaluated class (``class``, ``precision``, ``recall``, ``f1``, ``support``), then ``macro avg``
+    and ``weighted avg`` rows, like ``sklearn.metrics.classification_report``."""
     metrics = per_class_metrics(confusion)
-    support = metrics["support"]
+    support, evaluated = metrics["support"], evaluated_classes(confusion)
     rows: list[dict[str, float | str]] = [
         {
             "class": name,
@@ -44,9 +63,11 @@ def report_rows(confusion: Tensor, class_names: Sequence[str]) -> list[dict[str,
             "support": support[i].item(),
         }
         for i, name in enumerate(class_names)
+        if evaluated[i]
     ]
+    macro = evaluated.double() / evaluated.sum().clamp_min(1)
     weights = support / support.sum().clamp_min(1)
-    for label, weight in zip(AVERAGES, (torch.full_like(support, 1 / len(support)), weights), strict=True):
+    for label, weight in zip(AVERAGES, (macro, weights), strict=True):
         rows.append(
             {"class": label, **{k: (metrics[k] * weight).sum().item() for k in ("precision", "recall", "f1")}}
             | {"support": support.sum().item()}
@@ -57,11 +78,11 @@ def report_rows(confusion: Tensor, class_names: Sequence[str]) -> list[dict[str,
 def headline(confusion: Tensor) -> dict[str, float]:
     """Accuracy, mCA and macro / weighted F1: the numbers a results table reports."""
     metrics = per_class_metrics(confusion)
-    support = metrics["support"]
+    support, evaluated = metrics["support"], evaluated_classes(confusion)
     return {
         "acc": (confusion.diagonal().sum() / confusion.sum().clamp_min(1)).item(),
         "mca": mean_class_accuracy(confusion),
-        "macro_f1": metrics["f1"].mean().item(),
+        "macro_f1": metrics["f1"][evaluated].mean().nan_to_num().item(),
         "weighted_f1": (metrics["f1"] * support / support.sum().clamp_min(1)).sum().item(),
     }
 

@@ -12,15 +12,16 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from apa_lightning.metrics.classification import MeanClassAccuracy
 from apa_lightning.models.optim import configure_optimization
 
 
 def accuracy_metrics(num_classes: int, prefix: str) -> MetricCollection:
-    """Accuracy and mean class accuracy (mCA: the mean of the per-class accuracies), keys ``<prefix>acc``."""
+    """Accuracy and mean class accuracy (mCA, as ``mean_class_accuracy`` defines it), keys ``<prefix>acc``."""
     return MetricCollection(
         {
             "acc": MulticlassAccuracy(num_classes, average="micro"),
-            "mca": MulticlassAccuracy(num_classes, average="macro"),
+            "mca": MeanClassAccuracy(num_classes),
         },
         prefix=prefix,
     )

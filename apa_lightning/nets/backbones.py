@@ -14,11 +14,20 @@ from apa_lightning.nets.pretrained import torchvision_net
 FREEZE_MODES = ("none", "features")
 
 
-def freeze_all_but(net: nn.Module, head: nn.Module, freeze: str) -> nn.Module:
-    """``freeze=features``: every parameter outside ``head`` stops training; ``none`` leaves all trainable."""
+def check_freeze(freeze: str) -> str:
+    """``freeze`` itself when it is one of FREEZE_MODES (the one vocabulary of every network); raises ApaError."""
     if freeze not in FREEZE_MODES:
-        raise ApaError(f"model.net.freeze={freeze!r}; use one of {', '.join(FREEZE_MODES)}.")
-    if freeze == "features":
+        raise ApaError(
+            f"model.net.freeze={freeze!r}; use one of {', '.join(FREEZE_MODES)} (features: only the new classifier "
+            "trains; none: every layer trains)."
+        )
+    return freeze
+
+
+def freeze_all_but(net: nn.Module, head: nn.Module, freeze: str) -> nn.Module:
+    """``freeze=features``: every parameter outside ``head`` stops training; ``none`` leaves all trainable.
+    Raises ApaError for any other value."""
+    if check_freeze(freeze) == "features":
         net.requires_grad_(False)
         head.requires_grad_(True)
     return net
@@ -54,6 +63,7 @@ def vgg16(
     With the original hidden widths (4096, 4096) the (pretrained) hidden layers stay and only the output
     layer is new; other widths (e.g. (8192, 8192), (2048, 2048) or three layers) build a new classifier.
     """
+    check_freeze(freeze)  # before loading (or downloading) any weights
     net = torchvision_net("vgg16", pretrained, weights_path)
     net.features[0] = set_in_channels(net.features[0], in_channels)
     if tuple(hidden_widths) == (4096, 4096):
@@ -73,6 +83,7 @@ def resnet18(
     weights_path: str | None = None,
 ) -> nn.Module:
     """torchvision ResNet18 with a new fully connected layer (after ``dropout``) for ``num_classes``."""
+    check_freeze(freeze)  # before loading (or downloading) any weights
     net = torchvision_net("resnet18", pretrained, weights_path)
     net.conv1 = set_in_channels(net.conv1, in_channels)
     net.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(net.fc.in_features, num_classes))
@@ -89,6 +100,7 @@ def alexnet(
 ) -> nn.Module:
     """torchvision AlexNet whose last classifier layer is replaced for ``num_classes``; ``freeze=features``
     freezes the convolutional layers, as the EuroSAT report did."""
+    check_freeze(freeze)  # before loading (or downloading) any weights
     net = torchvision_net("alexnet", pretrained, weights_path)
     net.features[0] = set_in_channels(net.features[0], in_channels)
     net.classifier[0].p = net.classifier[3].p = dropout
@@ -106,6 +118,7 @@ def mobilenet_v2(
 ) -> nn.Module:
     """torchvision MobileNetV2 with a new final layer for ``num_classes``; ``freeze=features`` freezes the
     convolutional layers."""
+    check_freeze(freeze)  # before loading (or downloading) any weights
     net = torchvision_net("mobilenet_v2", pretrained, weights_path)
     first = net.features[0][0]
     net.features[0][0] = set_in_channels(first, in_channels)

@@ -26,31 +26,64 @@ def cached_weights_file(name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
 
 
-def torchvision_net(name: str, pretrained: bool = False, weights_path: str | None = None) -> nn.Module:
+def read_state_dict(net: nn.Module, path: Path, name: str, fix: str) -> dict[str, torch.Tensor]:
+    """The state dict in ``path`` after checking it is one for ``net`` (torchvision's ``name``): same keys, same
+    shapes. Raises ApaError naming the file, what was expected and ``fix`` (the way out) when it is not."""
+    expected = f"torchvision's {name} ImageNet weights ({TORCHVISION_NETS[name][1].url})"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a truncated or foreign file; never unpickle objects
+        raise ApaError(
+            f"{path} cannot be read as PyTorch weights (torch.load fails with {type(exc).__name__}: the file is "
+            f"truncated, damaged or something else); expected {expected}. {fix}"
+        ) from None
+    own = net.state_dict()
+    if not isinstance(state, dict):
+        raise ApaError(f"{path} holds a {type(state).__name__}, not a state dict; expected {expected}. {fix}")
+    missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+    resized = [k for k in own.keys() & state.keys() if getattr(state[k], "shape", None) != own[k].shape]
+    if missing or unexpected or resized:
+        found = "; ".join(
+            f"{what}: {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''} ({len(keys)})"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("other shapes", sorted(resized)))
+            if keys
+        )
+        raise ApaError(f"{path} does not hold weights for {name} ({found}); expected {expected}. {fix}")
+    return state
+
+
+def torchvision_net(
+    name: str, pretrained: bool = False, weights_path: str | None = None, weights_key: str = "model.net.weights_path"
+) -> nn.Module:
     """torchvision's ``name`` network with its 1000-class ImageNet head.
 
-    pretrained: the ImageNet weights from ``weights_path`` if given, else from torchvision's cache, which
-    torchvision fills by downloading. Raises ApaError naming the file, the URL and where to put it when
-    the weights are missing and cannot be downloaded.
+    pretrained: the ImageNet weights from ``weights_path`` (the config key ``weights_key``) if given, else from
+    torchvision's cache, which torchvision fills by downloading. Raises ApaError naming the file, the URL and
+    the way out when the weights are missing and cannot be downloaded, or when the file is not those weights.
     """
     if name not in TORCHVISION_NETS:
         raise ApaError(f"unknown torchvision network {name!r}; choose one of {', '.join(TORCHVISION_NETS)}.")
     builder, weights = TORCHVISION_NETS[name]
+    net = builder(weights=None)
     if not pretrained:
-        return builder(weights=None)
+        return net
     if weights_path:
         path = Path(weights_path).expanduser()
         if not path.is_file():
-            raise ApaError(f"model.net.weights_path={path} is not a file; point it at a copy of {weights.url}.")
-        net = builder(weights=None)
-        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return net
-    cached = cached_weights_file(name)
-    try:
-        return builder(weights=weights)
-    except OSError as exc:  # URLError and friends: no network
-        raise ApaError(
-            f"The ImageNet weights of {name} are not in {cached} and could not be downloaded from {weights.url}. "
-            f"Ways out: download that file into {cached.parent} (TORCH_HOME moves it), or set "
-            f"model.net.weights_path to a copy of it, or train from scratch with model.net.pretrained=false."
-        ) from exc
+            raise ApaError(f"{weights_key}={path} is not a file; point it at a copy of {weights.url}.")
+        fix = f"Point {weights_key} at a good copy of that file."
+    else:
+        path = cached_weights_file(name)
+        fix = f"Delete it and run again to download it anew, or set {weights_key} to a good copy."
+        if not path.is_file():
+            try:
+                net.load_state_dict(weights.get_state_dict(progress=True, check_hash=True))
+                return net
+            except (OSError, RuntimeError) as exc:  # URLError and friends: no network; a wrong hash
+                raise ApaError(
+                    f"The ImageNet weights of {name} are not in {path} and could not be downloaded from "
+                    f"{weights.url}. Ways out: download that file into {path.parent} (TORCH_HOME moves it), or set "
+                    f"{weights_key} to a copy of it, or train from scratch with model.net.pretrained=false."
+                ) from exc
+    net.load_state_dict(read_state_dict(net, path, name, fix))
+    return net

@@ -1,0 +1,39 @@
+"""Checkpoints a resume can trust: ``last.ckpt`` is the latest finished epoch, and no file is ever half-written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from apa_lightning.files import write_atomically
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that refreshes ``last.ckpt`` after every training epoch.
+
+    Lightning (2.6) rewrites ``last.ckpt`` only when a top-k checkpoint is saved in the same step, so with
+    ``save_top_k=1`` on a monitored metric it stays at the best epoch and a resume retrains the epochs after it.
+    Here ``last.ckpt`` is written at the end of every training epoch (after that epoch's validation), whatever the
+    monitor says. An interruption in the middle of an epoch leaves it at the last finished epoch, so a resume
+    repeats exactly the unfinished one.
+    """
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file and renames it, so a kill or a full disk never leaves a
+    truncated checkpoint under a real name; a full disk becomes an ApaError naming the file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, lambda f: torch.save(checkpoint, f))

@@ -1,0 +1,75 @@
+"""Reading checkpoints of this tool safely: plain values only, with clear errors for anything else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from apa_lightning.errors import ApaError
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint at ``path``, loaded with ``weights_only=True`` (never unpickling arbitrary objects).
+
+    Raises ApaError when the file is not a Lightning checkpoint written by this tool.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # torch raises many types for a foreign or damaged file
+        raise ApaError(
+            f"{path} is not a checkpoint of this tool (it cannot be read as one: {type(exc).__name__}); pass a .ckpt "
+            "file from a run's checkpoints/ folder, e.g. <run dir>/checkpoints/last.ckpt."
+        ) from exc
+    if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= checkpoint.keys():
+        raise ApaError(
+            f"{path} is not a checkpoint of this tool (no state_dict and hyper_parameters); pass a .ckpt file from a "
+            "run's checkpoints/ folder, e.g. <run dir>/checkpoints/last.ckpt."
+        )
+    return checkpoint
+
+
+def finished_epochs(checkpoint: dict[str, Any]) -> int:
+    """How many training epochs the checkpoint's run had finished when it was saved.
+
+    Lightning counts an epoch as processed before ``on_train_epoch_end``, where epoch-end checkpoints are saved.
+    """
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    return int(progress.get("processed", checkpoint.get("epoch", 0)))
+
+
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """The checkpoint to continue from: ``ckpt_path``, or ``<resume>/checkpoints/last.ckpt``; None for a new run.
+
+    Raises ApaError when it is missing, not a checkpoint of this tool, made with another network, or has no
+    epochs left to train within ``trainer.max_epochs``.
+    """
+    ckpt_path, resume = cfg.get("ckpt_path"), cfg.get("resume")
+    if resume and not ckpt_path:
+        ckpt_path = str(Path(resume) / "checkpoints" / "last.ckpt")
+        if not Path(ckpt_path).is_file():
+            raise ApaError(
+                f"resume={resume} has no checkpoints/last.ckpt: it is not a run directory of this tool, or the run "
+                "stopped before its first epoch ended (then start it again)."
+            )
+    if not ckpt_path:
+        return None
+    if not Path(ckpt_path).is_file():
+        raise ApaError(f"ckpt_path={ckpt_path} is not a file; pass one such as <run dir>/checkpoints/last.ckpt.")
+    checkpoint = read_checkpoint(ckpt_path)
+    made_with = checkpoint["hyper_parameters"].get("net", {}).get("_target_")
+    wanted = OmegaConf.select(cfg, "model.net._target_")
+    if made_with != wanted:
+        raise ApaError(
+            f"ckpt_path={ckpt_path} was made with the network {made_with}, but model.net is {wanted}; resume with "
+            "the model it was trained with (resume=<run dir> reuses that run's own config)."
+        )
+    done, max_epochs = finished_epochs(checkpoint), cfg.trainer.get("max_epochs")
+    if max_epochs is not None and max_epochs >= 0 and done >= max_epochs:
+        raise ApaError(
+            f"nothing left to train: {ckpt_path} has finished {done} epochs and trainer.max_epochs={max_epochs}; "
+            f"raise trainer.max_epochs (e.g. trainer.max_epochs={done + 10}) to train on."
+        )
+    return str(ckpt_path)

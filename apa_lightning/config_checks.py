@@ -1,0 +1,150 @@
+"""Checks of the composed config before anything heavy is imported and before Hydra makes the run directory:
+a bad value gets one clear error naming the key and what it accepts, instead of a library traceback (or an
+empty run directory) later. Torch-free."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from apa_lightning.errors import ApaError
+from apa_lightning.tasks import TASKS
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _fraction(value: Any) -> bool:
+    """A probability such as a dropout rate: 0 <= p < 1."""
+    return _number(value) and 0 <= value < 1
+
+
+def _batches(value: Any) -> bool:
+    """Lightning's limit_*_batches: a fraction in (0, 1] or a whole number of batches."""
+    return (_integer(value) and value >= 0) or (isinstance(value, float) and 0 < value <= 1)
+
+
+# key -> (accepts the value?, what it accepts). Keys that a config does not have are not checked.
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": (lambda v: v is None or _integer(v), "an integer, or null for an unseeded run"),
+    "trainer.max_epochs": (
+        lambda v: v is None or (_integer(v) and (v >= 1 or v == -1)),
+        "an integer >= 1 (or -1 for no limit)",
+    ),
+    "trainer.min_epochs": (lambda v: v is None or (_integer(v) and v >= 0), "an integer >= 0"),
+    "trainer.log_every_n_steps": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "trainer.check_val_every_n_epoch": (lambda v: v is None or (_integer(v) and v >= 1), "an integer >= 1"),
+    "trainer.accumulate_grad_batches": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "trainer.limit_train_batches": (_batches, "a fraction in (0, 1] or a number of batches"),
+    "trainer.limit_val_batches": (_batches, "a fraction in (0, 1] or a number of batches"),
+    "trainer.limit_test_batches": (_batches, "a fraction in (0, 1] or a number of batches"),
+    "data.batch_size": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "data.num_workers": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (0 loads in the main process)"),
+    "data.image_size": (lambda v: _integer(v) and v >= 1, "an integer >= 1 (pixels)"),
+    "data.channels": (lambda v: v in (1, 3), "1 or 3"),
+    "data.num_classes": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "model.optimizer.lr": (lambda v: _number(v) and v > 0, "a number > 0, e.g. 0.001"),
+    "model.optimizer.weight_decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "model.optimizer.momentum": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "model.label_smoothing": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "model.net.dropout": (_fraction, "a probability in [0, 1)"),
+    "model.net.block_dropout": (
+        lambda v: isinstance(v, (list, ListConfig)) and all(_fraction(p) for p in v),
+        "a list of probabilities in [0, 1)",
+    ),
+    "model.net.latent_dim": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+}
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ApaError for the first value in ``cfg`` that ``RULES`` does not accept."""
+    for key, (accepts, allowed) in RULES.items():
+        parent, _, name = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if not isinstance(node, DictConfig) or name not in node:
+            continue
+        value = OmegaConf.select(cfg, key)
+        if not accepts(value):
+            shown = "null" if value is None else value
+            raise ApaError(f"{key}={shown} is not allowed: {key} must be {allowed}.")
+
+
+def _folder_problem(path: Path, create: bool) -> str | None:
+    """Why ``path`` cannot serve as a folder of this tool's files, or None. With ``create`` it is made (as Hydra
+    would) and a file is written and removed in it; else only its nearest existing part is looked at."""
+    if path.exists() and not path.is_dir():
+        return "it is a file, not a folder"
+    if not create:
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            return f"{existing} is a file, not a folder"
+        return None
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        return f"it cannot be written ({exc.strerror or exc})"
+    return None
+
+
+def check_paths(cfg: DictConfig) -> None:
+    """Raise ApaError when ``paths.log_dir`` cannot hold run directories or ``paths.data_dir`` is not a folder."""
+    for key, create in (("paths.log_dir", True), ("paths.data_dir", False)):
+        value = OmegaConf.select(cfg, key)
+        if value is None:
+            continue
+        problem = _folder_problem(Path(os.path.expanduser(str(value))).absolute(), create)
+        if problem:
+            raise ApaError(
+                f"{key}={value} cannot be used: {problem}. Set {key} (or APA_ROOT, which holds both data/ and "
+                "outputs/) to a writable folder."
+            )
+
+
+def check_before_task(cfg: DictConfig) -> None:
+    """Raise ApaError for an unknown ``task`` or a value ``RULES`` does not accept."""
+    if cfg.get("task") not in TASKS:
+        raise ApaError(f"task={cfg.get('task')} is not a task; use one of {', '.join(TASKS)}.")
+    check_config(cfg)
+
+
+def check_resume(cfg: DictConfig) -> None:
+    """For a training run that continues a checkpoint: raise ApaError when it cannot (see ``resume_checkpoint``),
+    before Hydra rewrites the config files of the run directory it names. Imports torch only then."""
+    if cfg.get("task") == "train" and (cfg.get("resume") or cfg.get("ckpt_path")):
+        from apa_lightning.checkpoint_files import resume_checkpoint
+
+        resume_checkpoint(cfg)
+
+
+class CheckBeforeRun(Callback):
+    """Hydra callback: refuses a bad command (``error:`` paragraph, exit status 1) before Hydra makes the run or
+    sweep directory. A sweep's trials check their own values when they start."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._refuse_bad(config, check_before_task, check_paths, check_resume)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._refuse_bad(config, check_paths)
+
+    @staticmethod
+    def _refuse_bad(config: DictConfig, *checks: Callable[[DictConfig], None]) -> None:
+        try:
+            for check in checks:
+                check(config)
+        except ApaError as exc:
+            print(f"\nerror: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None

@@ -1,0 +1,272 @@
+"""The catalogue of bad inputs: each case runs the real entry point in-process and must end with a non-zero exit,
+one ``error:`` paragraph naming the key or file, no traceback, and nothing half-written on disk.
+
+Add a case for every bad input the product learns to refuse: ``Case(id, overrides, expected message parts)``,
+with an optional ``prepare(tmp_path) -> list[str]`` that writes the bad files and returns extra overrides.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from apa_lightning.__main__ import main
+
+FAST = ["trainer=debug", "logger=csv"]
+# Names a crash may leave behind that must never stay on disk.
+HALF_WRITTEN = ("*.partial", "*.tmp", "*.part", ".tmp*")
+
+
+@dataclass
+class Case:
+    id: str
+    overrides: list[str]
+    expected: list[str]  # parts of the one error paragraph
+    prepare: Callable[[Path], list[str]] | None = None
+    exit_code: int = 1
+    marks: list = field(default_factory=list)
+    before_run_dir: bool = False  # refused before Hydra makes the run directory: none may be left
+
+
+def run_entry(monkeypatch, capsys, tmp_path: Path, overrides: list[str]) -> tuple[int, str]:
+    """Run ``python -m apa_lightning <overrides>`` in this process; its exit status and stderr."""
+    monkeypatch.setattr(sys, "argv", ["apa_lightning", f"paths.root_dir={tmp_path}", *overrides])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    return code, capsys.readouterr().err
+
+
+def assert_one_clear_error(code: int, stderr: str, expected: list[str], exit_code: int = 1) -> str:
+    """The run failed with ``exit_code`` and printed exactly one ``error:`` paragraph holding ``expected``."""
+    assert code == exit_code, stderr
+    assert "Traceback" not in stderr, stderr
+    assert stderr.count("error: ") == 1, stderr
+    paragraph = stderr.split("error: ", 1)[1].strip()
+    assert "\n\n" not in paragraph, paragraph
+    for part in expected:
+        assert part in paragraph, paragraph
+    return paragraph
+
+
+def assert_nothing_half_written(root: Path) -> None:
+    leftovers = [p for pattern in HALF_WRITTEN for p in root.rglob(pattern)]
+    assert not leftovers, leftovers
+
+
+def a_file(tmp_path: Path) -> list[str]:
+    (tmp_path / "a_file").write_text("not a folder")
+    return []
+
+
+def garbage_checkpoint(tmp_path: Path) -> list[str]:
+    (tmp_path / "garbage.ckpt").write_bytes(b"\x80\x04 this is not a checkpoint" * 10)
+    return [f"ckpt_path={tmp_path / 'garbage.ckpt'}"]
+
+
+def autoencoder_checkpoint(tmp_path: Path) -> list[str]:
+    import torch
+
+    hparams = {"net": {"_target_": "apa_lightning.nets.conv_ae.ConvAutoencoder", "in_channels": 1}}
+    torch.save({"state_dict": {}, "hyper_parameters": hparams, "epoch": 0}, tmp_path / "ae.ckpt")
+    return [f"ckpt_path={tmp_path / 'ae.ckpt'}"]
+
+
+def resume_without_checkpoint(tmp_path: Path) -> list[str]:
+    (tmp_path / "some_dir").mkdir()
+    return [f"resume={tmp_path / 'some_dir'}"]
+
+
+def idx_source(tmp_path: Path, damage: str) -> list[str]:
+    """MNIST's four IDX .gz files in a source_dir, one of them damaged: ``truncated`` or ``wrong magic``."""
+    import gzip
+
+    import numpy as np
+
+    from .conftest import write_idx
+
+    source = tmp_path / "idx_source"
+    source.mkdir()
+    for split, n in (("train", 40), ("t10k", 20)):
+        write_idx(source / f"{split}-images-idx3-ubyte", np.zeros((n, 28, 28)), compress=True)
+        write_idx(source / f"{split}-labels-idx1-ubyte", np.arange(n) % 10, compress=True)
+    bad = source / ("train-images-idx3-ubyte.gz" if damage == "truncated" else "t10k-labels-idx1-ubyte.gz")
+    data = bad.read_bytes()
+    if damage == "truncated":
+        bad.write_bytes(data[: len(data) // 2])
+    else:
+        bad.write_bytes(gzip.compress(b"\x08\x01\x00\x00" + gzip.decompress(data)[4:]))
+    return ["data=mnist", f"data.source_dir={source}", "data.download=false"]
+
+
+def eurosat_folder(tmp_path: Path, corrupt: bool) -> list[str]:
+    """A tiny EuroSAT (ten 64x64 JPEGs per class); with ``corrupt`` one of them is cut in half."""
+    import numpy as np
+    from PIL import Image
+
+    from .conftest import EUROSAT_CLASSES
+
+    for c, name in enumerate(EUROSAT_CLASSES):
+        folder = tmp_path / "eurosat_data" / "eurosat" / "2750" / name
+        folder.mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(np.full((64, 64, 3), c * 25, dtype=np.uint8)).save(folder / f"{name}_{i + 1}.jpg")
+    if corrupt:
+        bad = tmp_path / "eurosat_data" / "eurosat" / "2750" / "River" / "River_4.jpg"
+        bad.write_bytes(bad.read_bytes()[:300])
+    return ["data=eurosat", f"data.data_dir={tmp_path / 'eurosat_data'}", "data.download=false"]
+
+
+def weights_file(tmp_path: Path, content: str) -> list[str]:
+    """A ``weights_path`` that is ``garbage`` or the state dict of another network (a linear layer)."""
+    import torch
+
+    path = tmp_path / "weights.pth"
+    if content == "garbage":
+        path.write_bytes(b"<html>503 Service Unavailable</html>")
+    else:
+        torch.save(torch.nn.Linear(3, 2).state_dict(), path)
+    return ["model.net.pretrained=true", f"model.net.weights_path={path}"]
+
+
+CASES: list[Case] = [
+    # checked before the run directory is made (no directory is left behind)
+    Case("unknown task", ["task=nonsense"], ["task=nonsense is not a task", "train"], before_run_dir=True),
+    Case(
+        "max_epochs not a number",
+        ["trainer.max_epochs=abc"],
+        ["trainer.max_epochs=abc", "integer >= 1"],
+        before_run_dir=True,
+    ),
+    Case("seed not a number", ["seed=abc"], ["seed=abc", "an integer, or null"], before_run_dir=True),
+    Case("negative num_workers", ["data.num_workers=-1"], ["data.num_workers=-1", "integer >= 0"], before_run_dir=True),
+    Case("lr null", ["model.optimizer.lr=null"], ["model.optimizer.lr=null", "a number > 0"], before_run_dir=True),
+    Case(
+        "dropout above 1",
+        ["model=cnn_base", "model.net.dropout=1.5"],
+        ["model.net.dropout=1.5", "[0, 1)"],
+        before_run_dir=True,
+    ),
+    Case(
+        "latent_dim 0",
+        ["model=vae", "model.net.latent_dim=0"],
+        ["model.net.latent_dim=0", "integer >= 1"],
+        before_run_dir=True,
+    ),
+    Case("batch_size 0", ["data.batch_size=0"], ["data.batch_size=0", "integer >= 1"], before_run_dir=True),
+    Case("channels 2", ["data.channels=2"], ["data.channels=2", "1 or 3"], before_run_dir=True),
+    Case(
+        "log_dir is a file",
+        ["paths.log_dir=${paths.root_dir}/a_file"],
+        ["paths.log_dir=", "a file"],
+        a_file,
+        before_run_dir=True,
+    ),
+    Case(
+        "log_dir under /proc",
+        ["paths.log_dir=/proc/apa"],
+        ["paths.log_dir=/proc/apa", "cannot be written"],
+        before_run_dir=True,
+    ),
+    Case(
+        "data_dir in a file",
+        ["paths.data_dir=${paths.root_dir}/a_file/data"],
+        ["paths.data_dir=", "a file"],
+        a_file,
+        before_run_dir=True,
+    ),
+    # checked when the run starts
+    Case("garbage ckpt_path", FAST, ["garbage.ckpt is not a checkpoint of this tool"], garbage_checkpoint),
+    Case(
+        "checkpoint of another model",
+        ["model=vae", *FAST],
+        ["was made with the network apa_lightning.nets.conv_ae.ConvAutoencoder", "model.net is"],
+        autoencoder_checkpoint,
+    ),
+    Case("resume a folder without checkpoints", FAST, ["has no checkpoints/last.ckpt"], resume_without_checkpoint),
+    Case(
+        "truncated .gz in source_dir",
+        FAST,
+        ["idx_source/train-images-idx3-ubyte.gz cannot be read", "truncated or corrupt", "Replace it"],
+        lambda tmp_path: idx_source(tmp_path, "truncated"),
+    ),
+    Case(
+        "IDX file with a wrong magic number",
+        FAST,
+        ["idx_source/t10k-labels-idx1-ubyte.gz is not a valid MNIST IDX file", "magic number is 08010000"],
+        lambda tmp_path: idx_source(tmp_path, "wrong magic"),
+    ),
+    Case(
+        "corrupt EuroSAT image",
+        ["model=cnn_base", *FAST],
+        ["EuroSAT image", "River/River_4.jpg cannot be decoded", "corrupt or truncated"],
+        lambda tmp_path: eurosat_folder(tmp_path, corrupt=True),
+    ),
+    Case(
+        "autoencoder on standardised images",
+        ["model=ae", *FAST],
+        ["AutoencoderModule reconstructs images in [0.0, 1.0]", "data.normalize=dataset", "data.normalize=none"],
+        lambda tmp_path: eurosat_folder(tmp_path, corrupt=False),
+    ),
+    Case(
+        "weights_path not a weights file",
+        ["model=resnet18", *FAST],
+        ["weights.pth cannot be read as PyTorch weights", "expected torchvision's resnet18 ImageNet weights"],
+        lambda tmp_path: weights_file(tmp_path, "garbage"),
+    ),
+    Case(
+        "weights_path of another network",
+        ["model=alexnet", *FAST],
+        ["weights.pth does not hold weights for alexnet", "unexpected: bias, weight", "model.net.weights_path"],
+        lambda tmp_path: weights_file(tmp_path, "other network"),
+    ),
+    Case(
+        "fusion freeze outside the vocabulary",
+        ["model=fusion", "model.net.freeze=true", *FAST],
+        ["model.net.freeze=True", "none, features"],
+    ),
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=c.marks) for c in CASES])
+def test_bad_input_is_one_clear_error(case: Case, monkeypatch, capsys, tmp_path):
+    extra = case.prepare(tmp_path) if case.prepare else []
+    code, stderr = run_entry(monkeypatch, capsys, tmp_path, [*case.overrides, *extra])
+    paragraph = assert_one_clear_error(code, stderr, case.expected, case.exit_code)
+    print(f"{case.id}: {paragraph}")  # the catalogue of messages, with pytest -s
+    assert_nothing_half_written(tmp_path)
+    assert (
+        not list((tmp_path / "outputs").glob("runs/*/*/.hydra")) or case.overrides == FAST or FAST[0] in case.overrides
+    )
+
+
+def test_a_full_disk_keeps_finished_work_and_names_the_file(monkeypatch, capsys, tmp_path):
+    import errno
+
+    import torch
+
+    def disk_full(obj, f, *args, **kwargs):  # torch.save into the checkpoint file: half of it, then ENOSPC
+        f.write(b"\0" * 100)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    code, stderr = run_entry(
+        monkeypatch,
+        capsys,
+        tmp_path,
+        ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "logger=csv"],
+    )
+    paragraph = assert_one_clear_error(code, stderr, ["the disk is full", "epoch000.ckpt", "paths.log_dir"])
+    assert_nothing_half_written(tmp_path)
+    (run_dir,) = (tmp_path / "outputs" / "runs").glob("*/*")
+    assert list((run_dir / "checkpoints").iterdir()) == []  # no truncated checkpoint under a real name
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "failed" and record["error"] == paragraph
+    assert "the disk is full" in (run_dir / "train.log").read_text()

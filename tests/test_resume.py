@@ -1,0 +1,188 @@
+"""Resume and interruption: last.ckpt is the last finished epoch, a resumed run continues the same run directory
+and ends exactly where an unbroken run ends, signals exit non-zero and are recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from apa_lightning.__main__ import cli, resumed_arguments
+from apa_lightning.models.autoencoder import AutoencoderModule
+from apa_lightning.run import train
+
+# A denoising AE draws noise every step and its loader shuffles: both must repeat exactly after a resume.
+TINY = [
+    "model=dae",
+    "trainer.accelerator=cpu",
+    "trainer.deterministic=true",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "logger=tensorboard",
+    "seed=7",
+]
+
+
+def run_cli(monkeypatch, capsys, root: Path, *overrides: str) -> tuple[int, str]:
+    """``python -m apa_lightning`` in this process; its exit status and stderr."""
+    monkeypatch.setattr(sys, "argv", ["apa_lightning", *overrides, f"paths.root_dir={root}"])
+    try:
+        cli()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+def only_run_dir(root: Path) -> Path:
+    (run_dir,) = (root / "outputs" / "runs").glob("*/*")
+    return run_dir
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_last_checkpoint_is_the_last_epoch_when_the_best_is_earlier(make_cfg):
+    # the highest validation loss is the first epoch's: best = epoch 0, while last.ckpt must follow every epoch
+    cfg = make_cfg(*TINY, "logger=csv", "trainer.max_epochs=3", "optimized_mode=max")
+    train(cfg)
+    out = Path(cfg.paths.output_dir)
+    record = json.loads((out / "metrics.json").read_text())
+    assert Path(record["best_checkpoint"]).name == "epoch000.ckpt"
+    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2 and last["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"] == 3
+
+    # the test ran on the best checkpoint, not on the final weights
+    best = AutoencoderModule.load_from_checkpoint(record["best_checkpoint"], weights_only=True)
+    final = AutoencoderModule.load_from_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=True)
+    datamodule = __import__("apa_lightning.run", fromlist=["instantiate_plain"]).instantiate_plain(cfg.data)
+    datamodule.setup("test")
+    x, _ = datamodule.on_after_batch_transfer(next(iter(datamodule.test_dataloader())), 0)
+    best.eval(), final.eval()
+    with torch.no_grad():
+        best_mse = torch.nn.functional.mse_loss(best(x), x).item()
+        final_mse = torch.nn.functional.mse_loss(final(x), x).item()
+    assert best_mse != pytest.approx(final_mse, rel=1e-3)
+    # limit_test_batches=2: the logged test MSE averages two batches; the first alone is close to it
+    assert abs(record["test"]["test/mse"] - best_mse) < abs(record["test"]["test/mse"] - final_mse)
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_in_place_and_ends_like_an_unbroken_run(monkeypatch, capsys, tmp_path):
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    # loader workers (restarted each epoch) augment the images: their random streams must repeat too
+    workers = ["data.num_workers=2", "data/augmentation=standard"]
+    assert run_cli(monkeypatch, capsys, straight, *TINY, *workers, "trainer.max_epochs=3")[0] == 0
+
+    original = AutoencoderModule.training_step
+
+    def sigterm_in_second_epoch(self, batch, batch_idx):
+        if self.current_epoch == 1 and batch_idx == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(AutoencoderModule, "training_step", sigterm_in_second_epoch)
+    code, stderr = run_cli(monkeypatch, capsys, broken, *TINY, *workers, "trainer.max_epochs=3")
+    assert code == 128 + signal.SIGTERM, stderr
+    run_dir = only_run_dir(broken)
+    assert f"resume={run_dir}" in stderr and "Traceback" not in stderr
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "interrupted" and record["signal"] == "SIGTERM"
+    assert record["error"] == "interrupted by SIGTERM"
+    # the interruption in the middle of epoch 1 leaves last.ckpt at the end of epoch 0
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+    assert "Interrupted by SIGTERM" in (run_dir / "train.log").read_text()
+
+    monkeypatch.setattr(AutoencoderModule, "training_step", original)
+    # only the short form and no other override: the run's own config (model=dae, seed=7, ...) comes back
+    code, stderr = run_cli(monkeypatch, capsys, broken, f"resume={run_dir}")
+    assert code == 0, stderr
+    assert only_run_dir(broken) == run_dir  # no second directory
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    expected = json.loads((only_run_dir(straight) / "metrics.json").read_text())
+    assert resumed["status"] == "completed" and resumed["epochs"] == expected["epochs"] == 3
+    for key, value in expected["test"].items():
+        assert resumed["test"][key] == pytest.approx(value, abs=1e-6), key
+    assert resumed["best_score"] == pytest.approx(expected["best_score"], abs=1e-6)
+    assert Path(resumed["best_checkpoint"]).name == Path(expected["best_checkpoint"]).name
+    a, b = weights(only_run_dir(straight) / "checkpoints" / "last.ckpt"), weights(run_dir / "checkpoints" / "last.ckpt")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=0, msg=name)
+
+    # one TensorBoard run whose validation curve has one point per epoch, continued, not restarted
+    steps = [e.step for e in EventAccumulator(str(run_dir / "tensorboard")).Reload().Scalars("val/loss")]
+    straight_steps = EventAccumulator(str(only_run_dir(straight) / "tensorboard")).Reload().Scalars("val/loss")
+    assert steps == [e.step for e in straight_steps] and len(steps) == 3
+
+    # a finished run has nothing left to train, and refusing leaves its records as they were
+    kept = {name: (run_dir / name).read_bytes() for name in ("metrics.json", ".hydra/overrides.yaml")}
+    code, stderr = run_cli(monkeypatch, capsys, broken, f"resume={run_dir}")
+    assert code == 1 and "nothing left to train" in stderr and "trainer.max_epochs=3" in stderr
+    assert {name: (run_dir / name).read_bytes() for name in kept} == kept
+
+
+def test_sigint_is_recorded_and_exits_130(monkeypatch, capsys, tmp_path):
+    original = AutoencoderModule.training_step
+
+    def ctrl_c(self, batch, batch_idx):
+        os.kill(os.getpid(), signal.SIGINT)
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(AutoencoderModule, "training_step", ctrl_c)
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, *TINY, "trainer.max_epochs=2", "logger=csv")
+    assert code == 130, stderr
+    record = json.loads((only_run_dir(tmp_path) / "metrics.json").read_text())
+    assert (record["status"], record["signal"]) == ("interrupted", "SIGINT")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after the run
+
+
+def test_sigterm_stops_a_sweep_with_a_summary_of_its_trials(monkeypatch, capsys, tmp_path):
+    original = AutoencoderModule.training_step
+
+    def sigterm_in_second_trial(self, batch, batch_idx):
+        if self.hparams.optimizer["lr"] == 0.002:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(AutoencoderModule, "training_step", sigterm_in_second_trial)
+    overrides = ["-m", "model.optimizer.lr=0.001,0.002,0.003", *TINY, "trainer.max_epochs=1", "logger=csv"]
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, *overrides)
+    assert code == 128 + signal.SIGTERM, stderr
+    (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
+    assert f"Sweep interrupted by SIGTERM: {sweep / 'summary.md'}" in stderr
+    summary = (sweep / "summary.md").read_text()
+    assert "2 runs, 1 not completed" in summary  # the third trial never started
+    rows = {line.split("|")[2].strip(): line for line in summary.splitlines() if line.startswith("| ")}
+    assert "completed" in rows["0"] and "interrupted by SIGTERM" in rows["1"]
+
+
+def test_resume_brings_back_the_run_overrides_that_the_command_does_not_set(tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- model=vae\n- seed=3\n- trainer.max_epochs=2\n- resume=/old\n")
+    given = ["--cfg", "job", f"resume={run}", "trainer.max_epochs=5"]
+    assert resumed_arguments(given) == [
+        "--cfg",
+        "job",
+        f"resume={run}",
+        "model=vae",
+        "seed=3",
+        f"hydra.run.dir={run.resolve()}",
+        "hydra.mode=RUN",  # a trial of a preset sweep resumes alone
+        "trainer.max_epochs=5",
+    ]
+    checkpoint = f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"
+    assert resumed_arguments([checkpoint])[1:3] == ["model=vae", "seed=3"]
+    # an earlier epoch starts a new run from it; prediction only reads the checkpoint
+    assert resumed_arguments([f"ckpt_path={run / 'checkpoints' / 'epoch003.ckpt'}"])[1:] == []
+    assert resumed_arguments(["task=predict", checkpoint]) == ["task=predict", checkpoint]
+    assert resumed_arguments(["-m", f"resume={run}"]) == ["-m", f"resume={run}"]  # sweeps start new runs
+    assert resumed_arguments([f"ckpt_path={tmp_path / 'foreign.ckpt'}"]) == [f"ckpt_path={tmp_path / 'foreign.ckpt'}"]
