@@ -122,12 +122,19 @@ def check_before_task(cfg: DictConfig) -> None:
 
 
 def check_resume(cfg: DictConfig) -> None:
-    """For a training run that continues a checkpoint: raise ApaError when it cannot (see ``resume_checkpoint``),
-    before Hydra rewrites the config files of the run directory it names. Imports torch only then."""
-    if cfg.get("task") == "train" and (cfg.get("resume") or cfg.get("ckpt_path")):
+    """For a training run that continues a checkpoint: raise ApaError when it cannot (see ``resume_checkpoint``;
+    ``task=detect``: ``detection.train.resumable_checkpoint``), before Hydra rewrites the config files of the run
+    directory it names. Imports torch only then."""
+    if not (cfg.get("resume") or cfg.get("ckpt_path")):
+        return
+    if cfg.get("task") == "train":
         from apa_lightning.checkpoint_files import resume_checkpoint
 
         resume_checkpoint(cfg)
+    elif cfg.get("task") == "detect":
+        from apa_lightning.detection.train import resumable_checkpoint
+
+        resumable_checkpoint(cfg)
 
 
 class CheckBeforeRun(Callback):

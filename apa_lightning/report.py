@@ -84,8 +84,11 @@ def summarize(
         )
     columns = ["best", "job", "overrides", "status", best_column, *test_columns, "epochs", "wall_time_s", "error"]
     if sort_by:
-        if sort_by not in columns:  # no run has it (all failed, or a misspelt name): show it empty
-            columns.insert(columns.index("epochs"), sort_by)
+        if sort_by not in columns:
+            if any(row["status"] == "completed" for row in table):  # then a finished run would have it: a typo
+                known = ", ".join(c for c in columns if c not in ("best", "overrides", "error"))
+                raise ApaError(f"the summary cannot be sorted by {sort_by!r}: no run has it; use one of {known}.")
+            columns.insert(columns.index("epochs"), sort_by)  # every run failed: show the column empty
         valued = [row for row in table if row.get(sort_by) is not None]
         valued.sort(key=lambda row: row[sort_by], reverse=descending)  # stable: ties stay best first
         table = valued + [{**row, sort_by: None} for row in table if row.get(sort_by) is None]

@@ -5,6 +5,7 @@ The KITTI folders are written by the tests in KITTI's own format; training runs 
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -144,12 +145,87 @@ def test_conversion_is_redone_only_when_files_or_settings_change(tmp_path):
 def test_an_interrupted_conversion_is_not_taken_for_a_finished_one(tmp_path, monkeypatch):
     root = write_kitti(tmp_path / "kitti", count=4)
     data = KittiDetectionData(str(root), {"Car": "car"})
-    monkeypatch.setattr(KittiDetectionData, "_settings", lambda self: 1 / 0)  # fails half-way
-    with pytest.raises(ZeroDivisionError):
+    calls, symlink_to = [], Path.symlink_to
+
+    def fail_third(self, target, *args):
+        calls.append(self)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # half-way through writing the images
+        return symlink_to(self, target, *args)
+
+    monkeypatch.setattr(Path, "symlink_to", fail_third)
+    with pytest.raises(KeyboardInterrupt):
         data.prepare(tmp_path)
-    assert not (root / "yolo").exists()
+    assert len(calls) == 3 and calls[0].parent.parent.parent.name.startswith(".yolo.partial-")
+    assert not (root / "yolo").exists() and not list(root.glob(".yolo.partial*"))  # the partial folder is gone
     monkeypatch.undo()
     assert converted_labels(data.prepare(tmp_path))["000000"] == HAND_CAR_LINES
+
+
+def test_stale_partial_conversions_of_dead_processes_are_removed(tmp_path):
+    root = write_kitti(tmp_path / "kitti", count=3)
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, alive = root / f".yolo.partial-{finished.stdout.strip()}", root / f".yolo.partial-{os.getppid()}"
+    for folder in (dead, alive):
+        (folder / "labels").mkdir(parents=True)
+    KittiDetectionData(str(root), {"Car": "car"}).prepare(tmp_path)
+    assert not dead.exists() and alive.exists()  # a running process's conversion is left alone
+
+
+def test_yolo_dir_is_replaced_only_when_empty_or_an_earlier_conversion(tmp_path):
+    root = write_kitti(tmp_path / "kitti", count=3)
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "notes.txt").write_text("mine")
+    for yolo_dir, message in (
+        (own, f"data.yolo_dir={own} holds files that are not a conversion of this tool"),
+        (root, f"data.yolo_dir={root} holds files that are not a conversion"),  # yolo_dir=${data.data_dir}
+        (root / "training", "lies inside KITTI's"),
+        (root / "training" / "yolo", "lies inside KITTI's"),
+    ):
+        with pytest.raises(ApaError, match=message) as error:
+            KittiDetectionData(str(root), {"Car": "car"}, yolo_dir=str(yolo_dir)).prepare(tmp_path)
+        assert "choose an empty or new folder" in str(error.value)
+    assert (own / "notes.txt").read_text() == "mine" and len(list((root / "training" / "image_2").iterdir())) == 3
+    assert not (root / "training" / "yolo").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    KittiDetectionData(str(root), {"Car": "car"}, yolo_dir=str(empty)).prepare(tmp_path)
+    assert (empty / "conversion.json").is_file()
+    KittiDetectionData(str(root), {"Car": "car"}, yolo_dir=str(empty), split_seed=1).prepare(tmp_path)  # redone
+    assert json.loads((empty / "conversion.json").read_text())["settings"]["split_seed"] == 1
+
+
+def test_precision_devices_and_val_lists_map_to_ultralytics(tmp_path, monkeypatch):
+    import torch
+
+    from apa_lightning.detection.train import _image_files
+    from apa_lightning.detection.yolo import ultralytics_amp, ultralytics_device
+
+    for precision in (32, "32", "32-true", 64, "64", "64-true", None):
+        assert ultralytics_amp(precision) is False
+    assert [ultralytics_amp(p) for p in ("bf16", "bf16-mixed", "bf16-true")] == ["bf16"] * 3
+    assert all(ultralytics_amp(p) is True for p in (16, "16", "16-mixed", "16-true"))
+    with pytest.raises(ApaError, match="trainer.precision=transformer-engine"):
+        ultralytics_amp("transformer-engine")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    expected = {"auto": "0,1,2,3", -1: "0,1,2,3", "-1": "0,1,2,3", 2: "0,1", "2": "0,1", "0,1": "0,1", "1,": "1"}
+    expected.update({" 1, 3 ": "1,3", (2,): "2"})
+    for devices, device in expected.items():
+        assert ultralytics_device("auto", list(devices) if isinstance(devices, tuple) else devices) == device
+    assert ultralytics_device("cpu", "0,,,1") == "cpu"
+    for devices in ("0,,x", "a", 0, 5, [4], [], "gpu"):
+        with pytest.raises(ApaError, match=re.escape(f"trainer.devices={devices} cannot be used with 4 visible")):
+            ultralytics_device("gpu", devices)
+
+    (tmp_path / "images").mkdir()
+    for name in ("b.png", "a.jpg", "notes.txt"):
+        (tmp_path / "images" / name).write_bytes(b"")
+    (tmp_path / "val.txt").write_text(f"./images/b.png\n{tmp_path / 'images' / 'a.jpg'}\n\n")
+    assert _image_files(str(tmp_path / "val.txt")) == [tmp_path / "images" / n for n in ("a.jpg", "b.png")]
+    assert _image_files([str(tmp_path / "images")]) == [tmp_path / "images" / n for n in ("a.jpg", "b.png")]
 
 
 def test_a_bad_label_line_names_the_file_and_line(tmp_path):
@@ -216,6 +292,19 @@ def test_missing_hub_weights_fail_at_once_naming_where_to_put_them(make_cfg, tmp
     assert "releases/download/v8.4.0/yolov8n.pt" in str(error.value) and f"put it at {expected}" in str(error.value)
     record = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert record["status"] == "failed" and "yolov8n.pt" in record["error"]
+
+
+def test_a_record_that_cannot_be_written_does_not_hide_the_error(make_cfg, tmp_path, monkeypatch, caplog):
+    import apa_lightning.detection.train as detection_train
+
+    def full_disk(path, record):
+        raise ApaError(f"the disk is full: writing {path} failed")
+
+    monkeypatch.setattr(detection_train, "write_metrics", full_disk)
+    write_kitti(tmp_path / "data" / "kitti", count=4)
+    with pytest.raises(ApaError, match="yolov8n.pt: no such file"):
+        detection_train.train(make_cfg("experiment=kitti_yolo_transfer"))
+    assert "Could not write" in caplog.text and "the disk is full" in caplog.text
 
 
 def test_detection_task_needs_yolo_and_kitti_configs(make_cfg):
@@ -340,7 +429,12 @@ def test_ckpt_path_resumes_into_a_new_run_directory_with_the_earlier_history(
     old = detection_run["base"] / "interrupted"
     before = (old / "weights" / "last.pt").read_bytes()
     overrides = [f"data.data_dir={detection_run['kitti']}", "data.num_workers=0", "model.val_images=0"]
-    cfg = make_cfg("experiment=kitti_yolo_scratch", f"ckpt_path={old / 'weights' / 'last.pt'}", *overrides)
+    resume = ["experiment=kitti_yolo_scratch", f"ckpt_path={old / 'weights' / 'last.pt'}", *overrides]
+    cfg = make_cfg(*resume, "trainer.max_epochs=5")  # ultralytics would silently keep the checkpoint's 3
+    with pytest.raises(ApaError, match="trainer.max_epochs=5, but .* belongs to a training of 3 epochs"):
+        train(cfg)
+    assert not (Path(cfg.paths.output_dir) / "metrics.json").exists()
+    cfg = make_cfg(*resume, "trainer.max_epochs=3")
     train(cfg)
     run_dir = Path(cfg.paths.output_dir)
     record = json.loads((run_dir / "metrics.json").read_text())
@@ -383,6 +477,30 @@ def test_cli_detection_run_records_metrics_tensorboard_and_images_inside_its_dir
     assert not list(detection_run["home"].rglob("*")) and not list(detection_run["cwd"].rglob("*"))
     outside = {p.relative_to(detection_run["base"]).parts[0] for p in detection_run["base"].iterdir()}
     assert outside == {"kitti", "home", "cwd", "outputs", "mpl", "first.log", "interrupted"}
+
+
+@pytest.mark.slow
+def test_a_refused_resume_of_a_finished_run_leaves_its_records_as_they_were(detection_run):
+    from apa_lightning.detection.train import train
+    from apa_lightning.run import compose_config
+
+    run_dir = detection_run["run_dir"]
+    kept = {name: (run_dir / name).read_bytes() for name in ("metrics.json", ".hydra/overrides.yaml")}
+    env = {**os.environ, "HOME": str(detection_run["home"]), "HYDRA_FULL_ERROR": ""}
+    refused = subprocess.run(
+        [sys.executable, "-m", "apa_lightning", f"resume={run_dir}"],
+        cwd=detection_run["cwd"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 1 and "holds a finished training" in refused.stderr, refused.stderr[-3000:]
+    last = run_dir / "weights" / "last.pt"
+    overrides = [f"ckpt_path={last}", f"paths.output_dir={run_dir}", f"data.data_dir={detection_run['kitti']}"]
+    with pytest.raises(ApaError, match="holds a finished training"):
+        train(compose_config(["experiment=kitti_yolo_scratch", "trainer.max_epochs=3", *overrides]))
+    assert {name: (run_dir / name).read_bytes() for name in kept} == kept
 
 
 @pytest.mark.slow

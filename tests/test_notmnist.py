@@ -213,9 +213,9 @@ def test_summary_can_be_ordered_by_a_column_and_keeps_that_order_when_rebuilt(tm
         "2",
         "3",
     ]
-    # a column no run has is shown empty, and the order falls back to the score
-    table, columns = report.summarize(report.collect_runs(tmp_path), "test/code_bytes")
-    assert "test/code_bytes" in columns and [row["job"] for row in table] == ["2", "0", "1", "3"]
+    # a column no finished run has is a typo: refused, naming the columns there are
+    with pytest.raises(ApaError, match=r"cannot be sorted by 'test/code_bytes'.*test/code_bits"):
+        report.summarize(report.collect_runs(tmp_path), "test/code_bytes")
 
     # the rebuilt summary takes the order the sweep recorded in multirun.yaml; --sort-by overrides it
     (tmp_path / "multirun.yaml").write_text(

@@ -298,3 +298,12 @@ def test_every_preset_sweep_runs_its_first_trial(
         key, value = override.split("=")
         if "/" not in key:
             assert str(OmegaConf.select(cfg, key)) == value or float(OmegaConf.select(cfg, key)) == float(value)
+
+
+def test_a_misspelt_sort_column_is_refused_without_writing(tmp_path):
+    from apa_lightning.errors import ApaError
+
+    fake_run(tmp_path, "0", ["lr=0.1"], completed(0.7, 0.7))
+    with pytest.raises(ApaError, match=r"cannot be sorted by 'test/acc_typo'.*test/acc"):
+        report.write_summary(tmp_path, sort_by="test/acc_typo")
+    assert not (tmp_path / "summary.md").exists()

@@ -133,7 +133,10 @@ class FontPictures(L.Callback):
                 figures["latent_plane"] = self.latent_plane_figure(codes, characters)
                 figures["latent_grid"] = self.latent_grid_figure(codes, coder[1], characters)
         for name, figure in figures.items():
-            write_atomically(out / "images" / f"{name}.png", lambda f, figure=figure: figure.savefig(f, format="png"))
+            write_atomically(
+                out / "images" / f"{name}.png",
+                lambda f, figure=figure: figure.savefig(f, format="png", bbox_inches="tight"),
+            )
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardLogger):
                     logger.experiment.add_figure(f"test/{name}", figure, trainer.global_step, close=False)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
+
+from apa_lightning.files import write_text_atomically
 
 SPLITS = ("train", "val", "test")
 
@@ -57,9 +60,8 @@ def stratified_split(
 def write_split_csv(path: Path, rows: Iterable[Sequence[str]]) -> None:
     """Write ``split,file,label`` rows to ``path`` through a temporary file, so no half-written list remains."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    with open(partial, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["split", "file", "label"])
-        writer.writerows(rows)
-    partial.replace(path)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["split", "file", "label"])
+    writer.writerows(rows)
+    write_text_atomically(path, text.getvalue())

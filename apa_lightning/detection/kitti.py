@@ -207,6 +207,39 @@ class KittiDetectionData:
         stamp = self.yolo_dir / STAMP
         return stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint
 
+    def _check_yolo_dir(self) -> None:
+        """Raise ApaError unless ``yolo_dir`` may be (re)written: outside KITTI's ``training`` folder, and either
+        missing, empty, or an earlier conversion (it holds our ``conversion.json``). Never deletes anything else."""
+        training = self.data_dir / "training"
+        if self.yolo_dir == training or training in self.yolo_dir.parents:
+            raise ApaError(
+                f"data.yolo_dir={self.yolo_dir} lies inside KITTI's {training}; choose an empty or new folder "
+                "outside it (null: <data_dir>/yolo)."
+            )
+        if not self.yolo_dir.exists():
+            return
+        if not self.yolo_dir.is_dir():
+            raise ApaError(f"data.yolo_dir={self.yolo_dir} is a file; choose an empty or new folder.")
+        if not (self.yolo_dir / STAMP).is_file() and any(self.yolo_dir.iterdir()):
+            raise ApaError(
+                f"data.yolo_dir={self.yolo_dir} holds files that are not a conversion of this tool (no {STAMP}), "
+                "and converting would replace them; choose an empty or new folder for data.yolo_dir."
+            )
+
+    def _remove_stale_partials(self) -> None:
+        """Remove the half-written conversions (``.<yolo_dir>.partial-<pid>``) of processes that no longer run."""
+        for partial in self.yolo_dir.parent.glob(f".{self.yolo_dir.name}.partial-*"):
+            pid = partial.name.rpartition("-")[2]
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:  # a dead process (a permission error means it still runs)
+                log.info("Removing %s, left by an interrupted conversion.", partial)
+                shutil.rmtree(partial, ignore_errors=True)
+            except OSError:
+                pass
+
     def _convert_if_changed(self) -> Path:
         images = sorted(self.image_dir.glob("*.png"))
         if not images:
@@ -215,17 +248,24 @@ class KittiDetectionData:
         if self._converted(fingerprint):
             log.info("KITTI already converted in %s (same files and settings).", self.yolo_dir)
             return self.yolo_dir / "data.yaml"
+        self._check_yolo_dir()
+        self._remove_stale_partials()
         log.info("Converting %d KITTI images into the YOLO layout in %s ...", len(images), self.yolo_dir)
         # build next to the target and rename at the end, so an interrupted conversion never looks complete
         partial = self.yolo_dir.with_name(f".{self.yolo_dir.name}.partial-{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)
-        summary = self._convert(images, partial, fingerprint)
-        write_text_atomically(partial / STAMP, json.dumps(summary, indent=2) + "\n")
-        if self._converted(fingerprint):  # a parallel run (a sweep's job) finished the same conversion first
-            shutil.rmtree(partial)
-            return self.yolo_dir / "data.yaml"
-        shutil.rmtree(self.yolo_dir, ignore_errors=True)
-        partial.rename(self.yolo_dir)
+        try:
+            summary = self._convert(images, partial, fingerprint)
+            write_text_atomically(partial / STAMP, json.dumps(summary, indent=2) + "\n")
+            if self._converted(fingerprint):  # a parallel run (a sweep's job) finished the same conversion first
+                shutil.rmtree(partial)
+                return self.yolo_dir / "data.yaml"
+            self._check_yolo_dir()  # (a parallel run may have written something else there meanwhile)
+            shutil.rmtree(self.yolo_dir, ignore_errors=True)
+            partial.rename(self.yolo_dir)
+        except BaseException:  # an error, Ctrl-C or SIGTERM: leave no half-written folder behind
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         counts = summary["images"]
         log.info("Converted: %d training and %d validation images; objects %s", *counts.values(), summary["objects"])
         return self.yolo_dir / "data.yaml"

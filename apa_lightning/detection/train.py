@@ -11,9 +11,11 @@ import csv
 import json
 import logging
 import math
+import pickle
 import secrets
 import shutil
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from apa_lightning.detection.kitti import KittiDetectionData
-from apa_lightning.detection.yolo import YoloDetector, is_yolo_config, setup_ultralytics, ultralytics_device
+from apa_lightning.detection.yolo import (
+    YoloDetector,
+    amp_check_without_download,
+    is_yolo_config,
+    setup_ultralytics,
+    ultralytics_amp,
+    ultralytics_device,
+)
 from apa_lightning.errors import ApaError, describe, interruption, user_error
 from apa_lightning.files import write_atomically, write_metrics, write_text_atomically
 from apa_lightning.hparams import hparams_for_tensorboard
@@ -110,6 +119,26 @@ def final_metrics(metrics: Any) -> tuple[dict[str, float], dict[str, dict[str, f
     return overall, per_class
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def _image_files(entries: str | list[str]) -> list[Path]:
+    """The images a data.yaml split names (folders, .txt lists of image paths, or images), sorted. A list's
+    ``./`` lines are relative to the list's folder, as in ultralytics."""
+    images = []
+    for entry in [entries] if isinstance(entries, str) else entries:
+        path = Path(entry)
+        if path.is_dir():
+            images += [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        elif path.suffix.lower() == ".txt":
+            lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            listed = [path.parent / line[2:] if line.startswith("./") else Path(line) for line in lines]
+            images += [p for p in listed if p.suffix.lower() in IMAGE_SUFFIXES]
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
+            images.append(path)
+    return sorted(images)
+
+
 def save_prediction_examples(
     weights: Path, data_yaml: Path, count: int, detector: YoloDetector, device: str, target: Path
 ) -> np.ndarray | None:
@@ -119,9 +148,7 @@ def save_prediction_examples(
     from PIL import Image
     from ultralytics import YOLO
 
-    val = yaml.safe_load(data_yaml.read_text())["val"]
-    folders = [Path(v) for v in ([val] if isinstance(val, str) else val)]
-    images = sorted(p for f in folders for p in f.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:count]
+    images = _image_files(yaml.safe_load(data_yaml.read_text())["val"])[:count]
     if not images:
         return None
     results = YOLO(str(weights)).predict(
@@ -150,11 +177,51 @@ def _detection_parts(cfg: DictConfig) -> tuple[KittiDetectionData, YoloDetector]
     return instantiate(cfg.data, _convert_="all"), instantiate(cfg.model, _convert_="all")
 
 
-def _resumable_checkpoint(cfg: DictConfig) -> tuple[Path, int] | None:
-    """The checkpoint to resume from (``ckpt_path``, or ``<resume>/weights/last.pt``) and its number of finished
-    epochs; None for a new run. Raises ApaError unless it is an unfinished ultralytics training checkpoint."""
+class _Placeholder:
+    """Stands in for every ultralytics object of a checkpoint read by ``read_checkpoint``."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Placeholder:
+        return object.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+class _NoUltralyticsUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module.split(".")[0] == "ultralytics":
+            return _Placeholder
+        return super().find_class(module, name)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """An ultralytics checkpoint with its model objects left out (placeholders): its epoch, optimizer state and
+    train_args. Imports torch but not ultralytics, which must not start before it is told to write inside the run
+    directory (``setup_ultralytics``); so Hydra's on_run_start callback can check a resume too."""
     import torch
 
+    stand_in = types.ModuleType("no_ultralytics_pickle")
+    stand_in.Unpickler = _NoUltralyticsUnpickler
+    stand_in.load = lambda f, **kwargs: _NoUltralyticsUnpickler(f, **kwargs).load()
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, pickle_module=stand_in)
+    except Exception as exc:  # not a torch file, truncated ...
+        raise ApaError(f"{path} could not be read as an ultralytics checkpoint: {describe(exc)}") from None
+    if not isinstance(checkpoint, dict):
+        raise ApaError(f"{path} is not an ultralytics checkpoint (no dictionary of training state).")
+    return checkpoint
+
+
+def resumable_checkpoint(cfg: DictConfig) -> tuple[Path, int] | None:
+    """The checkpoint to resume from (``ckpt_path``, or ``<resume>/weights/last.pt``) and its number of finished
+    epochs; None for a new run. Raises ApaError unless it is an unfinished ultralytics training checkpoint that
+    was started with ``trainer.max_epochs`` epochs (ultralytics resumes to a checkpoint's own epochs only).
+
+    Called before anything of the run directory is written, and by ``config_checks.check_resume`` before Hydra
+    rewrites that directory's config files."""
     if cfg.get("ckpt_path"):
         ckpt_path = cfg.ckpt_path
     elif cfg.get("resume"):
@@ -172,11 +239,20 @@ def _resumable_checkpoint(cfg: DictConfig) -> tuple[Path, int] | None:
             f"ckpt_path={ckpt_path} is not an ultralytics checkpoint file; pass <run dir>/weights/last.pt of the "
             "detection run to resume."
         )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(path)
     if checkpoint.get("epoch", -1) < 0 or checkpoint.get("optimizer") is None:
         raise ApaError(
             f"ckpt_path={ckpt_path} holds a finished training (no epoch and optimizer state to resume). To train "
             f"further, start a new run from its weights: model.weights={path} (without ckpt_path)."
+        )
+    train_args = checkpoint.get("train_args") or {}
+    planned, max_epochs = train_args.get("epochs"), cfg.trainer.get("max_epochs")
+    if isinstance(planned, int) and not train_args.get("time") and max_epochs != planned:
+        raise ApaError(
+            f"trainer.max_epochs={max_epochs}, but {path} belongs to a training of {planned} epochs, and "
+            f"ultralytics resumes a training only to its own number of epochs. Resume with "
+            f"trainer.max_epochs={planned}, or start a new run from its weights: model.weights={path} "
+            "(without resume / ckpt_path)."
         )
     return path, checkpoint["epoch"] + 1
 
@@ -232,6 +308,10 @@ def train(cfg: DictConfig) -> float | None:
         "optimized_mode": cfg.get("optimized_mode"),
         "run_dir": str(run_dir),
     }
+    # a refused resume fails here, before anything of the run it names (its metrics.json) is written
+    resume_from = resumable_checkpoint(cfg)
+    if resume_from is not None:
+        record["resumed_from"] = str(resume_from[0])
     start, metrics, writer = time.perf_counter(), None, None
     try:
         if cfg.optimized_metric not in EPOCH_METRICS:
@@ -241,15 +321,15 @@ def train(cfg: DictConfig) -> float | None:
             )
         if not isinstance(cfg.trainer.get("max_epochs"), int) or cfg.trainer.max_epochs < 1:
             raise ApaError(f"trainer.max_epochs={cfg.trainer.get('max_epochs')}: YOLO training needs a number >= 1.")
+        amp = ultralytics_amp(cfg.trainer.get("precision", "32-true"))
         data, detector = _detection_parts(cfg)
         weights = detector.weights_file()
-        setup_ultralytics(run_dir)  # before anything unpickles a checkpoint, which imports ultralytics
-        resume_from = _resumable_checkpoint(cfg)
-        if resume_from is not None:
-            record["resumed_from"] = str(resume_from[0])
+        setup_ultralytics(run_dir)
         data_yaml = data.prepare(run_dir)
+        import ultralytics.engine.trainer
         from ultralytics import YOLO
 
+        ultralytics.engine.trainer.check_amp = amp_check_without_download  # no yolo26n.pt download (see there)
         device = ultralytics_device(cfg.trainer.accelerator, cfg.trainer.devices)
         seed = cfg.seed if cfg.get("seed") is not None else secrets.randbelow(2**31)  # ultralytics always seeds
         common = {"data": str(data_yaml), "device": device, "workers": data.num_workers, "save_dir": str(run_dir)}
@@ -278,7 +358,7 @@ def train(cfg: DictConfig) -> float | None:
                 "epochs": cfg.trainer.max_epochs,
                 "seed": seed,
                 "deterministic": bool(cfg.trainer.get("deterministic")),
-                "amp": str(cfg.trainer.get("precision", "32-true")) != "32-true",
+                "amp": amp,
                 "exist_ok": True,
             }
         writer = SummaryWriter(str(run_dir / "tensorboard"))
@@ -307,8 +387,23 @@ def train(cfg: DictConfig) -> float | None:
         if signal_name:
             record["signal"] = signal_name
         record["error"] = f"interrupted by {signal_name}" if signal_name else (user_error(exc) or describe(exc))
+        _save_record(run_dir, record, metrics, cfg, start, quiet=True)
+        _close(writer)
         raise
-    finally:
+    _save_record(run_dir, record, metrics, cfg, start)
+    writer.close()
+    _finish(cfg, record, data_yaml, detector, device, writer.log_dir)
+    return record["best_score"]
+
+
+def _save_record(
+    run_dir: Path, record: dict[str, Any], metrics: Any, cfg: DictConfig, start: float, quiet: bool = False
+) -> None:
+    """Complete ``record`` with the run's results and write ``metrics.json``; a resumed run adds its earlier wall
+    time. With ``quiet`` (a run that already failed) an error here is logged, not raised, so it never hides the
+    original error (as ``run._save_record`` does for the other tasks)."""
+    path = run_dir / "metrics.json"
+    try:
         epochs = read_results(run_dir / "results.csv")
         best = run_dir / "weights" / "best.pt"
         overall, per_class = final_metrics(metrics) if metrics is not None else ({}, {})
@@ -322,14 +417,26 @@ def train(cfg: DictConfig) -> float | None:
                 "per_class": per_class,
             }
         )
-        earlier_record = run_dir / "metrics.json"
-        if record.get("resumed_from") and earlier_record.is_file():  # resumed in place: count the earlier time
-            record["wall_time_s"] += json.loads(earlier_record.read_text()).get("wall_time_s") or 0
-        write_metrics(run_dir / "metrics.json", record)
-        if writer is not None:
-            writer.close()
-    _finish(cfg, record, data_yaml, detector, device, writer.log_dir)
-    return record["best_score"]
+        if record.get("resumed_from") and path.is_file():  # resumed in place: count the earlier time
+            try:
+                record["wall_time_s"] += json.loads(path.read_text()).get("wall_time_s") or 0
+            except (ValueError, AttributeError) as exc:  # a damaged earlier record: this run's time only
+                log.warning("Could not read the earlier wall time from %s: %s", path, exc)
+        write_metrics(path, record)
+    except Exception as exc:
+        if not quiet:
+            raise
+        log.error("Could not write %s: %s", path, user_error(exc) or describe(exc))
+
+
+def _close(writer: Any) -> None:
+    """Close a TensorBoard writer of a failed run; an error closing it is logged, not raised."""
+    if writer is None:
+        return
+    try:
+        writer.close()
+    except Exception as exc:
+        log.error("Could not close the TensorBoard writer: %s", describe(exc))
 
 
 def _finish(

@@ -113,9 +113,38 @@ def is_yolo_config(model_cfg: Any) -> bool:
     return model_cfg.get("_target_") == f"{YoloDetector.__module__}.{YoloDetector.__qualname__}"
 
 
-def ultralytics_device(accelerator: str, devices: int | str | list[int]) -> str:
+def _device_indices(devices: Any, count: int) -> list[int]:
+    """The GPU indices ``trainer.devices`` names, in Lightning's meaning: "auto" or -1 all, a number n (int or
+    "2") the first n, a list or a comma string ("0,1", "1,") those indices. Raises ApaError otherwise."""
+    if isinstance(devices, str):
+        text = devices.strip()
+        if text == "auto":
+            return list(range(count))
+        if "," not in text:
+            devices = int(text) if text.lstrip("-").isdigit() else devices
+        else:
+            parts = [part.strip() for part in text.split(",") if part.strip()]
+            devices = [int(part) for part in parts] if parts and all(p.isdigit() for p in parts) else devices
+    if isinstance(devices, int) and not isinstance(devices, bool):
+        if devices == -1:
+            return list(range(count))
+        if 1 <= devices <= count:
+            return list(range(devices))
+    elif (
+        isinstance(devices, (list, tuple))
+        and devices
+        and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < count for i in devices)
+    ):
+        return list(dict.fromkeys(devices))
+    raise ApaError(
+        f"trainer.devices={devices} cannot be used with {count} visible GPU(s); use auto, -1 (all), a number of "
+        "GPUs (e.g. 2), a list of indices (e.g. [0,1]) or a comma string (e.g. '0,1')."
+    )
+
+
+def ultralytics_device(accelerator: str, devices: Any) -> str:
     """ultralytics' ``device`` for our ``trainer.accelerator`` and ``trainer.devices``: "cpu", "mps" or GPU
-    indices ("0", "0,1"). Raises ApaError for a GPU request on a machine without CUDA."""
+    indices ("0", "0,1"). Raises ApaError for a GPU request on a machine without CUDA or unusable devices."""
     import torch
 
     if accelerator == "auto":
@@ -127,10 +156,33 @@ def ultralytics_device(accelerator: str, devices: int | str | list[int]) -> str:
     count = torch.cuda.device_count()
     if count == 0:
         raise ApaError(f"trainer.accelerator={accelerator} but no CUDA GPU is visible; use trainer=cpu.")
-    if isinstance(devices, int) or str(devices).lstrip("-").isdigit():
-        n = count if int(devices) == -1 else int(devices)
-        return ",".join(str(i) for i in range(n))
-    return ",".join(str(i) for i in devices)
+    if not isinstance(devices, (int, str)):
+        devices = list(devices)  # a ListConfig
+    return ",".join(str(i) for i in _device_indices(devices, count))
+
+
+def ultralytics_amp(precision: Any) -> bool | str:
+    """ultralytics' ``amp`` for Lightning's ``trainer.precision``: full precision (32 / 64) off, bf16 variants
+    "bf16", 16 variants (fp16) on. Raises ApaError for anything else."""
+    text = "32-true" if precision is None else str(precision).strip().lower()
+    if text in ("32", "32-true", "64", "64-true"):
+        return False
+    if text.startswith("bf16"):
+        return "bf16"
+    if text in ("16", "16-mixed", "16-true"):
+        return True
+    raise ApaError(
+        f"trainer.precision={precision} has no ultralytics counterpart for YOLO; use 32-true (full precision), "
+        "16-mixed (fp16 mixed precision) or bf16-mixed."
+    )
+
+
+def amp_check_without_download(model: Any) -> bool:
+    """Stands in for ultralytics' ``check_amp``, which compares a prediction of ``yolo26n.pt`` with and without
+    AMP and so downloads that model into its ``WEIGHTS_DIR`` (fixed when ultralytics is imported, outside the run
+    directory): AMP on accelerators, off on the CPU and MPS (as the original decides before its comparison)."""
+    device = next(model.parameters()).device
+    return device.type not in ("cpu", "mps")
 
 
 def setup_ultralytics(run_dir: Path) -> Path:
