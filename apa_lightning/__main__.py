@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from apa_lightning.config_checks import check_before_task
 from apa_lightning.errors import Interrupted, describe, user_error
-from apa_lightning.files import write_metrics
+from apa_lightning.files import run_record, write_metrics
 from apa_lightning.tasks import TASKS
 
 log = logging.getLogger("apa_lightning")
@@ -148,9 +148,8 @@ def main(cfg: DictConfig) -> float | None:
         if sweep:
             log.error("Trial %s failed: %s", HydraConfig.get().job.num, message, exc_info=message is None)
             if not (output_dir / "metrics.json").is_file():  # refused before the task could record it
-                record = {"status": "failed", "error": message or describe(exc), "best_score": None, "test": {}}
-                record.update({key: cfg.get(key) for key in ("task_name", "optimized_metric", "optimized_mode")})
-                write_metrics(output_dir / "metrics.json", {**record, "run_dir": str(output_dir)})
+                record = {**run_record(cfg, output_dir), "status": "failed", "error": message or describe(exc)}
+                write_metrics(output_dir / "metrics.json", {**record, "best_score": None, "test": {}})
             return None  # not a number: the Optuna sweeper records a failed trial (a NaN would crash it)
         if message is None:  # a bug, not a bad command: show the traceback
             raise

@@ -59,3 +59,15 @@ def write_text_atomically(path: str | Path, text: str) -> None:
 def write_metrics(path: str | Path, record: dict[str, Any]) -> None:
     """Write a run's ``metrics.json`` (sorted keys, indented) atomically."""
     write_text_atomically(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def run_record(cfg: Any, run_dir: Path) -> dict[str, Any]:
+    """The start of a run's ``metrics.json``: status ``running`` and what identifies the run in a sweep summary."""
+    return {
+        "status": "running",
+        "task_name": cfg.get("task_name"),
+        "tags": list(cfg.get("tags") or []),
+        "optimized_metric": cfg.get("optimized_metric"),
+        "optimized_mode": cfg.get("optimized_mode"),
+        "run_dir": str(run_dir),
+    }

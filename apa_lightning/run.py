@@ -19,7 +19,7 @@ from apa_lightning.callbacks.checkpoints import AtomicCheckpointIO
 from apa_lightning.checkpoint_files import resume_checkpoint
 from apa_lightning.distributed import ddp_job_scope, trial_devices, use_job_command_for_ddp_children
 from apa_lightning.errors import ApaError, describe, interruption, user_error
-from apa_lightning.files import write_metrics
+from apa_lightning.files import run_record, write_metrics
 from apa_lightning.hparams import hparams_for_tensorboard
 
 log = logging.getLogger(__name__)
@@ -114,14 +114,7 @@ def _train(cfg: DictConfig) -> float | None:
 
     output_dir = Path(cfg.paths.output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
-    record: dict[str, Any] = {
-        "status": "running",
-        "task_name": cfg.get("task_name"),
-        "tags": list(cfg.get("tags") or []),
-        "optimized_metric": cfg.get("optimized_metric"),
-        "optimized_mode": cfg.get("optimized_mode"),
-        "run_dir": str(output_dir),
-    }
+    record = run_record(cfg, output_dir)
     # a refused resume fails here, before anything of the run it names is written
     ckpt_path = resume_checkpoint(cfg)
     if ckpt_path:

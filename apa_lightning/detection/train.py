@@ -33,7 +33,7 @@ from apa_lightning.detection.yolo import (
     ultralytics_device,
 )
 from apa_lightning.errors import ApaError, describe, interruption, user_error
-from apa_lightning.files import write_atomically, write_metrics, write_text_atomically
+from apa_lightning.files import run_record, write_atomically, write_metrics, write_text_atomically
 from apa_lightning.hparams import hparams_for_tensorboard
 
 log = logging.getLogger(__name__)
@@ -300,14 +300,7 @@ def train(cfg: DictConfig) -> float | None:
 
     run_dir = Path(cfg.paths.output_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    record: dict[str, Any] = {
-        "status": "running",
-        "task_name": cfg.get("task_name"),
-        "tags": list(cfg.get("tags") or []),
-        "optimized_metric": cfg.get("optimized_metric"),
-        "optimized_mode": cfg.get("optimized_mode"),
-        "run_dir": str(run_dir),
-    }
+    record = run_record(cfg, run_dir)
     # a refused resume fails here, before anything of the run it names (its metrics.json) is written
     resume_from = resumable_checkpoint(cfg)
     if resume_from is not None:
