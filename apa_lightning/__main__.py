@@ -4,7 +4,9 @@ Only Hydra is imported here so that ``--help`` and ``--cfg job`` answer without 
 the training code is imported inside the task.
 """
 
+import hashlib
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -25,7 +27,17 @@ log = logging.getLogger("apa_lightning")
 
 
 def _run_id() -> str:
-    """A run-directory name that is unique even for runs started in the same second."""
+    """A run-directory name that is unique even for runs started in the same second.
+
+    In a SLURM job it is ``slurm<job id>_<hash of the command line>`` instead: when SLURM requeues the job (a
+    preempted node, Lightning's requeue on SIGUSR1), the same command finds the same directory and continues it
+    (see ``run.requeued_checkpoint``), while different commands of one job script keep directories of their own.
+    """
+    job = os.environ.get("SLURM_JOB_ID")
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '0')}"
+    if job:
+        return f"slurm{job}_{hashlib.sha1(' '.join(sys.argv[1:]).encode()).hexdigest()[:6]}"
     return f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
 
 

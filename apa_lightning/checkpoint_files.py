@@ -48,6 +48,8 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
     """
     ckpt_path, resume = cfg.get("ckpt_path"), cfg.get("resume")
     if resume and not ckpt_path:
+        if not Path(resume).is_dir():
+            raise ApaError(f"resume={resume} does not exist; pass a run directory such as outputs/runs/<name>/<id>.")
         ckpt_path = str(Path(resume) / "checkpoints" / "last.ckpt")
         if not Path(ckpt_path).is_file():
             raise ApaError(
@@ -66,6 +68,13 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
             f"ckpt_path={ckpt_path} was made with the network {made_with}, but model.net is {wanted}; resume with "
             "the model it was trained with (resume=<run dir> reuses that run's own config)."
         )
+    changed = first_difference(checkpoint["hyper_parameters"], OmegaConf.to_container(cfg.model, resolve=True))
+    if changed:
+        key, then, now = changed
+        raise ApaError(
+            f"ckpt_path={ckpt_path} continues a run whose model.{key} was {then}, but it is {now} now; a resumed run "
+            f"keeps its model and optimizer, so drop that override (or set model.{key}={then})."
+        )
     done, max_epochs = finished_epochs(checkpoint), cfg.trainer.get("max_epochs")
     if max_epochs is not None and max_epochs >= 0 and done >= max_epochs:
         raise ApaError(
@@ -73,3 +82,18 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
             f"raise trainer.max_epochs (e.g. trainer.max_epochs={done + 10}) to train on."
         )
     return str(ckpt_path)
+
+
+def first_difference(saved: Any, wanted: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
+    """The first ``(dotted key, saved value, wanted value)`` where a checkpoint's hyperparameters and the model
+    config disagree, or None. Keys only the config has (``_target_``) and config values left null (the module
+    fills them in, e.g. ``value_range`` from the data) are not compared."""
+    if isinstance(saved, dict) and isinstance(wanted, dict):
+        for key, value in saved.items():
+            difference = first_difference(value, wanted.get(key), f"{prefix}{key}.")
+            if difference:
+                return difference
+        return None
+    if isinstance(saved, (list, tuple)) and isinstance(wanted, (list, tuple)):
+        saved, wanted = list(saved), list(wanted)
+    return None if wanted is None or saved == wanted else (prefix.rstrip("."), saved, wanted)

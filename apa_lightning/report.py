@@ -30,9 +30,32 @@ def _run_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(runs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
 
 
+def planned_jobs(sweep_dir: Path) -> list[list[str]]:
+    """The overrides of every job a basic-sweeper sweep was to run, from its ``multirun.yaml`` (the order and job
+    numbers Hydra's BasicSweeper gives them); empty for other sweepers (Optuna decides as it goes) or when the
+    sweep cannot be expanded without loading the configs (``glob(...)``)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    path = sweep_dir / "multirun.yaml"
+    if not path.is_file():
+        return []
+    sweep = OmegaConf.load(path)
+    if OmegaConf.select(sweep, "hydra.sweeper._target_") != "hydra._internal.core_plugins.basic_sweeper.BasicSweeper":
+        return []
+    params = [f"{key}={value}" for key, value in (OmegaConf.select(sweep, "hydra.sweeper.params") or {}).items()]
+    try:
+        overrides = OverridesParser.create().parse_overrides([*params, *sweep.hydra.overrides.task])
+    except HydraException:
+        return []
+    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
 def collect_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
     """One record per job: its overrides and what its ``metrics.json`` says (``unfinished`` when it has none,
-    e.g. a job still running or killed)."""
+    e.g. a job still running or killed; ``not started`` for a planned job without a directory, e.g. after the
+    sweep was interrupted)."""
     rows = []
     for run in _run_dirs(Path(sweep_dir)):
         overrides = OmegaConf.to_container(OmegaConf.load(run / ".hydra" / "overrides.yaml"))
@@ -45,6 +68,11 @@ def collect_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
                 "that job."
             ) from exc
         rows.append({"job": run.name, "overrides": " ".join(overrides), "run_dir": str(run), **metrics})
+    if rows:
+        started = {row["job"] for row in rows}
+        for number, overrides in enumerate(planned_jobs(Path(sweep_dir))):
+            if str(number) not in started:
+                rows.append({"job": str(number), "overrides": " ".join(overrides), "status": "not started"})
     return rows
 
 

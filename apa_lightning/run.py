@@ -47,12 +47,24 @@ def instantiate_each(cfg: DictConfig | None, group: str) -> list[Any]:
 
 def best_checkpoint(trainer: L.Trainer) -> str | None:
     """Path of the best checkpoint so far, or None when no checkpoint callback saved one."""
-    callback = trainer.checkpoint_callback
-    return getattr(callback, "best_model_path", None) or None
+    path = getattr(trainer.checkpoint_callback, "best_model_path", None)
+    return path if path and Path(path).is_file() else None  # named before it is written: a failed save leaves none
 
 
 def _number(value: Any) -> float:
     return float(value.item() if hasattr(value, "item") else value)
+
+
+def requeued_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
+    """In a SLURM job that SLURM requeued (``SLURM_RESTART_COUNT`` >= 1; its run directory is the same, see
+    ``__main__._run_id``): the run's ``last.ckpt`` to continue from, ``"completed"`` when the run had finished,
+    None otherwise (a first start, an explicit ``ckpt_path`` / ``resume``, or no finished epoch yet)."""
+    if int(os.environ.get("SLURM_RESTART_COUNT") or 0) < 1 or cfg.get("ckpt_path") or cfg.get("resume"):
+        return None
+    metrics, last = output_dir / "metrics.json", output_dir / "checkpoints" / "last.ckpt"
+    if metrics.is_file() and json.loads(metrics.read_text()).get("status") == "completed":
+        return "completed"
+    return str(last) if last.is_file() else None
 
 
 def log_final_hparams(trainer: L.Trainer, cfg: DictConfig, record: dict[str, Any]) -> None:
@@ -115,6 +127,13 @@ def _train(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     record = run_record(cfg, output_dir)
+    requeued = requeued_checkpoint(cfg, output_dir)
+    if requeued == "completed":
+        log.info("This requeued SLURM job's run %s had already completed: nothing to do.", output_dir)
+        return json.loads((output_dir / "metrics.json").read_text()).get("best_score")
+    if requeued:
+        log.info("SLURM requeued this job: continuing %s from %s.", output_dir, requeued)
+        cfg.ckpt_path = requeued
     # a refused resume fails here, before anything of the run it names is written
     ckpt_path = resume_checkpoint(cfg)
     if ckpt_path:

@@ -79,6 +79,17 @@ def autoencoder_checkpoint(tmp_path: Path) -> list[str]:
     return [f"ckpt_path={tmp_path / 'ae.ckpt'}"]
 
 
+def autoencoder_checkpoint_at_lr_0_001(tmp_path: Path) -> list[str]:
+    import torch
+
+    hparams = {
+        "net": {"_target_": "apa_lightning.nets.conv_ae.ConvAutoencoder", "in_channels": 1},
+        "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.001},
+    }
+    torch.save({"state_dict": {}, "hyper_parameters": hparams, "epoch": 0}, tmp_path / "ae.ckpt")
+    return [f"ckpt_path={tmp_path / 'ae.ckpt'}"]
+
+
 def resume_without_checkpoint(tmp_path: Path) -> list[str]:
     (tmp_path / "some_dir").mkdir()
     return [f"resume={tmp_path / 'some_dir'}"]
@@ -191,6 +202,14 @@ CASES: list[Case] = [
         autoencoder_checkpoint,
     ),
     Case("resume a folder without checkpoints", FAST, ["has no checkpoints/last.ckpt"], resume_without_checkpoint),
+    Case("resume a missing folder", ["resume=/nonexistent/run", *FAST], ["resume=/nonexistent/run does not exist"]),
+    Case(
+        "resume with another optimizer setting",
+        ["model.optimizer.lr=0.01", *FAST],
+        ["model.optimizer.lr was 0.001, but it is 0.01 now", "drop that override"],
+        autoencoder_checkpoint_at_lr_0_001,
+        before_run_dir=True,
+    ),
     Case(
         "truncated .gz in source_dir",
         FAST,
@@ -248,15 +267,33 @@ def test_bad_input_is_one_clear_error(case: Case, monkeypatch, capsys, tmp_path)
 
 
 def test_a_full_disk_keeps_finished_work_and_names_the_file(monkeypatch, capsys, tmp_path):
+    import builtins
     import errno
 
-    import torch
+    class FullDisk:
+        """A checkpoint file on a disk that fills up: half of the bytes reach it, then ENOSPC."""
 
-    def disk_full(obj, f, *args, **kwargs):  # torch.save into the checkpoint file: half of it, then ENOSPC
-        f.write(b"\0" * 100)
-        raise OSError(errno.ENOSPC, "No space left on device")
+        def __init__(self, f):
+            self.f = f
 
-    monkeypatch.setattr(torch, "save", disk_full)
+        def write(self, data):
+            self.f.write(bytes(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def open_on_a_full_disk(path, *args, **kwargs):
+        f = builtins.open(path, *args, **kwargs)
+        return FullDisk(f) if ".ckpt." in str(path) else f  # metrics.json still fits
+
+    monkeypatch.setattr("apa_lightning.files.open", open_on_a_full_disk, raising=False)
     code, stderr = run_entry(
         monkeypatch,
         capsys,
@@ -269,4 +306,5 @@ def test_a_full_disk_keeps_finished_work_and_names_the_file(monkeypatch, capsys,
     assert list((run_dir / "checkpoints").iterdir()) == []  # no truncated checkpoint under a real name
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["status"] == "failed" and record["error"] == paragraph
+    assert record["best_checkpoint"] is None  # Lightning had named the file it could not write
     assert "the disk is full" in (run_dir / "train.log").read_text()

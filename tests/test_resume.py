@@ -159,9 +159,10 @@ def test_sigterm_stops_a_sweep_with_a_summary_of_its_trials(monkeypatch, capsys,
     (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
     assert f"Sweep interrupted by SIGTERM: {sweep / 'summary.md'}" in stderr
     summary = (sweep / "summary.md").read_text()
-    assert "2 runs, 1 not completed" in summary  # the third trial never started
+    assert "3 runs, 2 not completed" in summary
     rows = {line.split("|")[2].strip(): line for line in summary.splitlines() if line.startswith("| ")}
     assert "completed" in rows["0"] and "interrupted by SIGTERM" in rows["1"]
+    assert "| not started |" in rows["2"] and "model.optimizer.lr=0.003" in rows["2"]
 
 
 def test_resume_brings_back_the_run_overrides_that_the_command_does_not_set(tmp_path):
@@ -186,3 +187,40 @@ def test_resume_brings_back_the_run_overrides_that_the_command_does_not_set(tmp_
     assert resumed_arguments(["task=predict", checkpoint]) == ["task=predict", checkpoint]
     assert resumed_arguments(["-m", f"resume={run}"]) == ["-m", f"resume={run}"]  # sweeps start new runs
     assert resumed_arguments([f"ckpt_path={tmp_path / 'foreign.ckpt'}"]) == [f"ckpt_path={tmp_path / 'foreign.ckpt'}"]
+
+
+def test_a_requeued_slurm_job_continues_its_run_and_skips_a_finished_one(monkeypatch, capsys, tmp_path):
+    import csv
+
+    for name in ("SLURM_ARRAY_JOB_ID", "SLURM_RESTART_COUNT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    original = AutoencoderModule.training_step
+
+    def preempted_in_second_epoch(self, batch, batch_idx):
+        if self.current_epoch == 1 and batch_idx == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # what SLURM sends when it preempts or requeues the job
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(AutoencoderModule, "training_step", preempted_in_second_epoch)
+    command = [*TINY, "logger=csv", "trainer.max_epochs=2"]
+    assert run_cli(monkeypatch, capsys, tmp_path, *command)[0] == 128 + signal.SIGTERM
+    run_dir = only_run_dir(tmp_path)
+    assert run_dir.name.startswith("slurm4242_")
+
+    monkeypatch.setattr(AutoencoderModule, "training_step", original)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # SLURM runs the same job script again
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, *command)
+    assert code == 0, stderr
+    assert only_run_dir(tmp_path) == run_dir
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert (record["status"], record["epochs"]) == ("completed", 2)
+    assert record["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
+    # the CSV log holds both epochs: the first process's and the requeued one's
+    rows = [r for r in csv.DictReader(open(run_dir / "csv" / "metrics.csv")) if r.get("val/loss")]
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+
+    # requeued again after it finished (another command of the job script was preempted): nothing to redo
+    finished = (run_dir / "metrics.json").read_bytes()
+    assert run_cli(monkeypatch, capsys, tmp_path, *command)[0] == 0
+    assert (run_dir / "metrics.json").read_bytes() == finished

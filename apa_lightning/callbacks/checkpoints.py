@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import lightning as L
 import torch
@@ -36,4 +37,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, lambda f: torch.save(checkpoint, f))
+
+        def write(f: BinaryIO) -> None:
+            # serialised in memory first (as Lightning does): torch's zip writer turns a full disk into an opaque
+            # RuntimeError, a plain file write raises the OSError that names it
+            buffer = io.BytesIO()
+            torch.save(checkpoint, buffer)
+            f.write(buffer.getbuffer())
+
+        write_atomically(path, write)

@@ -80,7 +80,10 @@ def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
 def seeded_split(n: int, sizes: Sequence[int], seed: int) -> list[Tensor]:
     """Index tensors for consecutive parts of a seeded permutation of ``range(n)``; the rest is the last part."""
     if sum(sizes) >= n:
-        raise ApaError(f"split sizes {list(sizes)} leave no training data out of {n} images; make them smaller.")
+        raise ApaError(
+            f"split sizes {list(sizes)} (data.val_size, data.test_size) leave no training data out of {n} images; "
+            "make them smaller."
+        )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     parts, start = [], 0
     for size in sizes:

@@ -110,7 +110,8 @@ class AutoencoderModule(ReconstructionModule):
         if x_hat.shape != x.shape:
             raise ApaError(
                 f"{type(self.net).__name__} turned {tuple(x.shape[1:])} images into {tuple(x_hat.shape[1:])}; "
-                "the conv autoencoder needs an even image size (set data.image_size)."
+                "the conv autoencoder needs an even image size (set data.image_size); the 5x7 font needs the MLP "
+                "autoencoder (model=mlp_ae, or experiment=font_ae)."
             )
         loss = RECONSTRUCTION_LOSSES[self.hparams.reconstruction_loss](x_hat, x)
         self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=split != "train")
