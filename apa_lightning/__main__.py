@@ -116,8 +116,8 @@ def _log_to_file(message: str) -> None:
 
 @hydra.main(version_base="1.3", config_path="pkg://apa_lightning.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Train and test one configuration (``task=train``; returns ``cfg.optimized_metric`` for sweepers), or
-    summarise the dataset (``task=eda``).
+    """Run ``cfg.task`` (see ``tasks.TASKS``): train and test one configuration (``task=train``, ``detect``;
+    returns the best ``cfg.optimized_metric`` for sweepers), summarise the dataset (``eda``), or predict.
 
     In a sweep a failed trial is logged with its error (and recorded in its ``metrics.json``) and returns None,
     so the other trials go on and an Optuna study marks it failed; a single run exits with status 1.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger
@@ -18,6 +19,8 @@ class ResumableCSVLogger(CSVLogger):
         if self._experiment is None:
             path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
             earlier = list(csv.DictReader(path.open(newline=""))) if path.is_file() else []
-            writer = super().experiment
+            with warnings.catch_warnings():  # "previous log files ... will be deleted": not here, they are kept
+                warnings.filterwarnings("ignore", message="Experiment logs directory")
+                writer = super().experiment
             writer.metrics = [{k: v for k, v in row.items() if v != ""} for row in earlier] + writer.metrics
         return self._experiment
