@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from apa_lightning.errors import ApaError
+from apa_lightning.errors import ApaError, describe, interruption, user_error
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -71,3 +71,13 @@ def run_record(cfg: Any, run_dir: Path) -> dict[str, Any]:
         "optimized_mode": cfg.get("optimized_mode"),
         "run_dir": str(run_dir),
     }
+
+
+def record_failure(record: dict[str, Any], exc: BaseException) -> None:
+    """Mark ``record`` as ended by ``exc``: ``interrupted`` with the signal's name, or ``failed`` with the
+    user-facing message (``Type: message`` for an unexpected error)."""
+    signal_name = interruption(exc)
+    record["status"] = "interrupted" if signal_name else "failed"
+    if signal_name:
+        record["signal"] = signal_name
+    record["error"] = f"interrupted by {signal_name}" if signal_name else (user_error(exc) or describe(exc))

@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from apa_lightning.callbacks.checkpoints import AtomicCheckpointIO
 from apa_lightning.checkpoint_files import resume_checkpoint
 from apa_lightning.distributed import ddp_job_scope, trial_devices, use_job_command_for_ddp_children
-from apa_lightning.errors import ApaError, describe, interruption, user_error
-from apa_lightning.files import run_record, write_metrics
+from apa_lightning.errors import ApaError, describe, user_error
+from apa_lightning.files import record_failure, run_record, write_metrics
 from apa_lightning.hparams import hparams_for_tensorboard
 
 log = logging.getLogger(__name__)
@@ -163,11 +163,7 @@ def _train(cfg: DictConfig) -> float | None:
             trainer.test(model, datamodule=datamodule, ckpt_path=best)
         record["status"] = "interrupted" if trainer.interrupted else "completed"
     except BaseException as exc:
-        signal_name = interruption(exc)
-        record["status"] = "interrupted" if signal_name else "failed"
-        if signal_name:
-            record["signal"] = signal_name
-        record["error"] = f"interrupted by {signal_name}" if signal_name else (user_error(exc) or describe(exc))
+        record_failure(record, exc)
         _save_record(output_dir, record, trainer, start, quiet=True)
         raise
     _save_record(output_dir, record, trainer, start)

@@ -32,8 +32,14 @@ from apa_lightning.detection.yolo import (
     ultralytics_amp,
     ultralytics_device,
 )
-from apa_lightning.errors import ApaError, describe, interruption, user_error
-from apa_lightning.files import run_record, write_atomically, write_metrics, write_text_atomically
+from apa_lightning.errors import ApaError, describe, user_error
+from apa_lightning.files import (
+    record_failure,
+    run_record,
+    write_atomically,
+    write_metrics,
+    write_text_atomically,
+)
 from apa_lightning.hparams import hparams_for_tensorboard
 
 log = logging.getLogger(__name__)
@@ -375,11 +381,7 @@ def train(cfg: DictConfig) -> float | None:
             )
         record["status"] = "completed"
     except BaseException as exc:
-        signal_name = interruption(exc)
-        record["status"] = "interrupted" if signal_name else "failed"
-        if signal_name:
-            record["signal"] = signal_name
-        record["error"] = f"interrupted by {signal_name}" if signal_name else (user_error(exc) or describe(exc))
+        record_failure(record, exc)
         _save_record(run_dir, record, metrics, cfg, start, quiet=True)
         _close(writer)
         raise
