@@ -1,3 +1,9 @@
 """Applied deep learning experiments as Lightning modules, launched and composed by Hydra."""
 
 __version__ = "0.1.0"
+
+from apa_lightning.environment import check_dependencies  # noqa: E402
+
+check_dependencies()  # a Python without them (outside .venv): one line on how to use the virtual environment
+
+from apa_lightning import run_names  # noqa: E402,F401  (registers the run-name resolvers the configs use)

@@ -7,6 +7,7 @@ the training code is imported inside the task.
 import hashlib
 import logging
 import os
+import re
 import secrets
 import signal
 import sys
@@ -18,7 +19,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from apa_lightning.checkpoint_source import checkpoint_arguments
 from apa_lightning.config_checks import check_before_task
+from apa_lightning.console import quiet_console
 from apa_lightning.errors import Interrupted, describe, user_error
 from apa_lightning.files import run_record, write_metrics
 from apa_lightning.tasks import TASKS
@@ -58,6 +61,24 @@ def _key(argument: str) -> str:
     return argument.split("=", 1)[0].lstrip("+~")
 
 
+def _unquoted(value: str) -> str:
+    return value[1:-1] if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"" else value
+
+
+def hydra_value(path: str) -> str:
+    """``path`` as a Hydra override value: quoted when Hydra's grammar would read its characters otherwise (the
+    ``=`` and ``,`` of a sweep job's directory such as ``3_lr=0.001,dropout=0.3``)."""
+    if re.fullmatch(r"[\w./:@%~+-]*", path):
+        return path
+    quote = "'" if "'" not in path else '"'
+    return f"{quote}{path}{quote}"
+
+
+def _with_path_quoted(argument: str) -> str:
+    key, _, value = argument.partition("=")
+    return f"{key}={hydra_value(_unquoted(value))}" if _key(argument) in ("resume", "ckpt_path") else argument
+
+
 def resumed_arguments(argv: list[str]) -> list[str]:
     """The command line of a run that continues another one.
 
@@ -66,7 +87,7 @@ def resumed_arguments(argv: list[str]) -> list[str]:
     and ``hydra.run.dir`` points at it: the run goes on where and as it was, writing into the same directory.
     Other command lines (sweeps, other checkpoints, ``task=predict``) are returned unchanged.
     """
-    values = {_key(a): a.split("=", 1)[1] for a in argv if "=" in a and not a.startswith("-")}
+    values = {_key(a): _unquoted(a.split("=", 1)[1]) for a in argv if "=" in a and not a.startswith("-")}
     if any(a in ("-m", "--multirun") for a in argv) or values.get("task", "train") not in TRAINING:
         return argv
     if values.get("resume"):
@@ -83,7 +104,9 @@ def resumed_arguments(argv: list[str]) -> list[str]:
     # next to the resume argument: argparse wants the overrides in one run, not split by a flag such as --cfg
     at = next(i for i, a in enumerate(argv) if _key(a) in ("resume", "ckpt_path")) + 1
     # hydra.mode=RUN: a trial of a preset sweep (hparams_search=...) would otherwise start the whole sweep again
-    return [*argv[:at], *original, f"hydra.run.dir={run_dir.resolve()}", "hydra.mode=RUN", *argv[at:]]
+    quoted = [_with_path_quoted(a) for a in argv]
+    run_dir_argument = f"hydra.run.dir={hydra_value(str(run_dir.resolve()))}"
+    return [*quoted[:at], *original, run_dir_argument, "hydra.mode=RUN", *quoted[at:]]
 
 
 @contextmanager
@@ -117,7 +140,8 @@ def _log_to_file(message: str) -> None:
 @hydra.main(version_base="1.3", config_path="pkg://apa_lightning.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Run ``cfg.task`` (see ``tasks.TASKS``): train and test one configuration (``task=train``, ``detect``;
-    returns the best ``cfg.optimized_metric`` for sweepers), summarise the dataset (``eda``), or predict.
+    returns the best ``cfg.optimized_metric`` for sweepers), summarise the dataset (``eda``), test a checkpoint
+    (``eval``), or predict with one (``predict``).
 
     In a sweep a failed trial is logged with its error (and recorded in its ``metrics.json``) and returns None,
     so the other trials go on and an Optuna study marks it failed; a single run exits with status 1.
@@ -130,15 +154,13 @@ def main(cfg: DictConfig) -> float | None:
     sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     output_dir = Path(HydraConfig.get().runtime.output_dir)
 
-    # `import lightning` adds a console handler of its own; Hydra's root handlers already print to the
-    # console and to the run's log file, so without this every Lightning message appears twice.
-    for handler in list(logging.getLogger("lightning").handlers):
-        logging.getLogger("lightning").removeHandler(handler)
     try:
         with signals_interrupt():
             check_before_task(cfg)  # a sweep trial's own values; a single run was checked before its directory
             module, function = TASKS[cfg.task].split(":")
-            return getattr(importlib.import_module(module), function)(cfg)
+            task = getattr(importlib.import_module(module), function)
+            quiet_console()  # after the task's imports: `import lightning` adds a second console handler
+            return task(cfg)
     except Interrupted as exc:
         _log_to_file(f"Interrupted by {exc.signal_name}; the finished epochs are kept in {output_dir}.")
         if sweep:
@@ -170,8 +192,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def cli() -> None:
-    """``python -m apa_lightning`` / ``apa-lightning``: ``main`` on the command line, with ``resume=`` expanded."""
-    sys.argv = [sys.argv[0], *resumed_arguments(sys.argv[1:])]
+    """``python -m apa_lightning`` / ``apa-lightning``: ``main`` on the command line, with ``resume=`` expanded and
+    the ``ckpt_path`` of ``task=eval`` / ``task=predict`` given its run's config (``checkpoint_arguments``)."""
+    sys.argv = [sys.argv[0], *checkpoint_arguments(resumed_arguments(sys.argv[1:]))]
     main()
 
 

@@ -32,13 +32,14 @@ def _fraction(value: Any) -> bool:
 
 
 def _batches(value: Any) -> bool:
-    """Lightning's limit_*_batches: a fraction in (0, 1] or a whole number of batches."""
-    return (_integer(value) and value >= 0) or (isinstance(value, float) and 0 < value <= 1)
+    """Lightning's limit_*_batches: a fraction in (0, 1], a whole number of batches, or None for all of them."""
+    return value is None or (_integer(value) and value >= 0) or (isinstance(value, float) and 0 < value <= 1)
 
 
 # key -> (accepts the value?, what it accepts). Keys that a config does not have are not checked.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: v is None or _integer(v), "an integer, or null for an unseeded run"),
+    "matmul_precision": (lambda v: v in ("highest", "high", "medium"), "highest, high (TF32) or medium (bfloat16)"),
     "trainer.max_epochs": (
         lambda v: v is None or (_integer(v) and (v >= 1 or v == -1)),
         "an integer >= 1 (or -1 for no limit)",
@@ -52,6 +53,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.limit_test_batches": (_batches, "a fraction in (0, 1] or a number of batches"),
     "data.batch_size": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
     "data.num_workers": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (0 loads in the main process)"),
+    "data.augment_on": (lambda v: v in ("device", "workers"), "device or workers"),
+    "data.on_device": (lambda v: isinstance(v, bool), "true or false"),
     "data.image_size": (lambda v: _integer(v) and v >= 1, "an integer >= 1 (pixels)"),
     "data.channels": (lambda v: v in (1, 3), "1 or 3"),
     "data.num_classes": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
@@ -65,6 +68,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a list of probabilities in [0, 1)",
     ),
     "model.net.latent_dim": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "predict.top_k": (lambda v: _integer(v) and v >= 1, "an integer >= 1 (classes listed per image)"),
+    "predict.samples": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (0: no samples.png)"),
+    "predict.grid_images": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
 }
 
 
@@ -79,6 +85,18 @@ def check_config(cfg: DictConfig) -> None:
         if not accepts(value):
             shown = "null" if value is None else value
             raise ApaError(f"{key}={shown} is not allowed: {key} must be {allowed}.")
+    data = cfg.get("data")
+    if isinstance(data, DictConfig) and data.get("on_device") is True:
+        check_on_device(data.get("num_workers", 0))
+
+
+def check_on_device(num_workers: int) -> None:
+    """Raise ApaError when ``data.on_device=true`` comes with loader workers, which it has no use for."""
+    if num_workers > 0:
+        raise ApaError(
+            "data.on_device=true draws the batches on the device in the training process, so it has no loader "
+            f"workers; set data.num_workers=0 (got {num_workers}) or data.on_device=false."
+        )
 
 
 def _folder_problem(path: Path, create: bool) -> str | None:
@@ -137,12 +155,32 @@ def check_resume(cfg: DictConfig) -> None:
         resumable_checkpoint(cfg)
 
 
+def check_checkpoint_task(cfg: DictConfig) -> None:
+    """For ``task=eval`` / ``task=predict``: raise ApaError for a missing checkpoint or input, or (a ``.ckpt``) one
+    that is not this tool's or was trained on other images than ``cfg.data`` serves (``trained_checkpoint``), before
+    Hydra makes the run directory. Imports torch only for a ``.ckpt``."""
+    if cfg.get("task") not in ("eval", "predict"):
+        return
+    from apa_lightning.checkpoint_source import checkpoint_file
+
+    path = checkpoint_file(cfg.get("ckpt_path"), cfg.task)
+    if cfg.task == "predict":
+        from apa_lightning.image_files import input_images
+
+        input_images(cfg.get("input"))
+        if path.suffix == ".pt":  # a YOLO detector: detection.predict checks it
+            return
+    from apa_lightning.trained_model import trained_checkpoint
+
+    trained_checkpoint(cfg)
+
+
 class CheckBeforeRun(Callback):
     """Hydra callback: refuses a bad command (``error:`` paragraph, exit status 1) before Hydra makes the run or
     sweep directory. A sweep's trials check their own values when they start."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._refuse_bad(config, check_before_task, check_paths, check_resume)
+        self._refuse_bad(config, check_before_task, check_paths, check_resume, check_checkpoint_task)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._refuse_bad(config, check_paths)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
 from omegaconf import DictConfig
 from torch import Tensor
-from torchvision.utils import make_grid, save_image
 
 from apa_lightning.data.in_memory import InMemoryImageDataModule, channel_stats
+from apa_lightning.figures import labelled_grid, save_figure, save_png
+from apa_lightning.files import write_text_atomically
 from apa_lightning.run import instantiate_plain
+
+log = logging.getLogger(__name__)
 
 
 def class_counts(labels: Tensor, num_classes: int) -> list[int]:
@@ -20,18 +24,16 @@ def class_counts(labels: Tensor, num_classes: int) -> list[int]:
     return torch.bincount(labels, minlength=num_classes).tolist()
 
 
-def samples_per_class(images: Tensor, labels: Tensor, num_classes: int, per_class: int, seed: int) -> Tensor:
-    """A grid with one row per class of ``per_class`` randomly chosen images (uint8 ``(N, C, H, W)``)."""
+def samples_per_class(images: Tensor, labels: Tensor, classes: list[str], per_class: int, seed: int) -> Tensor:
+    """A labelled picture (``figures.labelled_grid``) with one row per class, named, of ``per_class`` randomly
+    chosen images (uint8 ``(N, C, H, W)``); a class with fewer images has a shorter row."""
     generator = torch.Generator().manual_seed(seed)
     rows = []
-    for cls in range(num_classes):
+    for cls, name in enumerate(classes):
         members = torch.nonzero(labels == cls).flatten()
         chosen = members[torch.randperm(len(members), generator=generator)[:per_class]]
-        row = images[chosen].float() / 255
-        if len(row) < per_class:  # a class with fewer images: pad the row with blanks
-            row = torch.cat([row, torch.ones(per_class - len(row), *images.shape[1:])])
-        rows.append(row)
-    return make_grid(torch.cat(rows), nrow=per_class, pad_value=1.0)
+        rows.append((name, images[chosen].float() / 255))
+    return labelled_grid(rows, title=f"{per_class} random training images per class")
 
 
 def distribution_figure(counts: dict[str, list[int]], classes: list[str]) -> Figure:
@@ -68,11 +70,11 @@ def explore(cfg: DictConfig) -> dict:
         "train_channel_std": std,
     }
     train = datamodule.train_set
-    grid = samples_per_class(train.images, train.labels, n, cfg.eda.samples_per_class, cfg.get("seed") or 0)
-    save_image(grid, out / "samples_per_class.png")
-    distribution_figure(counts, classes).savefig(out / "class_distribution.png", dpi=120)
-    (out / "dataset_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(
+    grid = samples_per_class(train.images, train.labels, classes, cfg.eda.samples_per_class, cfg.get("seed") or 0)
+    save_png(out / "samples_per_class.png", grid)
+    save_figure(out / "class_distribution.png", distribution_figure(counts, classes))
+    write_text_atomically(out / "dataset_summary.json", json.dumps(summary, indent=2) + "\n")
+    log.info(  # the console and run.log
         f"{summary['dataset']}: {', '.join(f'{k} {sum(v)}' for k, v in counts.items())} images of "
         f"{summary['image_shape']}, {n} classes\n"
         f"train channel mean {[round(m, 4) for m in mean]}, std {[round(s, 4) for s in std]}\n"

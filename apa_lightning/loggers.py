@@ -1,13 +1,19 @@
-"""Loggers that continue a resumed run's records instead of starting them again."""
+"""Loggers: TensorBoard files that name each loss by its kind; a CSV log that a resumed run continues."""
 
 from __future__ import annotations
 
 import csv
+import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.utilities import rank_zero_only
+
+SPLITS = ("train", "val", "test")
 
 
 class ResumableCSVLogger(CSVLogger):
@@ -24,3 +30,46 @@ class ResumableCSVLogger(CSVLogger):
                 writer = super().experiment
             writer.metrics = [{k: v for k, v in row.items() if v != ""} for row in earlier] + writer.metrics
         return self._experiment
+
+
+class RunTensorBoardLogger(TensorBoardLogger):
+    """Lightning's TensorBoardLogger, except that each split's ``loss`` is written under a tag naming its kind
+    (``val/loss_mse``, ``val/loss_elbo_bce``, ``val/loss_cross_entropy``), so that losses of different kinds never
+    share a chart, and that the first write adds a custom-scalars layout charting train and val of the loss and
+    of the main metric together. ``describe`` gives the kind and the metric (``run.py``, before fit); without it
+    the tags stay ``<split>/loss``. With ``name=""`` and ``version=""`` (``conf/logger/tensorboard.yaml``) the
+    event files go into the run directory, which TensorBoard then names the run after."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_kind: str | None = None
+        self.main_metric: str | None = None
+        self._layout_written = False
+
+    def describe(self, loss_kind: str | None, main_metric: str | None) -> None:
+        """Set what the module's loss is (``mse``) and the metric to chart next to it (``psnr``, ``acc``)."""
+        self.loss_kind, self.main_metric = loss_kind, main_metric
+
+    def tag(self, name: str) -> str:
+        """The TensorBoard tag of metric ``name``: ``<split>/loss_<kind>`` for a split's loss, else ``name``."""
+        split, _, metric = name.partition("/")
+        return f"{name}_{self.loss_kind}" if self.loss_kind and split in SPLITS and metric == "loss" else name
+
+    def layout(self) -> dict[str, dict[str, list[Any]]]:
+        """The custom-scalars layout: one Multiline chart each for the loss and the main metric, train and val."""
+        charts = {f"loss ({self.loss_kind})" if self.loss_kind else "loss": "loss"}
+        if self.main_metric:
+            charts[self.main_metric] = self.main_metric
+        return {
+            "train and val": {
+                title: ["Multiline", [f"^{re.escape(self.tag(f'{split}/{metric}'))}$" for split in ("train", "val")]]
+                for title, metric in charts.items()
+            }
+        }
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if not self._layout_written:
+            self.experiment.add_custom_scalars(self.layout())
+            self._layout_written = True
+        super().log_metrics({self.tag(name): value for name, value in metrics.items()}, step)

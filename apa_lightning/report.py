@@ -22,12 +22,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from apa_lightning.errors import ApaError
 from apa_lightning.files import write_text_atomically
+from apa_lightning.run_names import job_number
 
 
 def _run_dirs(sweep_dir: Path) -> list[Path]:
-    """The job directories of a sweep (those with a ``.hydra/overrides.yaml``), in job order."""
+    """The job directories of a sweep (those with a ``.hydra/overrides.yaml``; named ``<job number>_<swept
+    values>``), in job order."""
     runs = [p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")]
-    return sorted(runs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
+    return sorted(runs, key=lambda p: (job_number(p) is None, job_number(p) or 0, p.name))
 
 
 def planned_jobs(sweep_dir: Path) -> list[list[str]]:
@@ -67,7 +69,8 @@ def collect_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
                 f"{metrics_file} is not valid JSON ({exc}); delete it (the run then counts as unfinished) or rerun "
                 "that job."
             ) from exc
-        rows.append({"job": run.name, "overrides": " ".join(overrides), "run_dir": str(run), **metrics})
+        job = run.name if job_number(run) is None else str(job_number(run))
+        rows.append({"job": job, "overrides": " ".join(overrides), "run_dir": str(run), **metrics})
     if rows:
         started = {row["job"] for row in rows}
         for number, overrides in enumerate(planned_jobs(Path(sweep_dir))):
@@ -107,10 +110,12 @@ def summarize(
                 **{k: row.get("test", {}).get(k) for k in test_columns},
                 "epochs": row.get("epochs"),
                 "wall_time_s": row.get("wall_time_s"),
+                "images_per_s": row.get("images_per_s"),
                 "error": row.get("error", ""),
             }
         )
-    columns = ["best", "job", "overrides", "status", best_column, *test_columns, "epochs", "wall_time_s", "error"]
+    columns = ["best", "job", "overrides", "status", best_column, *test_columns, "epochs", "wall_time_s"]
+    columns += ["images_per_s", "error"]
     if sort_by:
         if sort_by not in columns:
             if any(row["status"] == "completed" for row in table):  # then a finished run would have it: a typo
@@ -178,6 +183,13 @@ class SweepSummary(Callback):
 
     def __init__(self, sort_by: str | None = None, descending: bool = False) -> None:
         self.sort_by, self.descending = sort_by, descending
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Write the sweep's ``multirun.yaml`` before any job starts, as Hydra's BasicSweeper does (Optuna's does
+        not): the job directories' names read the swept keys of the command line from it (``run_names``)."""
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(config))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -12,15 +12,21 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from apa_lightning.callbacks.checkpoints import AtomicCheckpointIO
+from apa_lightning.callbacks.throughput import Throughput
 from apa_lightning.checkpoint_files import resume_checkpoint
+from apa_lightning.console import quiet_console
 from apa_lightning.distributed import ddp_job_scope, trial_devices, use_job_command_for_ddp_children
 from apa_lightning.errors import ApaError, describe, user_error
 from apa_lightning.files import record_failure, run_record, write_metrics
-from apa_lightning.hparams import hparams_for_tensorboard
+from apa_lightning.hparams import config_markdown, hparams_for_tensorboard, hparams_summaries
+from apa_lightning.loggers import RunTensorBoardLogger
+from apa_lightning.precision import apply_matmul_precision, resolved_precision
+from apa_lightning.run_names import sweep_context
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +73,30 @@ def requeued_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
     return str(last) if last.is_file() else None
 
 
-def log_final_hparams(trainer: L.Trainer, cfg: DictConfig, record: dict[str, Any]) -> None:
-    """Put the run into TensorBoard's HParams tab with its best validation score and test metrics."""
-    from torch.utils.tensorboard.summary import hparams
+def prepare_tensorboard(trainer: L.Trainer, model: L.LightningModule, cfg: DictConfig) -> None:
+    """Before fit: tell the TensorBoard loggers what kind of loss the module logs and its main metric (see
+    ``RunTensorBoardLogger``), and log the composed config as the Text entry ``config``."""
+    for logger in trainer.loggers:
+        if isinstance(logger, RunTensorBoardLogger):
+            logger.describe(getattr(model, "loss_kind", None), getattr(model, "main_metric", None))
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_text("config", config_markdown(cfg), trainer.global_step)
 
+
+def log_final_hparams(trainer: L.Trainer, cfg: DictConfig, record: dict[str, Any]) -> None:
+    """Put the run into TensorBoard's HParams tab with its best validation score and test metrics; the swept
+    hyperparameters come first (see ``hparams_for_tensorboard``)."""
     metrics = dict(record["test"])
     if record["best_score"] is not None:
         metrics[f"best/{record['optimized_metric']}"] = record["best_score"]
+    swept, choices = sweep_context()
+    params = hparams_for_tensorboard(cfg, swept, choices)
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger) and metrics:
             logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("best/")}, trainer.global_step)
+            tag = logger.tag if isinstance(logger, RunTensorBoardLogger) else str  # the scalars' names in the file
             writer = logger.experiment._get_file_writer()  # the writer Lightning's own log_hyperparams uses
-            for summary in hparams(hparams_for_tensorboard(cfg), metrics):
+            for summary in hparams_summaries(params, {tag(k): v for k, v in metrics.items()}, swept):
                 writer.add_summary(summary)
             logger.experiment.flush()
 
@@ -97,6 +115,15 @@ def _single_gpu_trial(cfg: DictConfig) -> dict[str, Any]:
     return {"devices": trial_devices(HydraConfig.get().job.num, count)}
 
 
+def _speed(trainer: L.Trainer | None) -> dict[str, Any]:
+    """``images_per_s`` and ``epoch_time_s`` of the Throughput callback (None without it), and ``compile_time_s``
+    with ``model.compile=true``."""
+    throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None) if trainer else None
+    speed = throughput.summary() if throughput else {"images_per_s": None, "epoch_time_s": None}
+    compile_time = getattr(trainer.lightning_module, "compile_time_s", None) if trainer else None
+    return {**speed, **({"compile_time_s": compile_time} if compile_time is not None else {})}
+
+
 def _results(trainer: L.Trainer | None, start: float) -> dict[str, Any]:
     score = getattr(trainer.checkpoint_callback, "best_model_score", None) if trainer else None
     metrics = trainer.callback_metrics if trainer else {}
@@ -105,12 +132,34 @@ def _results(trainer: L.Trainer | None, start: float) -> dict[str, Any]:
         "best_score": None if score is None else _number(score),
         "epochs": trainer.current_epoch if trainer else 0,
         "wall_time_s": round(time.perf_counter() - start, 2),
+        **_speed(trainer),
         "test": {k: _number(v) for k, v in sorted(metrics.items()) if k.startswith("test/")},
     }
 
 
+def build_run(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+    """The datamodule, module and trainer of a training run, built from ``cfg`` as ``python -m apa_lightning``
+    builds them (callbacks, loggers, atomic checkpoints, the run-time precision and matmul precision)."""
+    apply_matmul_precision(cfg.get("matmul_precision"))
+    datamodule: L.LightningDataModule = instantiate_plain(cfg.data)
+    model: L.LightningModule = instantiate_plain(cfg.model)
+    callbacks = instantiate_each(cfg.get("callbacks"), "callbacks")
+    if cfg.trainer.get("enable_progress_bar") is False:  # +trainer.enable_progress_bar=false: no progress_bar either
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=instantiate_each(cfg.get("logger"), "logger") or False,
+        plugins=[AtomicCheckpointIO()],
+        **resolved_precision(cfg.trainer),
+        **_single_gpu_trial(cfg),
+    )
+    return datamodule, model, trainer
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit ``cfg.model`` on ``cfg.data`` in a DDP-clean scope (see ``_train``)."""
+    quiet_console()  # also for in-process runs (notebooks), which do not start in __main__
     with ddp_job_scope():
         return _train(cfg)
 
@@ -146,21 +195,14 @@ def _train(cfg: DictConfig) -> float | None:
             os.environ.pop("PL_GLOBAL_SEED", None)
         if HydraConfig.initialized():
             use_job_command_for_ddp_children()
-        datamodule: L.LightningDataModule = instantiate_plain(cfg.data)
-        model: L.LightningModule = instantiate_plain(cfg.model)
-        trainer = instantiate(
-            cfg.trainer,
-            callbacks=instantiate_each(cfg.get("callbacks"), "callbacks"),
-            logger=instantiate_each(cfg.get("logger"), "logger") or False,
-            plugins=[AtomicCheckpointIO()],
-            **_single_gpu_trial(cfg),
-        )
+        datamodule, model, trainer = build_run(cfg)
+        prepare_tensorboard(trainer, model, cfg)
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         if cfg.get("test") and not trainer.interrupted:
             best = best_checkpoint(trainer)
             if best is None:
                 log.info("No checkpoint was saved (fast_dev_run or checkpointing off): testing the final weights.")
-            trainer.test(model, datamodule=datamodule, ckpt_path=best)
+            trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)  # _log_summary shows them
         record["status"] = "interrupted" if trainer.interrupted else "completed"
     except BaseException as exc:
         record_failure(record, exc)
@@ -169,7 +211,7 @@ def _train(cfg: DictConfig) -> float | None:
     _save_record(output_dir, record, trainer, start)
     if trainer.is_global_zero:
         log_final_hparams(trainer, cfg, record)
-        _print_summary(record)
+        _log_summary(record)
     best_score = record["best_score"]
     return None if best_score is None or math.isnan(best_score) else best_score
 
@@ -193,16 +235,18 @@ def _save_record(
         log.error("Could not write %s: %s", path, user_error(exc) or describe(exc))
 
 
-def _print_summary(record: dict[str, Any]) -> None:
-    lines = [
-        f"\nTest metrics ({Path(record['best_checkpoint']).name if record['best_checkpoint'] else 'final weights'}):"
-    ]
+def _log_summary(record: dict[str, Any]) -> None:
+    """The run's last lines, on the console and in run.log: test metrics, best score, and the run directory,
+    relative to the working directory when it lies inside it (``metrics.json`` keeps it absolute)."""
+    weights = Path(record["best_checkpoint"]).name if record["best_checkpoint"] else "final weights"
+    lines = [f"Test metrics ({weights}):"]
     width = max((len(k) for k in record["test"]), default=0)
     lines += [f"  {name:<{width}}  {value:.4f}" for name, value in record["test"].items()]
     if record["best_score"] is not None:
         lines.append(f"Best {record['optimized_metric']}: {record['best_score']:.4f}")
-    lines.append(f"Run directory: {record['run_dir']}")
-    print("\n".join(lines))
+    relative = os.path.relpath(record["run_dir"])
+    lines.append(f"Run directory: {record['run_dir'] if relative.startswith('..') else relative}")
+    log.info("\n".join(lines))
 
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
@@ -213,6 +257,9 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
     from hydra import compose, initialize_config_module
 
     with initialize_config_module("apa_lightning.conf", version_base="1.3"):
-        cfg = compose("train", overrides=overrides or [])
+        cfg = compose("train", overrides=overrides or [], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.task_name = cfg.task_name  # its default comes from the group choices in the hydra node, dropped here
+        del cfg["hydra"]
     OmegaConf.resolve(cfg)
     return cfg

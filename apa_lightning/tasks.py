@@ -5,5 +5,6 @@ TASKS = {
     "train": "apa_lightning.run:train",
     "eda": "apa_lightning.eda:explore",
     "detect": "apa_lightning.detection.train:train",
-    "predict": "apa_lightning.detection.predict:predict",
+    "eval": "apa_lightning.evaluate:evaluate",
+    "predict": "apa_lightning.predict:predict",  # a .ckpt here; a YOLO .pt goes on to detection.predict
 }

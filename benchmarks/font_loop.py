@@ -39,6 +39,7 @@ def trainer_round(output_dir: Path, passes: int, seed: int) -> tuple[float, int]
             f"trainer.max_epochs={passes // 100}",
             "data.passes=100",
             f"seed={seed}",
+            "callbacks.progress_bar=null",
         ]
     )
     L.seed_everything(cfg.seed)

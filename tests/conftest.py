@@ -1,5 +1,6 @@
 import gzip
 import itertools
+import logging
 import os
 import struct
 import urllib.error
@@ -29,6 +30,18 @@ def _offline_environment(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(home / "torch"))
     monkeypatch.setattr(urllib.request, "urlopen", _offline)  # torchvision.datasets downloads
     monkeypatch.setattr(torch.hub, "urlopen", _offline)  # pretrained weights
+
+
+@pytest.fixture(autouse=True)
+def _no_hydra_log_handlers_left():
+    """An in-process CLI run leaves Hydra's console and log-file handlers on the root logger, the console one
+    writing into that test's captured output, closed when the test ends: later tests must not log into them."""
+    before = logging.getLogger().handlers[:]
+    yield
+    for handler in logging.getLogger().handlers[:]:
+        if handler not in before and type(handler) in (logging.StreamHandler, logging.FileHandler):  # not pytest's
+            logging.getLogger().removeHandler(handler)
+            handler.close()
 
 
 @pytest.fixture

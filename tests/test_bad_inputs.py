@@ -147,6 +147,41 @@ def weights_file(tmp_path: Path, content: str) -> list[str]:
     return ["model.net.pretrained=true", f"model.net.weights_path={path}"]
 
 
+def trained_checkpoint_and_images(tmp_path: Path, damage: bool = False) -> list[str]:
+    """A checkpoint of an untrained conv autoencoder on 28x28 grey images and a folder of two PNGs, the second
+    cut short with ``damage``."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from apa_lightning.models.autoencoder import AutoencoderModule
+
+    model = AutoencoderModule(
+        net={"_target_": "apa_lightning.nets.conv_ae.ConvAutoencoder", "in_channels": 1},
+        optimizer={"_target_": "torch.optim.Adam", "lr": 0.001},
+    )
+    data = {"image_size": 28, "channels": 1, "normalize": "none"}
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    torch.save({**checkpoint, "datamodule_hyper_parameters": data}, tmp_path / "ae.ckpt")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.full((40, 40), 128, np.uint8)).save(folder / name)
+    if damage:
+        (folder / "b.png").write_bytes((folder / "b.png").read_bytes()[:60])
+    return [f"ckpt_path={tmp_path / 'ae.ckpt'}", f"input={folder}"]
+
+
+def yolo_weights(tmp_path: Path) -> list[str]:
+    (tmp_path / "best.pt").write_bytes(b"not read")
+    return [f"ckpt_path={tmp_path / 'best.pt'}"]
+
+
+def empty_folder(tmp_path: Path) -> list[str]:
+    (tmp_path / "empty").mkdir()
+    return [f"input={tmp_path / 'empty'}", *garbage_checkpoint(tmp_path)]
+
+
 CASES: list[Case] = [
     # checked before the run directory is made (no directory is left behind)
     Case("unknown task", ["task=nonsense"], ["task=nonsense is not a task", "train"], before_run_dir=True),
@@ -158,6 +193,13 @@ CASES: list[Case] = [
     ),
     Case("seed not a number", ["seed=abc"], ["seed=abc", "an integer, or null"], before_run_dir=True),
     Case("negative num_workers", ["data.num_workers=-1"], ["data.num_workers=-1", "integer >= 0"], before_run_dir=True),
+    Case("bad augment_on", ["data.augment_on=gpu"], ["data.augment_on=gpu", "device or workers"], before_run_dir=True),
+    Case(
+        "on_device with loader workers",
+        ["data.on_device=true", "data.num_workers=2"],
+        ["data.on_device=true", "set data.num_workers=0 (got 2)"],
+        before_run_dir=True,
+    ),
     Case("lr null", ["model.optimizer.lr=null"], ["model.optimizer.lr=null", "a number > 0"], before_run_dir=True),
     Case(
         "dropout above 1",
@@ -251,6 +293,62 @@ CASES: list[Case] = [
         ["model=fusion", "model.net.freeze=true", *FAST],
         ["model.net.freeze=True", "none, features"],
     ),
+    # task=eval and task=predict: the checkpoint and the images
+    Case("eval without ckpt_path", ["task=eval"], ["task=eval needs ckpt_path=", "run directory"], before_run_dir=True),
+    Case(
+        "eval of a missing checkpoint",
+        ["task=eval", "ckpt_path=/nonexistent/model.ckpt"],
+        ["ckpt_path=/nonexistent/model.ckpt does not exist", "a .ckpt file or a run directory"],
+        before_run_dir=True,
+    ),
+    Case(
+        "eval of a folder without checkpoints",
+        ["task=eval"],
+        ["some_dir holds no checkpoint", "no checkpoints/last.ckpt"],
+        lambda tmp_path: [f"ckpt_path={resume_without_checkpoint(tmp_path)[0].split('=', 1)[1]}"],
+        before_run_dir=True,
+    ),
+    Case(
+        "eval of a file that is no checkpoint",
+        ["task=eval"],
+        ["garbage.ckpt is not a checkpoint of this tool"],
+        garbage_checkpoint,
+        before_run_dir=True,
+    ),
+    Case(
+        "eval of YOLO weights",
+        ["task=eval"],
+        ["task=eval takes the .ckpt of a training run", "best.pt is a YOLO detector's weights"],
+        yolo_weights,
+        before_run_dir=True,
+    ),
+    Case(
+        "eval on images of another size",
+        ["task=eval", "data.image_size=32"],
+        ["ae.ckpt was trained on data.image_size=28, but data.image_size=32", "set data.image_size=28"],
+        trained_checkpoint_and_images,
+        before_run_dir=True,
+    ),
+    Case(
+        "predict without input",
+        ["task=predict"],
+        ["task=predict needs input="],
+        garbage_checkpoint,
+        before_run_dir=True,
+    ),
+    Case(
+        "predict on a folder without images",
+        ["task=predict"],
+        ["empty: the folder holds no images", ".png"],
+        empty_folder,
+        before_run_dir=True,
+    ),
+    Case(
+        "predict on an unreadable image",
+        ["task=predict", *FAST],
+        ["photos/b.png cannot be read as an image", "move it out of the input folder"],
+        lambda tmp_path: trained_checkpoint_and_images(tmp_path, damage=True),
+    ),
 ]
 
 
@@ -307,4 +405,4 @@ def test_a_full_disk_keeps_finished_work_and_names_the_file(monkeypatch, capsys,
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["status"] == "failed" and record["error"] == paragraph
     assert record["best_checkpoint"] is None  # Lightning had named the file it could not write
-    assert "the disk is full" in (run_dir / "train.log").read_text()
+    assert "the disk is full" in (run_dir / "run.log").read_text()

@@ -12,6 +12,7 @@ from apa_lightning.errors import ApaError
 from apa_lightning.run import instantiate_plain
 
 from .conftest import CIFAR_CLASSES
+from .test_figures import grid_size
 
 
 def test_cifar10_is_read_through_torchvision_and_split(cifar10_root):
@@ -46,6 +47,7 @@ def test_augmentation_presets_change_training_images_only(make_cfg, cifar10_root
             "data.download=false",
             "data.batch_size=8",
             "data.num_workers=0",
+            "data.augment_on=workers",  # the loader augments; the device path: tests/test_augmentation.py
             *overrides,
         )
         dm = instantiate_plain(cfg.data)
@@ -95,5 +97,6 @@ def test_eda_writes_grid_distribution_and_channel_statistics(make_cfg, cifar10_r
     assert len(summary["train_channel_mean"]) == 3 and all(0 < s < 0.5 for s in summary["train_channel_std"])
     from PIL import Image
 
-    assert Image.open(out / "samples_per_class.png").size == (2 + 3 * 34, 2 + 10 * 34)
+    # a row of 3 per class under its name, drawn 64 pixels (2 x 32), under a title
+    assert Image.open(out / "samples_per_class.png").size == grid_size(CIFAR_CLASSES, 3, 10, (64, 64), top_lines=1)
     assert (out / "class_distribution.png").is_file()

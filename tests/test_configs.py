@@ -3,6 +3,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 from omegaconf import OmegaConf
+from torch import nn
 
 from apa_lightning.run import instantiate_plain
 
@@ -64,6 +65,27 @@ def test_optimizer_and_scheduler_configs_build(make_cfg, optimizer, scheduler):
     built = instantiate_plain(cfg.model).configure_optimizers()
     assert type(built["optimizer"]).__name__.lower() == optimizer
     assert built["lr_scheduler"]["interval"] == ("step" if scheduler == "onecycle" else "epoch")
+
+
+def _defaults(config: str) -> dict[str, str]:
+    """The group overrides in a config file's defaults list, e.g. {"override /model": "ae"}."""
+    entries = OmegaConf.load(CONF / f"{config}.yaml").get("defaults", [])
+    return {k: v for entry in entries if not isinstance(entry, str) for k, v in entry.items()}
+
+
+def test_report_experiments_keep_the_conv_autoencoders_output_batchnorm(make_cfg):
+    # model=ae drops the BN before the Sigmoid and trains at 0.01 (the quick default run); the reports'
+    # experiments keep the BN and Adam 1e-3
+    conv_ae = [e for e in EXPERIMENTS if _defaults(f"experiment/{e}").get("override /model") in ("ae", "dae")]
+    assert conv_ae == ["fashion_mnist_ae", "fashion_mnist_dae", "mnist_ae", "mnist_dae", "svhn_ae", "svhn_dae"]
+    for experiment in conv_ae:
+        cfg = make_cfg(f"experiment={experiment}")
+        net = instantiate_plain(cfg.model).net
+        assert [type(m) for m in net.decoder[-3:]] == [nn.ConvTranspose2d, nn.BatchNorm2d, nn.Sigmoid], experiment
+        assert cfg.model.optimizer.lr == 0.001, experiment
+    default = make_cfg()
+    assert [type(m) for m in instantiate_plain(default.model).net.decoder[-2:]] == [nn.ConvTranspose2d, nn.Sigmoid]
+    assert default.model.optimizer.lr == 0.01
 
 
 def test_experiment_can_extend_another(make_cfg):

@@ -72,7 +72,8 @@ def test_denoising_autoencoder_corrupts_only_the_input():
     assert torch.all(x_hat == 0)
     assert loss.item() == pytest.approx(clean.pow(2).mean().item())
     rows = module.grid_rows(x)
-    assert len(rows) == 3 and torch.equal(rows[0], clean) and torch.all(rows[1] == 0)
+    assert list(rows) == ["input", "noisy input (masking 1)", "reconstruction"]
+    assert torch.equal(rows["input"], clean) and torch.all(rows["noisy input (masking 1)"] == 0)
 
 
 def test_test_noise_levels_without_noise_is_refused():

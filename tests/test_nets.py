@@ -32,6 +32,21 @@ def test_conv_autoencoder_has_the_reports_layers():
     assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == 10
     assert sum(isinstance(m, nn.ELU) for m in net.modules()) == 9
     assert isinstance(net.decoder[-1], nn.Sigmoid) and isinstance(net.decoder[-4], nn.Upsample)
+    # the reports' output: ConvT(8,c) -> BN(c) -> Sigmoid
+    assert [type(m) for m in net.decoder[-3:]] == [nn.ConvTranspose2d, nn.BatchNorm2d, nn.Sigmoid]
+    assert [type(m) for m in ConvAutoencoder(output_batchnorm=True).modules()] == [type(m) for m in net.modules()]
+
+
+def test_conv_autoencoder_without_output_batchnorm_feeds_the_last_convolution_to_the_sigmoid():
+    report, net = ConvAutoencoder(in_channels=3), ConvAutoencoder(in_channels=3, output_batchnorm=False)
+    assert [type(m) for m in net.decoder[-3:]] == [nn.Upsample, nn.ConvTranspose2d, nn.Sigmoid]
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == 9
+    # every other layer is the report's, so only the output BN's weight, bias and running statistics are missing
+    missing = set(report.state_dict()) - set(net.state_dict())
+    assert missing == {
+        f"decoder.6.{k}" for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    }
+    assert set(net.state_dict()) < set(report.state_dict())
 
 
 @pytest.mark.parametrize("channels, size", [(1, 28), (3, 32)])

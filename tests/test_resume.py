@@ -3,6 +3,7 @@ and ends exactly where an unbroken run ends, signals exit non-zero and are recor
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -46,6 +47,12 @@ def only_run_dir(root: Path) -> Path:
     return run_dir
 
 
+def epoch_rows(run_dir: Path) -> list[dict[str, float]]:
+    """The rows of the run's metrics.csv as numbers."""
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
 def weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["state_dict"]
 
@@ -75,11 +82,19 @@ def test_last_checkpoint_is_the_last_epoch_when_the_best_is_earlier(make_cfg):
     assert abs(record["test"]["test/mse"] - best_mse) < abs(record["test"]["test/mse"] - final_mse)
 
 
+# workers: loader workers (restarted each epoch) augment each image: their random streams must repeat too;
+# device: the splits live on the device (no DataLoader) and each batch is augmented there
+AUGMENTATION_PATHS = {
+    "workers": ["data.num_workers=2", "data/augmentation=standard", "data.augment_on=workers"],
+    "device": ["data.num_workers=0", "data.on_device=true", "data/augmentation=standard", "data.augment_on=device"],
+}
+
+
 @pytest.mark.slow
-def test_interrupted_run_resumes_in_place_and_ends_like_an_unbroken_run(monkeypatch, capsys, tmp_path):
+@pytest.mark.parametrize("path", list(AUGMENTATION_PATHS))
+def test_interrupted_run_resumes_in_place_and_ends_like_an_unbroken_run(monkeypatch, capsys, tmp_path, path):
     straight, broken = tmp_path / "straight", tmp_path / "broken"
-    # loader workers (restarted each epoch) augment the images: their random streams must repeat too
-    workers = ["data.num_workers=2", "data/augmentation=standard"]
+    workers = AUGMENTATION_PATHS[path]
     assert run_cli(monkeypatch, capsys, straight, *TINY, *workers, "trainer.max_epochs=3")[0] == 0
 
     original = AutoencoderModule.training_step
@@ -99,7 +114,7 @@ def test_interrupted_run_resumes_in_place_and_ends_like_an_unbroken_run(monkeypa
     assert record["error"] == "interrupted by SIGTERM"
     # the interruption in the middle of epoch 1 leaves last.ckpt at the end of epoch 0
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
-    assert "Interrupted by SIGTERM" in (run_dir / "train.log").read_text()
+    assert "Interrupted by SIGTERM" in (run_dir / "run.log").read_text()
 
     monkeypatch.setattr(AutoencoderModule, "training_step", original)
     # only the short form and no other override: the run's own config (model=dae, seed=7, ...) comes back
@@ -117,9 +132,17 @@ def test_interrupted_run_resumes_in_place_and_ends_like_an_unbroken_run(monkeypa
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=0, msg=name)
 
+    # metrics.csv: the epoch before the interruption kept, each epoch once, the numbers of the unbroken run
+    resumed_rows, straight_rows = epoch_rows(run_dir), epoch_rows(only_run_dir(straight))
+    assert [r["epoch"] for r in resumed_rows] == [r["epoch"] for r in straight_rows] == [1, 2, 3]
+    for row, expected_row in zip(resumed_rows, straight_rows, strict=True):
+        assert row.keys() == expected_row.keys()
+        for key in row.keys() - {"time_s"}:
+            assert row[key] == pytest.approx(expected_row[key], abs=1e-6), key
+
     # one TensorBoard run whose validation curve has one point per epoch, continued, not restarted
-    steps = [e.step for e in EventAccumulator(str(run_dir / "tensorboard")).Reload().Scalars("val/loss")]
-    straight_steps = EventAccumulator(str(only_run_dir(straight) / "tensorboard")).Reload().Scalars("val/loss")
+    steps = [e.step for e in EventAccumulator(str(run_dir)).Reload().Scalars("val/loss_mse")]
+    straight_steps = EventAccumulator(str(only_run_dir(straight))).Reload().Scalars("val/loss_mse")
     assert steps == [e.step for e in straight_steps] and len(steps) == 3
 
     # a finished run has nothing left to train, and refusing leaves its records as they were

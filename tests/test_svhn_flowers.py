@@ -16,8 +16,11 @@ from apa_lightning.callbacks.model_summary import summarize
 from apa_lightning.data.flowers import FlowersDataModule
 from apa_lightning.data.svhn import SVHNDataModule
 from apa_lightning.errors import ApaError
+from apa_lightning.figures import GAP, MARGIN, line_height, text_width
 from apa_lightning.nets.conv_ae import ConvAutoencoder
 from apa_lightning.run import instantiate_plain, train
+
+from .test_figures import grid_size
 
 FAST = ["trainer=debug", "logger=csv"]
 
@@ -222,9 +225,10 @@ def test_svhn_experiments_run_and_show_originals_noisy_and_outputs(make_cfg, svh
     assert record["status"] == "completed" and {"test/psnr", "test/ssim"} <= record["test"].keys()
     if denoising:
         assert cfg.model.noise.level == 0.1 and record["test"]["test/noise0.1/input_psnr"] < 25
-    rows = 3 if denoising else 2  # originals | noisy | outputs
+    labels = ["input", "noisy input (gaussian 0.1)", "reconstruction"] if denoising else ["input", "reconstruction"]
     grid = Image.open(out / "images" / "reconstructions.png")
-    assert grid.mode == "RGB" and grid.size == (2 + 4 * 34, 2 + rows * 34)  # one batch of 4 per row
+    # one batch of 4 per row, each image drawn 64 pixels (2 x 32), class names above
+    assert grid.mode == "RGB" and grid.size == grid_size(labels, 4, len(labels), (64, 64), top_lines=1)
     pixels = np.asarray(grid).astype(int)
     assert np.abs(pixels[:, :, 0] - pixels[:, :, 1]).max() > 50  # colour kept, not grey
     summary = (out / "model_summary.txt").read_text()
@@ -254,8 +258,12 @@ def test_flowers_ae_runs_with_metrics_in_unit_range_and_draws_the_latent_navigat
     # the loss is the MSE of [-1, 1] images; the metrics see them in [0, 1]: a quarter of it
     assert test["test/mse"] == pytest.approx(test["test/loss"] / 4, rel=1e-4)
     navigation = np.asarray(Image.open(out / "images" / "latent_navigation.png").convert("L")).astype(float)
-    assert navigation.shape == (2 + 7 * 34, 2 + 7 * 34)  # 7 x 7 pictures of 32 x 32 with 2-pixel borders
-    cell = navigation[2:34, 2:34]
+    # 7 x 7 pictures of 32 x 32 drawn 64 pixels, rows named "z[1] -2.0σ" ... "z[1] +2.0σ", the offsets of z[0] above
+    labels = [f"z[1] {o}σ" for o in ("-2.0", "-1.3", "-0.7", "+0.0", "+0.7", "+1.3", "+2.0")]
+    title = "image 0 (pink primrose): z[0] across, z[1] down, in standard deviations σ"
+    assert (navigation.shape[1], navigation.shape[0]) == grid_size(labels, 7, 7, (64, 64), top_lines=2, title=title)
+    top, left = 2 * line_height() + GAP, text_width("z[1] -2.0σ") + 2 * MARGIN + GAP
+    cell = navigation[top : top + 64, left : left + 64]
     assert 0 < cell.mean() < 255 and cell.std() > 2  # a decoded picture, not a blank square
     assert "ConvDenseAutoencoder" in (out / "model_summary.txt").read_text()
 

@@ -149,7 +149,7 @@ def test_launcher_presets_compose_and_their_plugins_load(launcher, plugin):
 
 
 def hparams_metrics(run_dir: Path) -> list[str]:
-    content = EventAccumulator(str(run_dir / "tensorboard")).Reload().PluginTagToContent("hparams")
+    content = EventAccumulator(str(run_dir)).Reload().PluginTagToContent("hparams")
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     return [m.name.tag for m in experiment.metric_infos]
 
@@ -166,13 +166,18 @@ def test_parallel_sweep_writes_one_directory_per_run_and_a_summary(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
-    records = {p.name: json.loads((p / "metrics.json").read_text()) for p in sweep.iterdir() if p.is_dir()}
+    # each job's directory carries its swept values, short names
+    names = [
+        f"{i}_lr={lr},batch_size={size}"
+        for i, (lr, size) in enumerate([(0.005, 32), (0.005, 64), (0.001, 32), (0.001, 64)])
+    ]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == names
+    records = {p.name[0]: json.loads((p / "metrics.json").read_text()) for p in sweep.iterdir() if p.is_dir()}
     assert all(r["status"] == "completed" for r in records.values())
     best_job = min(records, key=lambda job: records[job]["best_score"])
     rows = list(csv.DictReader(open(sweep / "summary.csv")))
     assert len(rows) == 4 and rows[0]["best"] == "*" and rows[0]["job"] == best_job
-    assert "best/val/loss" in hparams_metrics(sweep / "0") and "test/psnr" in hparams_metrics(sweep / "0")
+    assert "best/val/loss" in hparams_metrics(sweep / names[0]) and "test/psnr" in hparams_metrics(sweep / names[0])
 
     (sweep / "summary.md").unlink()
     report.main([str(sweep)])
@@ -205,13 +210,13 @@ def test_ddp_trains_in_two_processes_into_one_run_directory(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Starting with 2 processes" in done.stdout + done.stderr
-    (run_dir,) = (tmp_path / "outputs" / "runs" / "train").iterdir()
+    (run_dir,) = (tmp_path / "outputs" / "runs" / "cnn_base_digits").iterdir()
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["status"] == "completed" and record["epochs"] == 2
     # the test metrics are synced over both ranks' halves of the 2 test batches: 2 x 16 x 2 = 64 images
     rows = list(csv.DictReader(open(run_dir / "classification_report.csv")))
     assert sum(float(r["support"]) for r in rows if not r["class"].endswith(" avg")) == 64
-    assert (run_dir / "train_rank1.log").is_file() and not (run_dir / "images").exists()
+    assert (run_dir / "run_rank1.log").is_file() and not (run_dir / "images").exists()
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir())[-1] == "last.ckpt"
 
 
@@ -230,10 +235,10 @@ def test_a_sweep_of_ddp_runs_gives_one_directory_per_run(tmp_path):
     assert os.listdir(tmp_path / "outputs") == ["multiruns"]  # no stray run directories from the ranks
     (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
     runs = sorted(p for p in sweep.iterdir() if p.is_dir())
-    assert [p.name for p in runs] == ["0", "1"]
+    assert [p.name for p in runs] == ["0_lr=0.001", "1_lr=0.005"]
     for run in runs:
         assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
-        assert (run / "train_rank1.log").is_file()
+        assert (run / "run_rank1.log").is_file()
 
 
 def test_ddp_children_run_their_one_job_even_in_a_preset_sweep(tmp_path):

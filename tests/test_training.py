@@ -10,6 +10,8 @@ from apa_lightning.errors import ApaError
 from apa_lightning.models.autoencoder import AutoencoderModule
 from apa_lightning.run import train, user_error
 
+from .test_figures import grid_size
+
 FAST = ["trainer=debug", "logger=csv"]
 
 
@@ -38,9 +40,10 @@ def test_short_training_on_digits_lowers_validation_loss_and_tests_best_checkpoi
     assert best == pytest.approx(min(losses), rel=1e-5) == pytest.approx(record["best_score"], rel=1e-5)
     assert Path(record["best_checkpoint"]).is_file() and (out / "checkpoints" / "last.ckpt").is_file()
     assert record["test"]["test/psnr"] > 10
-    # the final reconstructions are saved as a picture: inputs over reconstructions, 8 per row
+    # the final reconstructions are saved as a picture: inputs over reconstructions, 8 per row, drawn 84 pixels
+    # (3 x 28) under their class names
     grid = Image.open(out / "images" / "reconstructions.png")
-    assert grid.size == (2 + 8 * 30, 2 + 2 * 30)
+    assert grid.size == grid_size(["input", "reconstruction"], 8, 2, (84, 84), top_lines=1)
 
     # the checkpoint holds only plain values and restores the module on its own
     checkpoint = torch.load(record["best_checkpoint"], weights_only=True)
@@ -59,8 +62,9 @@ def test_vae_with_2d_latent_space_saves_samples_interpolation_and_scatter(make_c
         "reconstructions.png",
         "samples.png",
     ]
-    assert Image.open(images / "samples.png").size == (2 + 8 * 30, 2 + 8 * 30)
-    assert Image.open(images / "interpolation.png").size == (2 + 10 * 30, 2 + 30)
+    assert Image.open(images / "samples.png").size == grid_size([""], 8, 8, (84, 84), top_lines=1)
+    # one row "<class> → <class>" (digits: every name as wide) under a title
+    assert Image.open(images / "interpolation.png").size == grid_size(["0 → 0"], 10, 1, (84, 84), top_lines=1)
 
 
 def test_seed_zero_is_honoured(make_cfg):

@@ -6,14 +6,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
+import matplotlib
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from matplotlib.figure import Figure
 from torch import Tensor
-from torchvision.utils import make_grid, save_image
 
 from apa_lightning.errors import ApaError
+from apa_lightning.figures import labelled_grid, save_figure, save_png
 
 
 def latent_coder(pl_module: L.LightningModule) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]] | None:
@@ -25,14 +26,21 @@ def latent_coder(pl_module: L.LightningModule) -> tuple[Callable[[Tensor], Tenso
     return None
 
 
+def class_names(classes: list[str], labels: Tensor) -> list[str]:
+    """The names of ``labels`` in ``classes`` (a datamodule's); the numbers themselves where it has none."""
+    return [classes[i] if i < len(classes) else str(i) for i in labels.tolist()]
+
+
 class ImageGrids(L.Callback):
     """Logs image grids to TensorBoard after every validation epoch and after the test, and saves the
-    final ones as PNG in ``<run dir>/images``.
+    final ones as PNG in ``<run dir>/images``: the same labelled pictures (``figures.labelled_grid``, every
+    image drawn at least 64 pixels with nearest neighbour).
 
-    Works with any module that has ``grid_rows(x)`` (inputs | [corrupted inputs] | reconstructions);
-    modules with ``sample``, ``interpolate`` and ``encode`` (VAEs) also get a grid of samples from the
-    prior, an interpolation between two images and, when ``latent_dim`` is 2, a scatter of the codes
-    coloured by class. The images come from the first batch of the validation (or test) set.
+    Works with any module that has ``grid_rows(x)`` (input | [noisy input] | reconstruction, by label; the
+    inputs' class names above the columns); modules with ``sample``, ``interpolate`` and ``encode`` (VAEs)
+    also get a grid of samples from the prior, an interpolation between the first two images (its row named
+    by their classes) and, when ``latent_dim`` is 2, a scatter of the codes coloured by class, with the class
+    names in the legend. The images come from the first batch of the validation (or test) set.
 
     With ``navigation_steps`` > 0 and a model with a dense code (``latent_coder``) it also draws
     ``latent_navigation``: ``navigation_steps`` x ``navigation_steps`` decodings of the code of collected image
@@ -60,6 +68,7 @@ class ImageGrids(L.Callback):
         self.navigation_steps, self.navigation_span = navigation_steps, navigation_span
         self.navigation_image = navigation_image
         self._images: Tensor | None = None
+        self._image_labels: Tensor | None = None
         self._codes: list[Tensor] = []
         self._labels: list[Tensor] = []
 
@@ -80,7 +89,8 @@ class ImageGrids(L.Callback):
             return
         x, y = batch
         if batch_idx == 0:
-            self._images, self._codes, self._labels = x[: self.num_images].detach(), [], []
+            self._images, self._image_labels = x[: self.num_images].detach(), y[: self.num_images].cpu()
+            self._codes, self._labels = [], []
         if hasattr(pl_module, "encode") and getattr(pl_module, "latent_dim", None) == 2:
             with torch.no_grad():
                 self._codes.append(pl_module.encode(x).float().cpu())
@@ -106,25 +116,36 @@ class ImageGrids(L.Callback):
             self._publish(trainer, pl_module, "test", save=True)
 
     @torch.no_grad()
-    def grids(self, pl_module: L.LightningModule) -> dict[str, Tensor]:
-        """Named image grids ``(3, H, W)`` in [0, 1] for the collected images."""
+    def grids(self, pl_module: L.LightningModule, names: list[str]) -> dict[str, Tensor]:
+        """Named labelled pictures ``(3, H, W)`` in [0, 1] of the collected images, whose class names are
+        ``names``."""
         was_training = pl_module.training
         pl_module.eval()
         x = self._images
-        rows = pl_module.grid_rows(x)
-        grids = {"reconstructions": make_grid(torch.cat(rows).float().clamp(0, 1), nrow=len(x), pad_value=1.0)}
+        rows = [(label, row.float()) for label, row in pl_module.grid_rows(x).items()]
+        grids = {"reconstructions": labelled_grid(rows, column_labels=names)}
         if hasattr(pl_module, "sample"):
-            samples = pl_module.sample(self.num_samples).float()
-            grids["samples"] = make_grid(samples, nrow=int(self.num_samples**0.5), pad_value=1.0)
+            samples, per_row = pl_module.sample(self.num_samples).float(), max(1, round(self.num_samples**0.5))
+            chunks = [("", samples[i : i + per_row]) for i in range(0, len(samples), per_row)]
+            grids["samples"] = labelled_grid(chunks, title=f"{len(samples)} samples decoded from z ~ N(0, I)")
         if hasattr(pl_module, "interpolate") and len(x) >= 2:
             path = pl_module.interpolate(x[0], x[1], self.interpolation_steps).float()
-            grids["interpolation"] = make_grid(path, nrow=self.interpolation_steps, pad_value=1.0)
+            title = "decoded along the line between the codes of the first two images"
+            grids["interpolation"] = labelled_grid([(f"{names[0]} → {names[1]}", path)], title=title)
         if self.navigation_steps:
             navigation = self.latent_navigation(pl_module, x)
             if navigation is not None:
-                grids["latent_navigation"] = make_grid(navigation, nrow=self.navigation_steps, pad_value=1.0)
+                steps, image = self.navigation_steps, self.navigation_image
+                span = torch.linspace(-self.navigation_span, self.navigation_span, steps).tolist()
+                offsets = [f"{round(o, 1) + 0.0:+.1f}σ" for o in span]  # + 0.0: no "-0.0"
+                title = f"image {image} ({names[image]}): z[0] across, z[1] down, in standard deviations σ"
+                grids["latent_navigation"] = labelled_grid(
+                    [(f"z[1] {o}", navigation[i * steps : (i + 1) * steps]) for i, o in enumerate(offsets)],
+                    title=title,
+                    column_labels=offsets,
+                )
         pl_module.train(was_training)
-        return {name: grid.cpu() for name, grid in grids.items()}
+        return grids
 
     def latent_navigation(self, pl_module: L.LightningModule, x: Tensor) -> Tensor | None:
         """The navigation pictures ``(steps * steps, C, H, W)`` in [0, 1], row by row; None (with a warning)
@@ -148,21 +169,30 @@ class ImageGrids(L.Callback):
         to_unit = getattr(pl_module, "to_unit", None)
         return (to_unit(images) if to_unit else images).clamp(0, 1)
 
-    def latent_figure(self) -> Figure | None:
-        """Scatter of the collected 2-D codes coloured by class, or None when none were collected."""
+    def latent_figure(self, classes: list[str]) -> Figure | None:
+        """Scatter of the collected 2-D codes coloured by class, the names ``classes`` in the legend; None when
+        no codes were collected."""
         if not self._codes:
             return None
         codes, labels = torch.cat(self._codes).numpy(), torch.cat(self._labels).numpy()
-        figure = Figure(figsize=(6, 5))
+        figure = Figure(figsize=(7, 5))
         ax = figure.add_subplot()
-        points = ax.scatter(codes[:, 0], codes[:, 1], c=labels, cmap="tab10", s=6)
-        figure.colorbar(points, ax=ax, label="class")
+        colours = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
+        present = torch.cat(self._labels).unique()
+        for label, name in zip(present.tolist(), class_names(classes, present), strict=True):
+            chosen = labels == label
+            ax.scatter(codes[chosen, 0], codes[chosen, 1], s=6, color=colours(label % colours.N), label=name)
+        ax.legend(
+            title="class", loc="upper left", bbox_to_anchor=(1.01, 1), markerscale=3, ncols=1 + len(classes) // 25
+        )
         ax.set(xlabel="z[0]", ylabel="z[1]", title="Latent space (posterior means)")
         figure.tight_layout()
         return figure
 
     def _publish(self, trainer: L.Trainer, pl_module: L.LightningModule, split: str, save: bool, log: bool = True):
-        grids, figure = self.grids(pl_module), self.latent_figure()
+        classes = list(getattr(trainer.datamodule, "classes", None) or [])
+        grids = self.grids(pl_module, class_names(classes, self._image_labels))
+        figure = self.latent_figure(classes)
         if log:
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardLogger):
@@ -174,6 +204,6 @@ class ImageGrids(L.Callback):
             out = Path(trainer.default_root_dir) / "images"
             out.mkdir(parents=True, exist_ok=True)
             for name, grid in grids.items():
-                save_image(grid, out / f"{name}.png")
+                save_png(out / f"{name}.png", grid)
             if figure is not None:
-                figure.savefig(out / "latent_space.png", dpi=120)
+                save_figure(out / "latent_space.png", figure)

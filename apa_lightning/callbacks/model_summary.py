@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightning as L
@@ -11,6 +12,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from apa_lightning.files import write_text_atomically
+
+log = logging.getLogger(__name__)
 
 
 def input_shape(trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[int, ...] | None:
@@ -63,8 +66,9 @@ def summarize(network: nn.Module, shape: tuple[int, ...], depth: int) -> str:
 class ModelSummaryFile(L.Callback):
     """At the start of fit, writes ``<run dir>/model_summary.txt``: the network (the module's ``net``, else the
     module) layer by layer to ``depth`` with output shapes and parameters per layer, and the totals, for an
-    input of the datamodule's shape (batch 1). Rank 0 only; written atomically; also logged to TensorBoard as
-    text. When the input shape is unknown or the network fails on it, it warns and writes nothing."""
+    input of the datamodule's shape (batch 1), and logs the totals (the console's one line about the model).
+    Rank 0 only; written atomically; also logged to TensorBoard as text. When the input shape is unknown or the
+    network fails on it, it warns and writes nothing."""
 
     def __init__(self, depth: int = 3) -> None:
         self.depth = depth
@@ -91,6 +95,9 @@ class ModelSummaryFile(L.Callback):
         path = Path(trainer.default_root_dir) / "model_summary.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomically(path, text)
+        total = sum(p.numel() for p in network.parameters())
+        trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)
+        log.info(f"{type(network).__name__}: {total:,} parameters, {trainable:,} trainable; layers in {path.name}")
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):  # indented: TensorBoard renders text as Markdown
                 logger.experiment.add_text("model_summary", "\n".join("    " + line for line in text.splitlines()))

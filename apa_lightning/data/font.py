@@ -99,6 +99,8 @@ class FontDataModule(InMemoryImageDataModule):
                 f"resized; keep data.image_size={GLYPH_HEIGHT}, data.image_width={GLYPH_WIDTH} and data.channels=1 "
                 f"(got {self.image_size}, {image_width} and {self.channels})."
             )
+        if self.on_device:
+            raise ApaError("data=font already serves its 32 glyphs as one batch per epoch; drop data.on_device.")
         self.passes, self.shuffle_seed = passes, shuffle_seed
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -14,6 +15,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
+from apa_lightning.config_checks import check_on_device
+from apa_lightning.data.augmentation import AUGMENT_ON, BatchAugmentation
 from apa_lightning.errors import ApaError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -67,9 +70,49 @@ class EpochShuffle(Sampler[int]):
     def __len__(self) -> int:
         return self.n
 
+    def permutation(self) -> Tensor:
+        """This epoch's order, as a tensor."""
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.n, generator=generator).tolist())
+        return iter(self.permutation().tolist())
+
+
+class DeviceBatches:
+    """Batches of uint8 images and labels that already lie on the training device, drawn there without a
+    DataLoader: one index per batch, no worker and no host-to-device copy.
+
+    Lightning takes any sized iterable as a dataloader and calls ``sampler.set_epoch`` before each epoch: with an
+    ``EpochShuffle`` the order is that of the DataLoader path for the same seed and epoch; ``shuffle`` without a
+    sampler (an unseeded run) draws it from torch's generator of the device; without ``shuffle`` (validation,
+    test) the batches keep the stored order.
+    """
+
+    batch_sampler = None  # Lightning looks here, then at ``sampler``, for ``set_epoch``
+
+    def __init__(
+        self, images: Tensor, labels: Tensor, batch_size: int, shuffle: bool, sampler: EpochShuffle | None = None
+    ) -> None:
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.shuffle, self.sampler = shuffle, sampler
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        device, n = self.images.device, len(self.images)
+        if self.sampler is not None:
+            order = self.sampler.permutation().to(device)  # one small copy per epoch
+        elif self.shuffle:
+            order = torch.randperm(n, device=device)
+        else:
+            order = None
+        for start in range(0, n, self.batch_size):
+            if order is None:
+                yield self.images[start : start + self.batch_size], self.labels[start : start + self.batch_size]
+            else:
+                index = order[start : start + self.batch_size]
+                yield self.images[index], self.labels[index]
 
 
 def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -112,8 +155,12 @@ class InMemoryImageDataModule(L.LightningDataModule):
     Batches travel to the device as uint8 and become float images there: in [0, 1], resized to ``image_size``
     and repeated to ``channels`` (1 -> 3) when those differ from the stored images, then normalised by
     ``normalize``: ``none``, ``dataset`` (the training split's per-channel mean and std) or ``imagenet``.
-    ``augmentation`` names ``_target_`` configs of torchvision v2 transforms, applied in order to each training
-    image (uint8, on the loader's workers); a null entry is switched off.
+    ``augmentation`` names ``_target_`` configs of torchvision v2 transforms, applied in order to the training
+    images only (a null entry is switched off): with ``augment_on="device"`` to the whole float batch in [0, 1]
+    after it reached the device, before resizing to ``image_size`` and normalising (``BatchAugmentation``, each
+    image with its own random parameters); with ``"workers"`` to each uint8 image on the loader's workers.
+    ``on_device=True`` keeps the three splits on the trainer's device and serves ``DeviceBatches`` instead of
+    DataLoaders (one process, one device).
     Subclasses call ``set_splits`` and set ``classes`` in ``setup``.
     """
 
@@ -127,6 +174,8 @@ class InMemoryImageDataModule(L.LightningDataModule):
         normalize: str = "none",
         augmentation: dict[str, dict[str, Any] | None] | None = None,
         pin_memory: bool = False,
+        augment_on: str = "device",
+        on_device: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -135,11 +184,18 @@ class InMemoryImageDataModule(L.LightningDataModule):
             raise ApaError(f"data.normalize={normalize!r}; use one of {', '.join(NORMALIZATIONS)}.")
         if normalize == "imagenet" and channels != 3:
             raise ApaError(f"data.normalize=imagenet needs data.channels=3 (got {channels}).")
+        if augment_on not in AUGMENT_ON:
+            raise ApaError(f"data.augment_on={augment_on!r}; use one of {', '.join(AUGMENT_ON)}.")
+        if on_device:
+            check_on_device(num_workers)
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.image_size, self.channels, self.num_classes = image_size, channels, num_classes
-        self.normalize = normalize
-        transforms = [instantiate(t) for t in (augmentation or {}).values() if t]
-        self.train_transform = v2.Compose(transforms) if transforms else None
+        self.normalize, self.augment_on, self.on_device = normalize, augment_on, on_device
+        steps = {name: instantiate(t) for name, t in (augmentation or {}).items() if t}
+        on_workers = bool(steps) and augment_on == "workers"
+        self.train_transform = v2.Compose(list(steps.values())) if on_workers else None
+        self.batch_augmentation = BatchAugmentation(steps) if steps and not on_workers else None
+        self._device_splits: dict[tuple[int, str], tuple[Tensor, Tensor]] = {}
         self.train_set: ImageTensorDataset | None = None
         self.val_set: ImageTensorDataset | None = None
         self.test_set: ImageTensorDataset | None = None
@@ -173,10 +229,18 @@ class InMemoryImageDataModule(L.LightningDataModule):
         elif self.normalize == "imagenet":
             self.mean, self.std = list(IMAGENET_MEAN), list(IMAGENET_STD)
 
-    def _loader(self, dataset: ImageTensorDataset | None, shuffle: bool) -> DataLoader:
+    def state_dict(self) -> dict[str, Any]:
+        """What Lightning saves in checkpoints (under this class's name) so ``task=predict`` needs no dataset: the
+        class names and the normalisation's per-channel mean and std (None without normalisation)."""
+        return {"classes": list(self.classes), "mean": self.mean, "std": self.std}
+
+    def _loader(self, dataset: ImageTensorDataset | None, shuffle: bool) -> DataLoader | DeviceBatches:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() has not run")
         sampler = self._epoch_shuffle(len(dataset)) if shuffle else None
+        if self.on_device:
+            images, labels = self._on_trainer_device(dataset)
+            return DeviceBatches(images, labels, self.batch_size, shuffle, sampler)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -190,6 +254,20 @@ class InMemoryImageDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0 and sampler is None,
         )
 
+    def _on_trainer_device(self, dataset: ImageTensorDataset) -> tuple[Tensor, Tensor]:
+        """The split's images and labels on the trainer's device (the CPU without a trainer), copied once."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.world_size > 1:
+            raise ApaError(
+                f"data.on_device=true serves one process on one device, but this run has {trainer.world_size} "
+                "(DDP); set data.on_device=false so that Lightning's distributed sampler splits the data."
+            )
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        key = (id(dataset), str(device))  # the splits live as long as the datamodule
+        if key not in self._device_splits:
+            self._device_splits[key] = dataset.images.to(device), dataset.labels.to(device)
+        return self._device_splits[key]
+
     def _epoch_shuffle(self, n: int) -> EpochShuffle | None:
         """The seeded per-epoch order of a seeded run (``seed_everything`` sets PL_GLOBAL_SEED, in every DDP rank
         too), starting at the epoch the trainer is at: Lightning may fetch from a new loader before it calls
@@ -201,18 +279,27 @@ class InMemoryImageDataModule(L.LightningDataModule):
         epoch = trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0
         return EpochShuffle(n, int(seed), epoch)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader(self.train_set, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader(self.val_set, shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader(self.test_set, shuffle=False)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         images, labels = batch
+        trainer = getattr(self, "trainer", None)
+        # only training batches are augmented: Lightning also calls this for validation, test and the sanity check
+        return self.float_images(images, augment=trainer is not None and trainer.training), labels
+
+    def float_images(self, images: Tensor, augment: bool = False) -> Tensor:
+        """A uint8 batch as the float images the model sees: in [0, 1], augmented (``augment`` and an
+        ``augment_on="device"`` recipe), resized to ``image_size``, repeated to ``channels``, normalised."""
         images = images.float().div_(255)
+        if augment and self.batch_augmentation is not None:
+            images = self.batch_augmentation(images)  # colour jitter needs [0, 1]: before normalising
         if images.shape[-2:] != (self.image_size, self.image_size):
             size = (self.image_size, self.image_size)
             images = F.interpolate(images, size=size, mode="bilinear", antialias=True)
@@ -223,4 +310,4 @@ class InMemoryImageDataModule(L.LightningDataModule):
             mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
             std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
             images = (images - mean) / std
-        return images, labels
+        return images

@@ -13,27 +13,11 @@ from omegaconf import DictConfig
 from apa_lightning.detection.yolo import YoloDetector, is_yolo_config, setup_ultralytics, ultralytics_device
 from apa_lightning.errors import ApaError
 from apa_lightning.files import write_atomically, write_text_atomically
+from apa_lightning.image_files import input_images
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 CSV_COLUMNS = ("file", "class", "confidence", "x1", "y1", "x2", "y2")
-
-
-def input_images(source: str | None) -> list[Path]:
-    """The images to predict on: ``source`` itself, or the images directly inside that folder, sorted.
-    Raises ApaError when there are none."""
-    if not source:
-        raise ApaError("task=predict needs input=<an image or a folder of images>.")
-    path = Path(source).expanduser().resolve()
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if images:
-            return images
-        raise ApaError(f"input={source}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)}).")
-    raise ApaError(f"input={source}: no such file or folder ({path}).")
 
 
 def predict(cfg: DictConfig) -> None:
@@ -45,8 +29,9 @@ def predict(cfg: DictConfig) -> None:
 
     if not is_yolo_config(cfg.model):
         raise ApaError(
-            "task=predict exists for YOLO models only: add model=yolo (or the detection experiment you trained, "
-            "e.g. experiment=kitti_yolo_scratch) and ckpt_path=<detection run dir>/weights/best.pt."
+            f"ckpt_path={cfg.get('ckpt_path')} is a YOLO detector's weights (.pt), which task=predict runs with "
+            "model=yolo: add model=yolo (or the detection experiment you trained, e.g. experiment=kitti_yolo_scratch); "
+            "a classifier or autoencoder predicts from its .ckpt."
         )
     detector: YoloDetector = instantiate(cfg.model, _convert_="all")
     ckpt = Path(cfg.ckpt_path).expanduser().resolve() if cfg.get("ckpt_path") else None

@@ -1,8 +1,8 @@
 """``task=detect``: train a YOLO detector with ultralytics' own trainer, recorded like every other run.
 
 The run directory is ultralytics' ``save_dir`` (``weights/last.pt``, ``weights/best.pt``, ``results.csv``,
-``args.yaml``) and also holds what every run of this project has: ``metrics.json``, ``tensorboard/`` and
-``images/``.
+``args.yaml``) and also holds what every run of this project has: ``metrics.json``, TensorBoard's event files
+and ``images/``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ from apa_lightning.files import (
     write_metrics,
     write_text_atomically,
 )
-from apa_lightning.hparams import hparams_for_tensorboard
+from apa_lightning.hparams import hparams_for_tensorboard, hparams_summaries
+from apa_lightning.run_names import sweep_context
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +285,8 @@ def _prepare_resume(checkpoint: Path, finished: int, run_dir: Path) -> Path:
         header, *rows = results.read_text().splitlines(keepends=True)
         kept = [row for row in rows if int(float(row.split(",")[0])) <= finished]
         write_text_atomically(results, "".join([header, *kept]))
-    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+    for event_file in run_dir.glob("events.out.tfevents.*"):
+        event_file.unlink()
     return weights / "last.pt"
 
 
@@ -360,7 +362,7 @@ def train(cfg: DictConfig) -> float | None:
                 "amp": amp,
                 "exist_ok": True,
             }
-        writer = SummaryWriter(str(run_dir / "tensorboard"))
+        writer = SummaryWriter(str(run_dir))  # the event files in the run directory: TensorBoard's run name
         to_tensorboard = ResultsToTensorBoard(run_dir / "results.csv", writer)
         model.add_callback("on_train_start", to_tensorboard)
         model.add_callback("on_fit_epoch_end", to_tensorboard)
@@ -439,7 +441,6 @@ def _finish(
 ) -> None:
     """The prediction examples, the final metrics and hyperparameters in TensorBoard, and the console summary."""
     from torch.utils.tensorboard import SummaryWriter
-    from torch.utils.tensorboard.summary import hparams
 
     run_dir = Path(record["run_dir"])
     with SummaryWriter(log_dir) as writer:
@@ -460,13 +461,14 @@ def _finish(
             final.setdefault(f"best/{record['optimized_metric']}", record["best_score"])
         for name, value in final.items():
             writer.add_scalar(name, value, step)
-        for summary in hparams(hparams_for_tensorboard(cfg), final):
+        swept, choices = sweep_context()
+        for summary in hparams_summaries(hparams_for_tensorboard(cfg, swept, choices), final, swept):
             writer._get_file_writer().add_summary(summary)
-    lines = ["\nValidation metrics of best.pt:"]
+    lines = ["Validation metrics of best.pt:"]
     lines += [f"  {name:<16}  {value:.4f}" for name, value in record["test"].items()]
     for name, values in record["per_class"].items():
         lines.append(f"  {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items() if k != "instances"))
     if record["best_score"] is not None:
         lines.append(f"Best {record['optimized_metric']}: {record['best_score']:.4f}")
     lines.append(f"Run directory: {run_dir}")
-    print("\n".join(lines))
+    log.info("\n".join(lines))  # the console and run.log

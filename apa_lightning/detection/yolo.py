@@ -163,8 +163,13 @@ def ultralytics_device(accelerator: str, devices: Any) -> str:
 
 def ultralytics_amp(precision: Any) -> bool | str:
     """ultralytics' ``amp`` for Lightning's ``trainer.precision``: full precision (32 / 64) off, bf16 variants
-    "bf16", 16 variants (fp16) on. Raises ApaError for anything else."""
+    "bf16", 16 variants (fp16) on, ``mixed`` (trainer=gpu) whichever the GPU supports. Raises ApaError for anything
+    else."""
     text = "32-true" if precision is None else str(precision).strip().lower()
+    if text == "mixed":
+        from apa_lightning.precision import mixed_precision
+
+        text = mixed_precision()
     if text in ("32", "32-true", "64", "64-true"):
         return False
     if text.startswith("bf16"):

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from apa_lightning.errors import ApaError
 from apa_lightning.metrics.wrong_pixels import wrong_pixel_metrics
+from apa_lightning.models.fast_path import FAST_PATH_ARGS
 from apa_lightning.models.noise import check_noise, corrupt
 from apa_lightning.models.reconstruction import ReconstructionModule, image_quality_metrics
 
@@ -48,9 +49,11 @@ class AutoencoderModule(ReconstructionModule):
         reconstruction_loss: str = "mse",
         wrong_pixel_threshold: float | None = None,
         manual_optimization: bool = False,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
+        super().__init__(channels_last, compile)
+        self.save_hyperparameters(ignore=FAST_PATH_ARGS)
         if len(value_range) != 2 or not value_range[0] < value_range[1]:
             raise ApaError(f"model.value_range={list(value_range)} must be two numbers [low, high] with low < high.")
         if noise:
@@ -93,6 +96,16 @@ class AutoencoderModule(ReconstructionModule):
                 "does not count; set model.scheduler.total_steps (data=font: trainer.max_epochs x data.passes x 7)."
             )
 
+    @property
+    def loss_kind(self) -> str:
+        """What ``<split>/loss`` is, for TensorBoard's tag ``<split>/loss_<kind>``: ``mse`` or ``bce``."""
+        return self.hparams.reconstruction_loss
+
+    @property
+    def main_metric(self) -> str:
+        """The metric charted next to the loss in TensorBoard: ``psnr``, or ``mean_wrong_pixels`` for binary images."""
+        return "psnr" if self.hparams.get("wrong_pixel_threshold") is None else "mean_wrong_pixels"
+
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
@@ -114,7 +127,10 @@ class AutoencoderModule(ReconstructionModule):
                 "autoencoder (model=mlp_ae, or experiment=font_ae)."
             )
         loss = RECONSTRUCTION_LOSSES[self.hparams.reconstruction_loss](x_hat, x)
-        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=split != "train")
+        if split == "train":
+            self.log_training({"train/loss": loss}, len(x), prog_bar=("train/loss",))
+        else:
+            self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         return loss, x_hat
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -172,7 +188,11 @@ class AutoencoderModule(ReconstructionModule):
             self.log("test/code_bits", float(code_bits))
             self.log("test/compression_ratio", math.prod(input_shape) * 8 / code_bits)
 
-    def grid_rows(self, x: Tensor) -> list[Tensor]:
-        """inputs | corrupted inputs (denoising only) | reconstructions."""
+    def grid_rows(self, x: Tensor) -> dict[str, Tensor]:
+        """input | noisy input (denoising only) | reconstruction."""
         x_in = self.corrupt(x)
-        return [self.to_unit(row) for row in ([x, x_in, self(x_in)] if self.noise else [x, self(x)])]
+        rows = {"input": x}
+        if self.noise:
+            rows[f"noisy input ({self.noise['kind']} {self.noise['level']:g})"] = x_in
+        rows["reconstruction"] = self(x_in)
+        return {label: self.to_unit(row) for label, row in rows.items()}

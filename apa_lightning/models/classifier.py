@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import Tensor
@@ -13,6 +12,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from apa_lightning.metrics.classification import MeanClassAccuracy
+from apa_lightning.models.fast_path import FAST_PATH_ARGS, FastPathModule
 from apa_lightning.models.optim import configure_optimization
 
 
@@ -27,12 +27,13 @@ def accuracy_metrics(num_classes: int, prefix: str) -> MetricCollection:
     )
 
 
-class ClassifierModule(L.LightningModule):
+class ClassifierModule(FastPathModule):
     """Trains ``net`` (images -> class logits) with cross-entropy.
 
     Logs ``<split>/loss``, ``acc`` and ``mca``; the test also fills ``test_confusion`` (rows: true class,
     columns: predicted), from which the ClassificationReport callback writes the per-class report.
-    ``net``, ``optimizer`` and ``scheduler`` are ``_target_`` configs, kept as plain values in checkpoints.
+    ``net``, ``optimizer`` and ``scheduler`` are ``_target_`` configs, kept as plain values in checkpoints;
+    ``channels_last`` and ``compile``: see ``FastPathModule``.
     """
 
     def __init__(
@@ -42,14 +43,26 @@ class ClassifierModule(L.LightningModule):
         scheduler: dict[str, Any] | None = None,
         num_classes: int = 10,
         label_smoothing: float = 0.0,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
+        super().__init__(channels_last, compile)
+        self.save_hyperparameters(ignore=FAST_PATH_ARGS)
         self.net = instantiate(net)
         self.train_metrics = accuracy_metrics(num_classes, "train/")
         self.val_metrics = accuracy_metrics(num_classes, "val/")
         self.test_metrics = accuracy_metrics(num_classes, "test/")
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
+
+    @property
+    def loss_kind(self) -> str:
+        """What ``<split>/loss`` is, for TensorBoard's tag ``<split>/loss_<kind>``."""
+        return "cross_entropy"
+
+    @property
+    def main_metric(self) -> str:
+        """The metric charted next to the loss in TensorBoard's custom scalars."""
+        return "acc"
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -60,7 +73,10 @@ class ClassifierModule(L.LightningModule):
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
         metrics = getattr(self, f"{split}_metrics")
         metrics.update(logits, y)
-        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=split != "train")
+        if split == "train":
+            self.log_training({"train/loss": loss}, len(y), metrics, prog_bar=("train/loss",))
+            return loss, logits
+        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=split == "val")
         return loss, logits
 
@@ -78,6 +94,8 @@ class ClassifierModule(L.LightningModule):
         self.test_confusion.reset()
 
     def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        self.train_metrics.reset()  # an epoch cut short never logged (and so never reset) them
         # a frozen backbone stays frozen: its BatchNorm layers keep their (pretrained) running statistics
         for module in self.net.modules():
             if isinstance(module, _BatchNorm) and not any(p.requires_grad for p in module.parameters()):

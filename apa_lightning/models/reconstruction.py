@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import lightning as L
 from torch import Tensor
 from torchmetrics import MeanSquaredError, MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from apa_lightning.errors import ApaError
+from apa_lightning.models.fast_path import FastPathModule
 from apa_lightning.models.optim import configure_optimization
 
 
@@ -23,16 +23,21 @@ def image_quality_metrics(prefix: str) -> MetricCollection:
     )
 
 
-class ReconstructionModule(L.LightningModule):
+class ReconstructionModule(FastPathModule):
     """Base of the autoencoders. Subclasses save ``optimizer`` and ``scheduler`` in their hparams, implement
     ``_step`` (log the split's losses; return the loss and the reconstruction) and ``grid_rows`` for the
     image-grid callback. Images are in ``hparams.value_range`` (default [0, 1]), which must be the one the
     datamodule serves; metrics and pictures see them mapped to [0, 1] (``to_unit``)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, channels_last: bool = False, compile: bool = False) -> None:
+        super().__init__(channels_last, compile)
         self.val_metrics = image_quality_metrics("val/")
         self.test_metrics = image_quality_metrics("test/")
+
+    @property
+    def main_metric(self) -> str:
+        """The metric charted next to the loss in TensorBoard's custom scalars."""
+        return "psnr"
 
     @property
     def value_range(self) -> tuple[float, float]:
@@ -80,8 +85,9 @@ class ReconstructionModule(L.LightningModule):
         _, x_hat = self._step(batch, "test")
         self.log_quality("test", x_hat, batch[0])
 
-    def grid_rows(self, x: Tensor) -> list[Tensor]:
-        """Rows of the reconstruction grid, each ``(N, C, H, W)`` in [0, 1], starting with ``x``."""
+    def grid_rows(self, x: Tensor) -> dict[str, Tensor]:
+        """Rows of the reconstruction grid by their labels, each ``(N, C, H, W)`` in [0, 1], starting with
+        ``"input": x``."""
         raise NotImplementedError
 
     def configure_optimizers(self):

@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from torch import Tensor
 
 from apa_lightning.errors import ApaError
+from apa_lightning.models.fast_path import FAST_PATH_ARGS
 from apa_lightning.models.reconstruction import ReconstructionModule
 
 RECONSTRUCTION_LOSSES = ("bce", "mse")
@@ -46,9 +47,11 @@ class VAEModule(ReconstructionModule):
         scheduler: dict[str, Any] | None = None,
         beta: float = 1.0,
         reconstruction_loss: str = "bce",
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
+        super().__init__(channels_last, compile)
+        self.save_hyperparameters(ignore=FAST_PATH_ARGS)
         if reconstruction_loss not in RECONSTRUCTION_LOSSES:
             raise ApaError(f"model.reconstruction_loss={reconstruction_loss!r}; use one of {RECONSTRUCTION_LOSSES}.")
         if beta < 0:
@@ -59,16 +62,21 @@ class VAEModule(ReconstructionModule):
     def latent_dim(self) -> int:
         return self.net.latent_dim
 
+    @property
+    def loss_kind(self) -> str:
+        """What ``<split>/loss`` is, for TensorBoard's tag ``<split>/loss_<kind>``: the negative ELBO (with β) over
+        a reconstruction term of ``bce`` or ``mse``."""
+        return f"elbo_{self.hparams.reconstruction_loss}"
+
     def _step(self, batch: tuple[Tensor, Tensor], split: str) -> tuple[Tensor, Tensor]:
         x, _ = batch
         logits, mu, logvar = self.net(x)
         terms = vae_loss(logits, x, mu, logvar, self.hparams.beta, self.hparams.reconstruction_loss)
-        self.log_dict(
-            {f"{split}/{name}": value for name, value in terms.items()},
-            on_step=False,
-            on_epoch=True,
-            sync_dist=split != "train",
-        )
+        values = {f"{split}/{name}": value for name, value in terms.items()}
+        if split == "train":
+            self.log_training(values, len(x))
+        else:
+            self.log_dict(values, on_step=False, on_epoch=True, sync_dist=True)
         return terms["loss"], torch.sigmoid(logits)
 
     def encode(self, x: Tensor) -> Tensor:
@@ -79,9 +87,9 @@ class VAEModule(ReconstructionModule):
         """Images in [0, 1] for latent codes ``z``."""
         return torch.sigmoid(self.net.decode(z))
 
-    def grid_rows(self, x: Tensor) -> list[Tensor]:
-        """inputs | reconstructions from the posterior means."""
-        return [x, self.decode(self.encode(x))]
+    def grid_rows(self, x: Tensor) -> dict[str, Tensor]:
+        """input | reconstruction from the posterior means."""
+        return {"input": x, "reconstruction": self.decode(self.encode(x))}
 
     def sample(self, n: int) -> Tensor:
         """``n`` images decoded from z ~ N(0, I)."""

@@ -12,9 +12,11 @@ class ConvAutoencoder(nn.Module):
     decoder: ConvT(16,128) ConvT(128,64) ConvT(64,32) ConvT(32,8)  each + BN + ELU,
              Upsample(x2, nearest), ConvT(8,c), BN(c), Sigmoid
     All kernels 3x3 with padding 1. Input height and width must be even; the output is in [0, 1].
+    ``output_batchnorm=False`` drops the BN(c) before the Sigmoid: the reports have it, but normalising the
+    output's logits over the batch slows the approach to a pure black background and white strokes.
     """
 
-    def __init__(self, in_channels: int = 1) -> None:
+    def __init__(self, in_channels: int = 1, output_batchnorm: bool = True) -> None:
         super().__init__()
         self.encoder = nn.Sequential(
             conv_bn_elu(in_channels, 8, stride=2),
@@ -30,7 +32,7 @@ class ConvAutoencoder(nn.Module):
             deconv_bn_elu(32, 8),
             nn.Upsample(scale_factor=2, mode="nearest"),
             nn.ConvTranspose2d(8, in_channels, kernel_size=3, stride=1, padding=1),
-            nn.BatchNorm2d(in_channels),
+            *([nn.BatchNorm2d(in_channels)] if output_batchnorm else []),
             nn.Sigmoid(),
         )
 

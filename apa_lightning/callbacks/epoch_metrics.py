@@ -1,0 +1,177 @@
+"""``metrics.csv`` and ``curves.png`` in the run directory and one console line per epoch, without TensorBoard."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from apa_lightning.errors import ApaError
+from apa_lightning.figures import save_figure
+from apa_lightning.files import write_text_atomically
+
+log = logging.getLogger(__name__)
+
+Row = dict[str, float]
+
+
+def read_rows(path: Path) -> list[Row]:
+    """The rows of an earlier ``metrics.csv`` (empty cells left out). Raises ApaError when it is not one."""
+    try:
+        with open(path, newline="") as f:
+            rows = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+    except (ValueError, csv.Error) as exc:
+        raise ApaError(
+            f"{path} is not a metrics.csv of this tool ({exc}); move it away and resume again (the epochs before "
+            "the resume are then missing from it)."
+        ) from exc
+    if any("epoch" not in row for row in rows):
+        raise ApaError(f"{path} has rows without an epoch; move it away and resume again.")
+    return rows
+
+
+def columns(rows: Sequence[Row]) -> list[str]:
+    """``epoch``, ``step``, the ``train/`` then the ``val/`` metrics (sorted), the learning rates, ``time_s``."""
+    keys = {key for row in rows for key in row}
+    metrics = sorted(k for k in keys if k.startswith("train/")) + sorted(k for k in keys if k.startswith("val/"))
+    rates = sorted(k for k in keys if k == "lr" or k.startswith("lr/"))
+    return ["epoch", "step", *metrics, *rates, *(["time_s"] if "time_s" in keys else [])]
+
+
+def csv_text(rows: Sequence[Row]) -> str:
+    """``rows`` as CSV under ``columns(rows)``; a metric not logged in an epoch is an empty cell."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns(rows), restval="", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: int(v) if k in ("epoch", "step") else v for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def main_metric(rows: Sequence[Row], candidates: Sequence[str]) -> str | None:
+    """The first of ``candidates`` logged as ``val/<name>`` (or ``train/<name>``), else None."""
+    keys = {key for row in rows for key in row}
+    return next((name for name in candidates if f"val/{name}" in keys or f"train/{name}" in keys), None)
+
+
+def curves_figure(rows: Sequence[Row], metric: str | None) -> Figure:
+    """The loss and ``metric`` per epoch, training and validation, one panel each."""
+    names = ["loss", *([metric] if metric else [])]
+    figure = Figure(figsize=(5 * len(names), 4))
+    for i, name in enumerate(names, start=1):
+        ax = figure.add_subplot(1, len(names), i)
+        for split, colour in (("train", "C0"), ("val", "C1")):
+            points = [(row["epoch"], row[f"{split}/{name}"]) for row in rows if f"{split}/{name}" in row]
+            if points:
+                ax.plot(*zip(*points, strict=True), "o-", color=colour, markersize=3, label=split)
+        ax.set(xlabel="epoch", ylabel=f"{name} (dB)" if name == "psnr" else name, title=name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    figure.tight_layout()
+    return figure
+
+
+def announce(trainer: L.Trainer, line: str) -> None:
+    """Log ``line`` at INFO. While a progress bar is shown, the console gets it through the bar (printed above
+    it, not glued to its end) and the log's file handlers get the record directly."""
+    bar = trainer.progress_bar_callback
+    if bar is None or not bar.is_enabled:
+        log.info(line)
+        return
+    if log.isEnabledFor(logging.INFO):
+        bar.print(line)
+        record = log.makeRecord(log.name, logging.INFO, __file__, 0, line, None, None)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+                handler.handle(record)
+
+
+class EpochMetrics(L.Callback):
+    """After every training epoch (and its validation), global rank 0:
+
+    - writes ``metrics.csv`` into the run directory: one row per epoch with ``epoch`` (from 1), ``step`` (the
+      global step), every ``train/`` and ``val/`` metric in ``trainer.callback_metrics`` (the validation ones only
+      in epochs that validated), the learning rate of each parameter group during the epoch (``lr``, then
+      ``lr/pg1``, ... over all optimizers) and ``time_s`` (the epoch's wall time);
+    - draws ``curves.png``: the loss and the main metric (the first of ``main_metrics`` that is logged) per
+      epoch, training against validation; at most every ``plot_interval_s`` seconds (drawing takes a few tenths
+      of a second, more than a tiny model's epoch) and after the last epoch;
+    - logs one line at INFO (``announce``), the losses, the main metric and ``monitor``:
+      ``epoch 3/10  train/loss 0.0213  val/loss 0.0198  val/psnr 21.30  12.4 s``.
+
+    Both files are written atomically. A resumed run keeps the rows of the epochs its checkpoint had finished
+    and drops any later ones (written after that checkpoint), so each epoch appears once.
+    """
+
+    def __init__(
+        self,
+        main_metrics: Sequence[str] = ("acc", "psnr", "mean_wrong_pixels"),
+        monitor: str | None = None,
+        filename: str = "metrics.csv",
+        curves: str = "curves.png",
+        plot_interval_s: float = 0.0,
+    ) -> None:
+        if plot_interval_s < 0:
+            raise ApaError(f"callbacks.epoch_metrics.plot_interval_s={plot_interval_s} must be >= 0 (0: every epoch).")
+        self.main_metrics, self.monitor = list(main_metrics), monitor
+        self.filename, self.curves, self.plot_interval_s = filename, curves, plot_interval_s
+        self.rows: list[Row] = []
+        self._start, self._rates, self._validated = 0.0, {}, False
+        self._plotted, self._plotted_rows = float("-inf"), 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        path = Path(trainer.default_root_dir) / self.filename
+        finished = trainer.current_epoch  # after a resume: the epochs its checkpoint had finished
+        earlier = read_rows(path) if finished and path.is_file() and trainer.is_global_zero else []
+        self.rows = [row for row in earlier if row["epoch"] <= finished]
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        groups = [group for optimizer in trainer.optimizers for group in optimizer.param_groups]
+        self._rates = {"lr" if i == 0 else f"lr/pg{i}": float(group["lr"]) for i, group in enumerate(groups)}
+        self._start, self._validated = time.perf_counter(), False
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validated = True
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        splits = ("train/", "val/") if self._validated else ("train/",)  # unvalidated epochs: no stale val values
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(splits) and v.numel() == 1}
+        row = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step, **metrics, **self._rates}
+        row["time_s"] = round(time.perf_counter() - self._start, 2)
+        self.rows.append(row)
+        if not trainer.is_global_zero:
+            return
+        out = Path(trainer.default_root_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(out / self.filename, csv_text(self.rows))
+        if time.perf_counter() - self._plotted >= self.plot_interval_s:
+            self.plot(out)
+        announce(trainer, self.summary_line(row, main_metric(self.rows, self.main_metrics), trainer.max_epochs))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self._plotted_rows < len(self.rows):
+            self.plot(Path(trainer.default_root_dir))
+
+    def plot(self, out: Path) -> None:
+        """Draw ``curves.png`` of the rows so far."""
+        save_figure(out / self.curves, curves_figure(self.rows, main_metric(self.rows, self.main_metrics)), dpi=100)
+        self._plotted, self._plotted_rows = time.perf_counter(), len(self.rows)
+
+    def summary_line(self, row: Row, metric: str | None, max_epochs: int | None) -> str:
+        """``epoch 3/10  train/loss 0.0213  val/loss 0.0198  val/psnr 21.3  12.4 s``: the epoch's losses, main
+        metric and ``monitor``, those it has."""
+        shown = ["train/loss", "val/loss", *([f"train/{metric}", f"val/{metric}"] if metric else [])]
+        if self.monitor and self.monitor not in shown:
+            shown.append(self.monitor)
+        epoch = f"epoch {int(row['epoch'])}" + (f"/{max_epochs}" if max_epochs and max_epochs > 0 else "")
+        values = [f"{key} {row[key]:#.4g}" for key in shown if key in row]
+        return "  ".join([epoch, *values, f"{row['time_s']:.1f} s"])

@@ -1,0 +1,76 @@
+"""Training speed of every run: images per second and seconds per epoch."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+
+
+def batch_images(batch: Any) -> int:
+    """How many images a training batch holds: ``(images, labels)`` with images ``(N, C, H, W)``, or a batch with
+    an ``images`` field of several passes ``(P, N, C, H, W)`` (``data=font``: P x N). Reads shapes only."""
+    images = getattr(batch, "images", None)
+    if images is None:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return images.shape[:-3].numel()
+
+
+class Throughput(L.Callback):
+    """Times every training epoch and logs, at its end, ``perf/images_per_s`` (training images of all ranks per
+    second of training; the validation inside the epoch does not count) and ``perf/epoch_time_s`` (the whole
+    epoch, its validation included) to every logger. ``images``, ``train_seconds`` and ``epoch_seconds`` add up
+    the epochs of this process; ``summary()`` turns them into metrics.json's ``images_per_s`` and ``epoch_time_s``.
+    Per batch it only reads the batch's shape: no device sync. ``clock`` is the wall clock (a benchmark on a busy
+    machine may count the process's CPU seconds instead)."""
+
+    clock = staticmethod(time.perf_counter)
+
+    def __init__(self) -> None:
+        self.images, self.train_seconds, self.epoch_seconds = 0, 0.0, []
+        self._epoch_start: float | None = None
+        self._segment_start: float | None = None
+        self._epoch_images, self._epoch_train_s = 0, 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = self._segment_start = self.clock()
+        self._epoch_images, self._epoch_train_s = 0, 0.0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        self._epoch_images += batch_images(batch) * trainer.world_size
+
+    def _end_segment(self) -> None:
+        if self._segment_start is not None:
+            self._epoch_train_s += self.clock() - self._segment_start
+            self._segment_start = None
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._end_segment()  # a validation inside a training epoch (none during the sanity check)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._epoch_start is not None and not trainer.sanity_checking:
+            self._segment_start = self.clock()  # a val_check_interval validation: training goes on
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._end_segment()
+        if self._epoch_start is None or not self._epoch_train_s:
+            return
+        epoch_s = self.clock() - self._epoch_start
+        self._epoch_start = None
+        self.images += self._epoch_images
+        self.train_seconds += self._epoch_train_s
+        self.epoch_seconds.append(epoch_s)
+        values = {"perf/images_per_s": self._epoch_images / self._epoch_train_s, "perf/epoch_time_s": epoch_s}
+        for logger in trainer.loggers:
+            logger.log_metrics(values, step=trainer.global_step)
+
+    def summary(self) -> dict[str, float | None]:
+        """``images_per_s`` over every epoch this process trained and the mean ``epoch_time_s`` (None before an
+        epoch has finished)."""
+        if not self.epoch_seconds:
+            return {"images_per_s": None, "epoch_time_s": None}
+        return {
+            "images_per_s": round(self.images / self.train_seconds, 1),
+            "epoch_time_s": round(sum(self.epoch_seconds) / len(self.epoch_seconds), 3),
+        }

@@ -1,0 +1,144 @@
+"""Where ``task=eval`` and ``task=predict`` take their checkpoint from (a checkpoint file or a run directory), and
+the command line that gives them the data config of the checkpoint's run. Torch-free: used before Hydra starts."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from apa_lightning.errors import ApaError
+
+CHECKPOINT_TASKS = ("eval", "predict")
+CHECKPOINT_FOLDERS = ("checkpoints", "weights")  # <run dir>/checkpoints/*.ckpt, YOLO's <run dir>/weights/*.pt
+# the run's overrides that say what it was asked to do and where: an evaluation or prediction sets its own
+NOT_CARRIED = ("task", "task_name", "resume", "ckpt_path", "input", "hydra")
+# the data keys that fix the images the network takes: kept when the command line picks another data config
+INPUT_KEYS = ("image_size", "channels", "normalize")
+
+
+def _key(argument: str) -> str:
+    return argument.split("=", 1)[0].lstrip("+~")
+
+
+def _value(argument: str) -> str:
+    """The value of ``key=value`` without the quotes Hydra's grammar may need around it."""
+    value = argument.split("=", 1)[1]
+    return value[1:-1] if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"" else value
+
+
+def _quoted(path: Path) -> str:
+    """``path`` as an override value: quoted when Hydra would read its characters (``=``, ``,``) otherwise."""
+    text = str(path)
+    return text if re.fullmatch(r"[\w./:@%~+-]*", text) else repr(text)
+
+
+def _group(argument: str) -> str:
+    """The top-level key or config group an override sets: ``data`` for ``data=x``, ``data.a=1``, ``data/b=c``."""
+    return _key(argument).split(".", 1)[0].split("/", 1)[0]
+
+
+def run_directory(path: Path) -> Path | None:
+    """The run directory of this tool that ``path`` is, or whose ``checkpoints/`` (``weights/``) holds it; None
+    when it is neither."""
+    for candidate in (path, path.parent.parent if path.parent.name in CHECKPOINT_FOLDERS else None):
+        if candidate is not None and (candidate / ".hydra" / "overrides.yaml").is_file():
+            return candidate
+    return None
+
+
+def run_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint a run directory stands for: its ``metrics.json``'s ``best_checkpoint`` (looked up in the
+    directory itself first, which may have moved since), else ``checkpoints/last.ckpt``; a detection run's
+    ``weights/best.pt``, else ``weights/last.pt``. Raises ApaError when it holds none or its metrics.json is
+    damaged."""
+    candidates = []
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file():
+        try:
+            best = json.loads(metrics.read_text()).get("best_checkpoint")
+        except (ValueError, AttributeError) as exc:
+            raise ApaError(
+                f"{metrics} cannot be read ({exc}); pass the checkpoint itself, e.g. "
+                f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}."
+            ) from exc
+        if best:
+            candidates += [run_dir / Path(best).parent.name / Path(best).name, Path(best)]
+    candidates += [run_dir / "checkpoints" / "last.ckpt", *(run_dir / "weights" / n for n in ("best.pt", "last.pt"))]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise ApaError(
+            f"ckpt_path={run_dir} holds no checkpoint (no best_checkpoint in metrics.json, no checkpoints/last.ckpt, "
+            "no weights/best.pt): pass the directory of a training run that finished at least one epoch, or a "
+            ".ckpt file."
+        )
+    return found
+
+
+def checkpoint_file(ckpt_path: str | None, task: str) -> Path:
+    """The checkpoint ``ckpt_path`` names for ``task``: the file itself, or a directory's (``run_checkpoint``).
+    Raises ApaError when it is unset, missing or holds none."""
+    if not ckpt_path:
+        raise ApaError(
+            f"task={task} needs ckpt_path=<a .ckpt file or a run directory>, e.g. "
+            "ckpt_path=outputs/runs/<name>/<id> (its best checkpoint)."
+        )
+    path = Path(ckpt_path).expanduser().resolve()
+    if path.is_dir():
+        return run_checkpoint(path)
+    if not path.is_file():
+        raise ApaError(
+            f"ckpt_path={ckpt_path} does not exist; pass a .ckpt file or a run directory such as "
+            "outputs/runs/<name>/<id>."
+        )
+    return path
+
+
+def checkpoint_arguments(argv: list[str]) -> list[str]:
+    """The command line of ``task=eval`` / ``task=predict`` with ``ckpt_path`` in a run directory of this tool.
+
+    ``ckpt_path`` becomes the checkpoint file (``run_checkpoint`` for a directory), and the run's own overrides
+    are added (except those the command line sets again and ``NOT_CARRIED``), so the data config (and YOLO's
+    model config) is the run's. A command line that picks another data config (``data=x``) drops the run's data
+    overrides but keeps the network's input (``INPUT_KEYS`` from the run's config) unless it sets those too.
+    A ``.pt`` outside a run directory gets ``model=yolo`` unless a model or experiment is named. Other command
+    lines are returned unchanged; the task reports a bad ``ckpt_path``.
+    """
+    values = {_key(a): _value(a) for a in argv if "=" in a and not a.startswith("-")}
+    if values.get("task") not in CHECKPOINT_TASKS or not values.get("ckpt_path"):
+        return argv
+    given = Path(values["ckpt_path"]).expanduser()
+    run_dir = run_directory(given.resolve())
+    at = next(i for i, a in enumerate(argv) if _key(a) == "ckpt_path")
+    if run_dir is None:
+        named = {_group(a) for a in argv if "=" in a}
+        if values["task"] == "predict" and given.suffix == ".pt" and not named & {"model", "experiment"}:
+            return [*argv[: at + 1], "model=yolo", *argv[at + 1 :]]
+        return argv
+    try:
+        checkpoint = given.resolve() if given.is_file() else run_checkpoint(run_dir)
+    except ApaError:
+        return argv
+    switched = "data" in values
+    carried = [
+        o
+        for o in OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
+        if _key(o) not in values and _group(o) not in NOT_CARRIED and not (switched and _group(o) == "data")
+    ]
+    if switched:
+        data = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml")).get("data") or {}
+        carried += [
+            f"data.{k}={data[k]}"
+            for k in INPUT_KEYS
+            if f"data.{k}" not in values and k in data and "${" not in str(data[k])
+        ]
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    return [
+        *argv[:at],
+        f"ckpt_path={_quoted(checkpoint)}",
+        *carried,
+        *([] if multirun else ["hydra.mode=RUN"]),
+        *argv[at + 1 :],
+    ]

@@ -1,0 +1,51 @@
+"""What a run prints: every message once, without the libraries' advertisements and deprecation notices."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+# (category, start of the message) of warnings about the installed libraries' own code, not about the run
+IGNORED_WARNINGS = (
+    # torch >= 2.10 deprecates a check inside lightning/pytorch/utilities/_pytree.py, once per process
+    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
+)
+
+LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")  # those Lightning gives handlers
+
+
+class ConsoleFormatter(logging.Formatter):
+    """The console's format: an INFO record as its bare message, any other as ``LEVEL: message`` (the run's log
+    file keeps Hydra's format with time and logger)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno == logging.INFO else f"{record.levelname}: {text}"
+
+
+class DropTips(logging.Filter):
+    """Drops Lightning's advertisements ("💡 Tip: ... try installing litlogger"), which it logs on every fit."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("💡 Tip:")
+
+
+def quiet_console() -> None:
+    """Keep Lightning's messages but print each one once, drop its tips and ignore ``IGNORED_WARNINGS``.
+
+    ``import lightning`` gives its loggers console handlers of their own (and stops them from propagating when
+    the root logger had no handlers yet). When the root logger has handlers (Hydra's console and the run's log
+    file) Lightning's are removed and its messages go to the root's, so each is printed once and reaches the
+    log file: call this after Lightning is imported. Safe to call repeatedly.
+    """
+    if logging.getLogger().handlers:
+        for name in LIGHTNING_LOGGERS:
+            logger = logging.getLogger(name)
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+            logger.propagate = True
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # where rank_zero_info logs
+    if not any(isinstance(f, DropTips) for f in rank_zero.filters):
+        rank_zero.addFilter(DropTips())
+    for category, message in IGNORED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)

@@ -1,0 +1,105 @@
+"""Pictures for people: labelled image grids drawn large, and PNG files written atomically."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor
+
+from apa_lightning.files import write_atomically
+
+MIN_IMAGE_SIZE = 64  # on-screen pixels of an image's shorter side, at least
+GAP = 2  # white pixels between images
+FONT_SIZE = 14
+MARGIN = 6  # pixels between a label and what surrounds it
+
+
+@cache
+def label_font() -> ImageFont.FreeTypeFont:
+    """DejaVu Sans (shipped with matplotlib) at ``FONT_SIZE`` pixels."""
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), FONT_SIZE)
+
+
+def text_width(text: str) -> int:
+    """Width in pixels of ``text`` in the label font."""
+    return math.ceil(label_font().getlength(text))
+
+
+def line_height() -> int:
+    """Height in pixels of a title or column-label line."""
+    ascent, descent = label_font().getmetrics()
+    return ascent + descent + 2 * MARGIN
+
+
+def upscale_factor(height: int, width: int, min_size: int = MIN_IMAGE_SIZE) -> int:
+    """The smallest whole factor that draws a ``height`` x ``width`` image at least ``min_size`` pixels on its
+    shorter side."""
+    return max(1, math.ceil(min_size / min(height, width)))
+
+
+def _fit(text: str, width: int) -> str:
+    """``text``, shortened with an ellipsis to at most ``width`` pixels."""
+    while text and text_width(text) > width:
+        text = text[:-2] + "…" if len(text) > 1 else ""
+    return text
+
+
+def labelled_grid(
+    rows: Sequence[tuple[str, Tensor]],
+    title: str = "",
+    column_labels: Sequence[str] = (),
+    min_size: int = MIN_IMAGE_SIZE,
+) -> Tensor:
+    """One picture of ``rows``, each ``(label, images (N, C, H, W) in [0, 1])`` with its label left of it.
+
+    Every image is upscaled with nearest neighbour by ``upscale_factor`` (at least ``min_size`` pixels on its
+    shorter side) and framed by ``GAP`` white pixels; ``title`` is a line on top (the picture widens to hold it)
+    and ``column_labels`` are written above the columns (shortened to a column's width). Rows may be shorter than
+    the longest one. Returns ``(3, height, width)`` in [0, 1], for TensorBoard's ``add_image`` and ``save_png``.
+    """
+    channels, height, width = rows[0][1].shape[1:]
+    scale = upscale_factor(height, width, min_size)
+    cell_h, cell_w = height * scale, width * scale
+    labels = [label for label, _ in rows]
+    label_w = max(text_width(label) for label in labels) + 2 * MARGIN if any(labels) else 0
+    top = line_height() * (bool(title) + bool(column_labels))
+    columns = max(len(images) for _, images in rows)
+    picture_w = max(label_w + GAP + columns * (cell_w + GAP), text_width(title) + 2 * MARGIN if title else 0)
+    canvas = torch.full((3, top + GAP + len(rows) * (cell_h + GAP), picture_w), 255, dtype=torch.uint8)
+    for r, (_, images) in enumerate(rows):
+        pixels = images.detach().float().cpu().clamp(0, 1).mul(255).round().to(torch.uint8)
+        pixels = pixels.expand(-1, 3, -1, -1) if channels == 1 else pixels
+        pixels = pixels.repeat_interleave(scale, 2).repeat_interleave(scale, 3)
+        y = top + GAP + r * (cell_h + GAP)
+        for c, image in enumerate(pixels):
+            x = label_w + GAP + c * (cell_w + GAP)
+            canvas[:, y : y + cell_h, x : x + cell_w] = image
+    picture = Image.fromarray(canvas.permute(1, 2, 0).numpy())
+    draw, font, line = ImageDraw.Draw(picture), label_font(), line_height()
+    if title:
+        draw.text((MARGIN, line / 2), title, fill="black", font=font, anchor="lm")
+    for c, text in enumerate(column_labels):
+        x = label_w + GAP + c * (cell_w + GAP) + cell_w / 2
+        draw.text((x, top - line / 2), _fit(text, cell_w), fill="black", font=font, anchor="mm")
+    for r, label in enumerate(labels):
+        draw.text((MARGIN, top + GAP + r * (cell_h + GAP) + cell_h / 2), label, fill="black", font=font, anchor="lm")
+    return torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1).float() / 255
+
+
+def save_png(path: str | Path, picture: Tensor) -> None:
+    """Write a ``(3, H, W)`` picture in [0, 1] as an RGB PNG, atomically."""
+    array = picture.mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    write_atomically(path, lambda f: Image.fromarray(array).save(f, format="PNG"))
+
+
+def save_figure(path: str | Path, figure: Figure, dpi: int = 120) -> None:
+    """Write a matplotlib figure as a PNG, atomically."""
+    write_atomically(path, lambda f: figure.savefig(f, format="png", dpi=dpi))

@@ -1,0 +1,88 @@
+"""metrics.csv, curves.png and the console line per epoch, and how they survive a resume."""
+
+import csv
+import json
+import logging
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from apa_lightning.callbacks.epoch_metrics import EpochMetrics, csv_text, main_metric
+from apa_lightning.errors import ApaError
+from apa_lightning.run import compose_config, train
+
+SHORT = [
+    "trainer.accelerator=cpu",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "logger=csv",
+    "+trainer.enable_progress_bar=false",
+]
+
+
+def read(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_metrics_csv_has_a_row_per_epoch_with_the_logged_values_and_curves(make_cfg, caplog):
+    cfg = make_cfg("model=ae", *SHORT, "trainer.max_epochs=2")
+    with caplog.at_level(logging.INFO, logger="apa_lightning"):
+        best = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    rows = read(out / "metrics.csv")
+    assert list(rows[0])[:3] == ["epoch", "step", "train/loss"] and list(rows[0])[-2:] == ["lr", "time_s"]
+    assert {"val/loss", "val/mse", "val/psnr", "val/ssim"} <= rows[0].keys()
+    assert [(r["epoch"], r["step"]) for r in rows] == [("1", "2"), ("2", "4")]
+    assert [float(r["lr"]) for r in rows] == [cfg.model.optimizer.lr] * 2
+    # the same numbers as Lightning's CSV logger (its epochs count from 0) and metrics.json
+    logged = read(out / "csv" / "metrics.csv")
+    for row in rows:
+        epoch = str(int(row["epoch"]) - 1)
+        for key in ("train/loss", "val/loss", "val/psnr"):
+            (value,) = [r[key] for r in logged if r["epoch"] == epoch and r.get(key)]
+            assert float(row[key]) == pytest.approx(float(value), rel=1e-6), key
+    record = json.loads((out / "metrics.json").read_text())
+    assert min(float(r["val/loss"]) for r in rows) == pytest.approx(record["best_score"], rel=1e-6)
+    assert best == pytest.approx(record["best_score"])
+    assert Image.open(out / "curves.png").size == (1000, 400)  # loss and psnr panels
+
+    lines = [r.getMessage() for r in caplog.records if r.name == "apa_lightning.callbacks.epoch_metrics"]
+    assert len(lines) == 2
+    for line, row in zip(lines, rows, strict=True):
+        match = re.fullmatch(r"epoch (\d)/2  train/loss (\S+)  val/loss (\S+)  val/psnr (\S+)  (\d+\.\d) s", line)
+        assert match, line
+        assert match[1] == row["epoch"]
+        for text, key in zip(match.groups()[1:4], ("train/loss", "val/loss", "val/psnr"), strict=True):
+            assert float(text) == pytest.approx(float(row[key]), rel=1e-3)
+
+
+def test_a_resumed_run_keeps_the_finished_epochs_rows_once(make_cfg):
+    cfg = make_cfg("model=ae", *SHORT, "trainer.max_epochs=2")
+    train(cfg)
+    out = Path(cfg.paths.output_dir)
+    first = read(out / "metrics.csv")
+    # a row written after the last checkpoint (killed in between): the resumed run trains that epoch again
+    stale = {**first[-1], "epoch": "3", "step": "6", "val/loss": "99"}
+    (out / "metrics.csv").write_text(csv_text([{k: float(v) for k, v in r.items()} for r in [*first, stale]]))
+    resumed = compose_config(
+        [*[f"paths.{k}={v}" for k, v in cfg.paths.items() if k in ("root_dir", "output_dir")], "model=ae", *SHORT]
+        + ["trainer.max_epochs=3", f"resume={out}"]
+    )
+    train(resumed)
+    rows = read(out / "metrics.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"] and rows[2]["val/loss"] != "99"
+    assert rows[:2] == first and rows[2]["step"] == "6"
+
+
+def test_epochs_without_validation_leave_the_validation_cells_empty():
+    rows = [{"epoch": 1.0, "step": 2.0, "train/loss": 0.5, "lr": 0.1}, {"epoch": 2.0, "step": 4.0, "val/acc": 0.7}]
+    assert csv_text(rows) == "epoch,step,train/loss,val/acc,lr\n1,2,0.5,,0.1\n2,4,,0.7,\n"
+    assert main_metric(rows, ["psnr", "acc"]) == "acc" and main_metric(rows, ["psnr"]) is None
+    line = EpochMetrics(monitor="val/acc").summary_line({**rows[1], "time_s": 1.25}, "acc", None)
+    assert line == "epoch 2  val/acc 0.7000  1.2 s"
+    with pytest.raises(ApaError, match="plot_interval_s=-1 must be >= 0"):
+        EpochMetrics(plot_interval_s=-1)

@@ -1,0 +1,283 @@
+"""task=eval and task=predict: a checkpoint (or a run directory) re-tested on its own or another data config,
+and run on image files of any size and colour mode."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from apa_lightning.__main__ import cli
+from apa_lightning.checkpoint_source import checkpoint_arguments
+from apa_lightning.data.digits import DigitsDataModule
+from apa_lightning.data.mnist import MNISTDataModule
+from apa_lightning.image_files import read_image
+from apa_lightning.models.autoencoder import AutoencoderModule
+from apa_lightning.models.classifier import ClassifierModule
+
+TINY = [
+    "trainer.accelerator=cpu",
+    "trainer.limit_train_batches=5",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=4",
+    "logger=csv",
+]
+
+
+def run_cli(root: Path, *overrides: str) -> Path:
+    """``python -m apa_lightning <overrides>`` in this process, under ``root``; the run directory it made."""
+    before = set((root / "outputs" / "runs").glob("*/*"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MPLCONFIGDIR", str(root / "mpl"))
+        patch.setattr(sys, "argv", ["apa_lightning", *overrides, f"paths.root_dir={root}"])
+        cli()
+    (run_dir,) = set((root / "outputs" / "runs").glob("*/*")) - before
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """A classifier, an autoencoder and a VAE trained for a few steps on the embedded digits (CLI run dirs)."""
+    root = tmp_path_factory.mktemp("trained")
+    return {
+        "classifier": run_cli(root, "model=cnn_base", "trainer.max_epochs=2", *TINY),
+        # only their weights are used: one short epoch, no test
+        **{name: run_cli(root, f"model={name}", "trainer.max_epochs=1", "test=false", *TINY) for name in ("ae", "vae")},
+    }
+
+
+def metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def digit_test_images(n: int) -> torch.Tensor:
+    """The first ``n`` uint8 test images of the digits datamodule, ``(n, 1, 28, 28)``."""
+    datamodule = DigitsDataModule()
+    datamodule.setup("test")
+    return datamodule.test_set.images[:n]
+
+
+def test_eval_of_a_run_directory_reproduces_its_test_metrics(runs, tmp_path):
+    trained = runs["classifier"]
+    run_dir = run_cli(tmp_path, "task=eval", f"ckpt_path={trained}")
+    record, original = metrics(run_dir), metrics(trained)
+    assert run_dir.parent.name == "eval_cnn_base_digits" and record["status"] == "completed"
+    best = Path(original["best_checkpoint"])
+    assert record["checkpoint"] == str(best) and record["epochs"] == int(best.stem.removeprefix("epoch")) + 1
+    assert set(record["test"]) == set(original["test"]) >= {"test/acc", "test/loss", "test/mca", "test/macro_f1"}
+    for name, value in original["test"].items():
+        assert record["test"][name] == pytest.approx(value, abs=1e-6), name
+    assert (run_dir / "classification_report.csv").read_text() == (trained / "classification_report.csv").read_text()
+    assert (run_dir / "confusion_matrix.png").is_file() and (run_dir / "classification_report.txt").is_file()
+    assert not (run_dir / "checkpoints").exists()
+    # the run's own overrides came along: the same 4 test batches
+    assert "trainer.limit_test_batches=4" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+
+
+def test_eval_on_another_data_config_keeps_the_networks_input(runs, tmp_path, idx_source):
+    trained = runs["ae"]
+    run_dir = run_cli(
+        tmp_path,
+        "task=eval",
+        f"ckpt_path={trained}/checkpoints/last.ckpt",
+        "data=mnist",
+        f"data.source_dir={idx_source}",
+        "data.val_size=10",
+    )
+    overrides = (run_dir / ".hydra" / "overrides.yaml").read_text()
+    assert "data.image_size=28" in overrides and "data.channels=1" in overrides and "data.normalize=none" in overrides
+    record = metrics(run_dir)
+    assert record["checkpoint"] == str(trained / "checkpoints" / "last.ckpt")
+    assert set(record["test"]) == {"test/loss", "test/mse", "test/psnr", "test/ssim"}
+    # the test set is the fixture's 20 MNIST test images (random pixels), the model the checkpoint's
+    mnist = MNISTDataModule(data_dir=str(tmp_path / "data"), download=False, val_size=10)
+    mnist.setup("test")
+    x = mnist.test_set.images.float() / 255
+    model = AutoencoderModule.load_from_checkpoint(trained / "checkpoints" / "last.ckpt", weights_only=True).eval()
+    with torch.no_grad():
+        assert record["test"]["test/mse"] == pytest.approx(torch.nn.functional.mse_loss(model(x), x).item(), abs=1e-6)
+    assert (run_dir / "images" / "reconstructions.png").is_file()  # the test's picture, as training draws it
+
+
+def test_checkpoint_arguments_carry_the_runs_config_and_resolve_the_checkpoint(runs):
+    trained = runs["classifier"]
+    best = metrics(trained)["best_checkpoint"]
+    expanded = checkpoint_arguments(["task=eval", f"ckpt_path={trained}", "data.batch_size=7"])
+    assert expanded[:3] == ["task=eval", f"ckpt_path={best}", "model=cnn_base"]
+    assert expanded[-2:] == ["hydra.mode=RUN", "data.batch_size=7"]
+    assert not any(a.startswith(("task_name=", "hydra.run")) for a in expanded)
+    switched = checkpoint_arguments(["task=predict", f"ckpt_path={best}", "data=mnist", "data.channels=3"])
+    assert "data.image_size=28" in switched and "data.channels=1" not in switched
+    assert checkpoint_arguments(["task=predict", "ckpt_path=/x/best.pt"]) == [
+        "task=predict",
+        "ckpt_path=/x/best.pt",
+        "model=yolo",
+    ]
+    assert checkpoint_arguments(["ckpt_path=/x/last.ckpt"]) == ["ckpt_path=/x/last.ckpt"]  # training: resume's
+
+
+def write_image_folder(folder: Path, images: torch.Tensor) -> list[Path]:
+    """Each 28x28 grey digit in another colour mode with the same grey values (exact), then resized copies."""
+    folder.mkdir()
+    grey = [img[0].numpy() for img in images]
+    Image.fromarray(grey[0], "L").save(folder / "a_grey.png")
+    Image.fromarray(np.repeat(grey[1][..., None], 3, axis=2), "RGB").save(folder / "b_rgb.png")
+    rgba = np.dstack([np.repeat(grey[2][..., None], 3, axis=2), np.full((28, 28), 255, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(folder / "c_rgba.png")
+    Image.fromarray(grey[3].astype(np.uint16) * 257).save(folder / "d_16bit.png")  # opened as I;16
+    Image.fromarray(grey[4], "L").convert("P").save(folder / "e_palette.png")
+    Image.fromarray(grey[5], "L").resize((56, 84)).save(folder / "f_tall.png")  # resized, centre cropped
+    Image.fromarray(np.repeat(grey[6][..., None], 3, axis=2), "RGB").resize((64, 64)).save(folder / "g_big.jpg")
+    return sorted(folder.iterdir())
+
+
+def test_images_of_any_mode_become_the_networks_input(tmp_path):
+    images = digit_test_images(7)
+    files = write_image_folder(tmp_path / "photos", images)
+    assert [Image.open(f).mode for f in files[:5]] == ["L", "RGB", "RGBA", "I;16", "P"]
+    for file, expected in zip(files[:5], images[:5], strict=True):
+        assert np.array_equal(read_image(file, 1, 28, 28), expected.numpy()), file.name
+    assert read_image(files[5], 3, 32, 24).shape == (3, 32, 24) and read_image(files[6], 1, 7, 5).shape == (1, 7, 5)
+    rgb = read_image(files[1], 3, 28, 28)
+    assert np.array_equal(rgb[0], rgb[2]) and np.array_equal(rgb[0], images[1, 0].numpy())
+
+
+def predict(root: Path, ckpt: Path, source: Path, *overrides: str) -> Path:
+    return run_cli(root, "task=predict", f"ckpt_path={ckpt}", f"input={source}", *overrides)
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_predict_with_a_classifier_writes_sorted_top_k_probabilities(runs, tmp_path):
+    images = digit_test_images(7)
+    folder = tmp_path / "photos"
+    files = write_image_folder(folder, images)
+    run_dir = predict(tmp_path, runs["classifier"], folder, "predict.top_k=4")
+    rows = read_rows(run_dir / "predictions.csv")
+    assert list(rows[0]) == ["file", "class", "probability"] + [
+        f"{n}_{r}" for r in (2, 3, 4) for n in ("class", "probability")
+    ]
+    assert [r["file"] for r in rows] == [str(f) for f in files]
+    model = ClassifierModule.load_from_checkpoint(metrics(runs["classifier"])["best_checkpoint"], weights_only=True)
+    model.eval()
+    with torch.no_grad():
+        expected = model(images[:5].float() / 255).softmax(1)
+    for row, probabilities in zip(rows, expected, strict=False):  # the five 28x28 files are the test images exactly
+        assert row["class"] == str(probabilities.argmax().item())
+        assert float(row["probability"]) == pytest.approx(probabilities.max().item(), abs=1e-6)
+    for row in rows:
+        top = [float(row["probability"])] + [float(row[f"probability_{r}"]) for r in (2, 3, 4)]
+        assert top == sorted(top, reverse=True) and sum(top) <= 1 + 1e-5
+        assert {row["class"], *(row[f"class_{r}"] for r in (2, 3, 4))} <= {str(d) for d in range(10)}
+
+
+def test_predict_from_a_bare_checkpoint_reads_the_class_names_from_the_data_config(runs, tmp_path):
+    # a checkpoint outside any run directory, written before the datamodule saved its state
+    checkpoint = torch.load(metrics(runs["classifier"])["best_checkpoint"], weights_only=True)
+    assert checkpoint.pop("DigitsDataModule")["classes"] == [str(d) for d in range(10)]
+    torch.save(checkpoint, tmp_path / "bare.ckpt")
+    image = tmp_path / "seven.png"
+    Image.fromarray(np.full((40, 30, 3), 200, np.uint8)).save(image)  # a colour image for a grey model
+    first = read_rows(predict(tmp_path, tmp_path / "bare.ckpt", image, "data=digits") / "predictions.csv")
+    again = read_rows(predict(tmp_path, runs["classifier"], image) / "predictions.csv")
+    assert len(first) == 1 and first == again and len(first[0]) == 3 + 2 * 2  # top_k 3 by default
+
+
+def test_predict_with_an_autoencoder_draws_input_beside_reconstruction(runs, tmp_path):
+    images = digit_test_images(7)
+    folder = tmp_path / "photos"
+    write_image_folder(folder, images)
+    run_dir = predict(tmp_path, runs["ae"], folder, "predict.grid_images=6")
+    pictures = sorted((run_dir / "reconstructions").iterdir())
+    assert [p.name for p in pictures] == [f.stem + ".png" for f in sorted(folder.iterdir())]
+    model = AutoencoderModule.load_from_checkpoint(runs["ae"] / "checkpoints" / "last.ckpt", weights_only=True)
+    model.eval()
+    with torch.no_grad():
+        expected = model(images[:1].float() / 255)[0, 0]
+    with Image.open(pictures[0]) as pair:
+        assert pair.size == (56, 28) and pair.mode == "RGB"  # input | reconstruction, at the network's size
+        pixels = np.asarray(pair)[..., 0]
+    assert np.array_equal(pixels[:, :28], images[0, 0].numpy())
+    assert np.abs(pixels[:, 28:] - expected.mul(255).numpy()).max() <= 1
+    with Image.open(run_dir / "reconstructions.png") as grid:  # a row per image, drawn at least 64 pixels large
+        assert grid.height > 6 * 64 and 2 * 64 < grid.width < grid.height
+    assert not (run_dir / "samples.png").exists() and not (run_dir / "predictions.csv").exists()
+
+
+def test_predict_with_a_vae_adds_samples(runs, tmp_path):
+    image = tmp_path / "digit.png"
+    Image.fromarray(digit_test_images(1)[0, 0].numpy()).save(image)
+    run_dir = predict(tmp_path, runs["vae"], image, "predict.samples=4")
+    with Image.open(run_dir / "samples.png") as samples, Image.open(run_dir / "reconstructions.png") as grid:
+        assert 2 * 64 < samples.width < 3 * 64 and 2 * 64 < grid.width and 64 < grid.height < 3 * 64  # one row
+    assert [p.name for p in (run_dir / "reconstructions").iterdir()] == ["digit.png"]
+
+
+@pytest.mark.slow
+def test_predict_through_the_command_line(runs, tmp_path):
+    image = tmp_path / "digit.png"
+    Image.fromarray(digit_test_images(1)[0, 0].numpy()).save(image)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "apa_lightning",
+            "task=predict",
+            f"ckpt_path={runs['classifier']}",
+            f"input={image}",
+            f"paths.root_dir={tmp_path}",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    (run_dir,) = (tmp_path / "outputs" / "runs").glob("predict_cnn_base/*")
+    assert f"1 image(s) through {metrics(runs['classifier'])['best_checkpoint']}" in done.stdout
+    assert read_rows(run_dir / "predictions.csv")[0]["file"] == str(image)
+
+
+def test_predict_hands_yolo_weights_to_the_detector(make_cfg, tmp_path):
+    from apa_lightning.errors import ApaError
+    from apa_lightning.predict import predict as predict_task
+
+    (tmp_path / "best.pt").write_bytes(b"not read: the detector's config is checked first")
+    (tmp_path / "photo.png").write_bytes(b"")
+    cfg = make_cfg("task=predict", "model=ae", f"ckpt_path={tmp_path / 'best.pt'}", f"input={tmp_path / 'photo.png'}")
+    with pytest.raises(ApaError, match=r"best.pt is a YOLO detector's weights \(.pt\), which task=predict runs with"):
+        predict_task(cfg)
+
+
+def test_predict_normalises_with_the_saved_statistics_else_the_training_splits(runs, tmp_path):
+    image = tmp_path / "digit.png"
+    pixels = digit_test_images(1)
+    Image.fromarray(pixels[0, 0].numpy()).save(image)
+    checkpoint = torch.load(metrics(runs["classifier"])["best_checkpoint"], weights_only=True)
+    checkpoint["datamodule_hyper_parameters"]["normalize"] = "dataset"
+    checkpoint["DigitsDataModule"].update(mean=[0.25], std=[0.5])  # as a run with data.normalize=dataset saves them
+    torch.save(checkpoint, tmp_path / "saved.ckpt")
+    del checkpoint["DigitsDataModule"]
+    torch.save(checkpoint, tmp_path / "older.ckpt")
+    model = ClassifierModule.load_from_checkpoint(tmp_path / "saved.ckpt", weights_only=True).eval()
+    training_split = DigitsDataModule(normalize="dataset")
+    training_split.setup("fit")
+    for name, (mean, std) in {"saved": (0.25, 0.5), "older": (training_split.mean[0], training_split.std[0])}.items():
+        (row,) = read_rows(
+            predict(tmp_path, tmp_path / f"{name}.ckpt", image, "data.normalize=dataset") / "predictions.csv"
+        )
+        with torch.no_grad():
+            expected = model((pixels.float() / 255 - mean) / std).softmax(1)[0]
+        assert float(row["probability"]) == pytest.approx(expected.max().item(), abs=1e-6), name

@@ -1,0 +1,241 @@
+"""Run names: the default task_name, sweep job directories, and what TensorBoard shows of a run (loss tags per
+kind, the custom-scalars layout, the HParams entries, the config text)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from apa_lightning import report
+from apa_lightning.__main__ import cli, resumed_arguments
+from apa_lightning.run_names import MAX_JOB_NAME, job_subdir_name, short_names
+from apa_lightning.tasks import TASKS
+
+TINY = [
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "callbacks.image_grids=null",
+]
+
+
+def task_name(*overrides: str) -> str:
+    with initialize_config_module("apa_lightning.conf", version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True).task_name
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ([], "ae_digits"),
+        (["model=vae", "data=mnist"], "vae_mnist"),
+        (["experiment=mnist_vae"], "mnist_vae"),
+        (["experiment=mnist_vae", "task_name=my_vae"], "my_vae"),
+        (["hparams_search=cnn_v3_report"], "cifar10_cnn_v3"),  # the preset's experiment
+        (["task=eda", "data=cifar10"], "eda_cifar10"),
+        (["task=eda", "experiment=mnist_vae"], "eda_mnist"),
+        (["task=detect", "model=yolo", "data=kitti"], "yolo_kitti"),
+        (["task=predict", "model=yolo"], "predict_yolo"),
+    ],
+)
+def test_task_name_is_the_experiment_or_model_and_data_unless_given(overrides, expected):
+    assert task_name(*overrides) == expected
+
+
+def test_compose_config_keeps_the_default_task_name(make_cfg):
+    assert make_cfg("model=dense_ae", "data=flowers").task_name == "dense_ae_flowers"
+
+
+def test_job_names_carry_the_swept_values_under_short_unambiguous_names():
+    swept = ["model.optimizer.lr", "model.net.dropout", "model/optimizer", "data.batch_size"]
+    overrides = ["model.optimizer.lr=0.001", "trainer.max_epochs=3", "model.net.dropout=0.3", "model/optimizer=sgd"]
+    assert job_subdir_name(3, swept, overrides) == "3_lr=0.001,dropout=0.3,optimizer=sgd"  # batch_size: not in job
+    assert job_subdir_name(0, [], overrides) == "0"
+    assert short_names(["model.optimizer.lr", "model.scheduler.lr", "model.net.dropout"]) == {
+        "model.optimizer.lr": "optimizer.lr",
+        "model.scheduler.lr": "scheduler.lr",
+        "model.net.dropout": "dropout",
+    }
+    # an Optuna trial's long float is cut to 4 significant digits; lists and paths become file-system-safe
+    odd = ["model.optimizer.lr=0.000123456789", "model.net.hidden=[30,20]", "model.weights=/w/yolo v8.pt"]
+    name = job_subdir_name(7, ["model.optimizer.lr", "model.net.hidden", "model.weights"], odd)
+    assert name == "7_lr=0.0001235,hidden=_30,20_,weights=_w_yolo_v8.pt"
+    many = [f"model.net.key{i}=value{i}" for i in range(30)]
+    assert len(job_subdir_name(12, [o.split("=")[0] for o in many], many)) == MAX_JOB_NAME
+
+
+def no_training(cfg: DictConfig) -> float:
+    """A stand-in for the training task: records the run's HParams entries and a completed metrics.json."""
+    from apa_lightning.files import run_record, write_metrics
+    from apa_lightning.hparams import hparams_for_tensorboard
+    from apa_lightning.run_names import sweep_context
+
+    output_dir = Path(cfg.paths.output_dir)
+    (output_dir / "hparams.json").write_text(json.dumps(list(hparams_for_tensorboard(cfg, *sweep_context()))))
+    record = {**run_record(cfg, output_dir), "status": "completed", "best_score": 0.5, "test": {}}
+    write_metrics(output_dir / "metrics.json", record)
+    return 0.5
+
+
+def sweep_in_process(monkeypatch, root: Path, *overrides: str) -> Path:
+    """``python -m apa_lightning -m <overrides>`` in this process, with ``no_training`` as the task; the sweep
+    directory."""
+    monkeypatch.setitem(TASKS, "train", f"{__name__}:no_training")
+    monkeypatch.setattr(sys, "argv", ["apa_lightning", "-m", *overrides, f"paths.root_dir={root}"])
+    cli()
+    (sweep,) = (root / "outputs" / "multiruns").iterdir()
+    return sweep
+
+
+def test_a_command_line_sweep_names_each_job_by_its_swept_values(monkeypatch, tmp_path):
+    sweep = sweep_in_process(
+        monkeypatch, tmp_path, "model=cnn_base", "model.optimizer.lr=0.001,0.0001", "model.net.dropout=0.3,0.5"
+    )
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == [
+        "0_lr=0.001,dropout=0.3",
+        "1_lr=0.001,dropout=0.5",
+        "2_lr=0.0001,dropout=0.3",
+        "3_lr=0.0001,dropout=0.5",
+    ]
+    keys = json.loads((sweep / jobs[0] / "hparams.json").read_text())
+    assert keys[:2] == ["model/optimizer/lr", "model/net/dropout"]  # the swept keys first
+    assert not [k for k in keys if "_target_" in k or k.endswith(("_dir", "num_workers"))]
+    assert "model/optimizer" in keys and "model/net" in keys  # the classes, under their objects' keys
+    # the summary numbers the jobs as before
+    assert [row["job"] for row in report.collect_runs(sweep)] == ["0", "1", "2", "3"]
+    assert json.loads((sweep / jobs[0] / "metrics.json").read_text())["task_name"] == "cnn_base_digits"
+
+
+def test_a_preset_sweep_names_each_job_by_its_preset_params(monkeypatch, tmp_path):
+    sweep = sweep_in_process(monkeypatch, tmp_path, "hparams_search=resnet18_grid", "data.batch_size=32")
+    jobs = sorted((p.name for p in sweep.iterdir() if p.is_dir()), key=lambda name: int(name.split("_")[0]))
+    assert jobs == [
+        "0_optimizer=sgd,lr=0.01",
+        "1_optimizer=sgd,lr=0.001",
+        "2_optimizer=asgd,lr=0.01",
+        "3_optimizer=asgd,lr=0.001",
+    ]
+    keys = json.loads((sweep / jobs[2] / "hparams.json").read_text())
+    assert keys[:2] == ["model/optimizer", "model/optimizer/lr"]
+
+
+def test_an_optuna_sweep_names_each_trial_by_its_sampled_and_command_line_values(monkeypatch, tmp_path):
+    sweep = sweep_in_process(
+        monkeypatch,
+        tmp_path,
+        "hparams_search=optuna",
+        "model=cnn_base",
+        "hydra.sweeper.n_trials=2",
+        "data.batch_size=16,32",
+    )
+    assert (sweep / "multirun.yaml").is_file()  # written by SweepSummary: Optuna's sweeper writes none
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    pattern = r"{}_lr=[0-9.e-]+,weight_decay=[0-9.e-]+,dropout=[0-9.e-]+,batch_size=(16|32)"
+    assert [re.fullmatch(pattern.format(i), job) is not None for i, job in enumerate(jobs)] == [True, True], jobs
+
+
+def test_resuming_a_sweep_job_quotes_its_directory_for_hydra(tmp_path):
+    run = tmp_path / "multiruns" / "x" / "3_lr=0.001,dropout=0.3"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- model.optimizer.lr=0.001\n- model.net.dropout=0.3\n")
+    arguments = resumed_arguments([f"resume={run}"])
+    assert arguments[0] == f"resume='{run}'" and f"hydra.run.dir='{run.resolve()}'" in arguments
+    parsed = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(arguments)}
+    assert parsed["resume"] == str(run) and parsed["model.net.dropout"] == 0.3
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    return EventAccumulator(str(run_dir), size_guidance={"tensors": 0}).Reload()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """``trained(model)``: the run directory of a tiny training run of ``model`` (each model trained once)."""
+    from apa_lightning.run import compose_config, train
+
+    runs: dict[str, Path] = {}
+
+    def run(model: str) -> Path:
+        if model not in runs:
+            root = tmp_path_factory.mktemp(model)
+            extra = ["callbacks.classification_report=null"] if model == "cnn_base" else []
+            cfg = compose_config(
+                [f"paths.root_dir={root}", f"paths.output_dir={root / 'run'}", f"model={model}", *TINY, *extra]
+            )
+            train(cfg)
+            runs[model] = root / "run"
+        return runs[model]
+
+    return run
+
+
+@pytest.mark.parametrize(
+    "model, kind, metric", [("ae", "mse", "psnr"), ("vae", "elbo_bce", "psnr"), ("cnn_base", "cross_entropy", "acc")]
+)
+def test_tensorboard_files_each_loss_under_its_kind_with_a_train_and_val_chart(trained, model, kind, metric):
+    run_dir = trained(model)
+    assert not (run_dir / "tensorboard").exists()  # the event files lie in the run directory: TensorBoard's run name
+    run = events(run_dir)
+    scalars = set(run.Tags()["scalars"])
+    assert {f"train/loss_{kind}", f"val/loss_{kind}", f"test/loss_{kind}", "best/val/loss"} <= scalars
+    assert not {"train/loss", "val/loss", "test/loss"} & scalars
+    assert len(run.Scalars(f"val/loss_{kind}")) == 2
+    # metrics.json and the checkpoint monitor keep the plain names
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["optimized_metric"] == "val/loss" and "test/loss" in record["test"]
+
+    (layout_event,) = run.Tensors("custom_scalars__config__")
+    (category,) = layout_pb2.Layout.FromString(layout_event.tensor_proto.string_val[0]).category
+    charts = {chart.title: list(chart.multiline.tag) for chart in category.chart}
+    assert charts == {
+        f"loss ({kind})": [f"^train/loss_{kind}$", f"^val/loss_{kind}$"],
+        metric: [f"^train/{metric}$", f"^val/{metric}$"],
+    }
+
+
+def test_hparams_hold_real_hyperparameters_and_the_config_is_a_text_entry(trained):
+    run = events(trained("ae"))
+    content = run.PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    names = [info.name for info in experiment.hparam_infos]
+    assert names[:2] == ["seed", "trainer/max_epochs"]  # nothing swept: the budget first
+    assert {"model/optimizer/lr", "model/net/in_channels", "data/batch_size"} <= set(names)
+    assert not [n for n in names if "_target_" in n or n.endswith(("num_workers", "_dir"))]
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert (start.hparams["model/optimizer"].string_value, start.hparams["model/net"].string_value) == (
+        "Adam",
+        "ConvAutoencoder",
+    )
+    assert {m.name.tag for m in experiment.metric_infos} >= {"best/val/loss", "test/loss_mse", "test/psnr"}
+
+    assert "model_summary/text_summary" in run.Tags()["tensors"]  # callbacks/model_summary.py's Text entry
+    (text,) = run.Tensors("config/text_summary")
+    markdown = text.tensor_proto.string_val[0].decode()
+    assert markdown.startswith("```yaml\n") and markdown.endswith("```")
+    assert "task_name: ae_digits" in markdown
+    assert "_target_: apa_lightning.models.autoencoder.AutoencoderModule" in markdown
+
+
+def test_tensorboard_lists_the_swept_hyperparameters_first():
+    from tensorboard.plugins.hparams.backend_context import _sort_and_reduce_to_hparams_limit
+
+    from apa_lightning.hparams import hparams_summaries
+
+    params = {"data/batch_size": 16, "data/channels": 1, "model/net/dropout": 0.3, "model/optimizer/lr": 0.001}
+    experiment, *_ = hparams_summaries(params, {"best/val/loss": 0.1}, ["model.optimizer.lr", "model.net.dropout"])
+    content = experiment.value[0].metadata.plugin_data.content
+    parsed = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
+    _sort_and_reduce_to_hparams_limit(parsed, 2)  # what TensorBoard's HParams tab does with the run's experiment
+    assert [info.name for info in parsed.hparam_infos] == ["model/net/dropout", "model/optimizer/lr"]

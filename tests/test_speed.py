@@ -1,0 +1,212 @@
+"""Training speed: throughput in every run, the fast-path switches (channels_last, compile, precision), a resume
+that changes only them, the once-per-epoch training logs, the throttled progress bar, and the loop benchmark."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from apa_lightning.callbacks.progress_bar import ThrottledProgressBar
+from apa_lightning.callbacks.throughput import batch_images
+from apa_lightning.config_checks import check_config
+from apa_lightning.errors import ApaError
+from apa_lightning.models.classifier import ClassifierModule
+from apa_lightning.precision import resolved_precision
+from apa_lightning.run import instantiate_plain, train
+
+SHORT = [
+    "model=cnn_base",
+    "trainer.accelerator=cpu",
+    "trainer.limit_train_batches=5",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+]
+
+
+@pytest.fixture
+def restore_matmul_precision():
+    before = torch.get_float32_matmul_precision()
+    yield
+    torch.set_float32_matmul_precision(before)
+
+
+def test_every_run_logs_images_per_second_and_epoch_time(make_cfg):
+    cfg = make_cfg(*SHORT, "trainer.max_epochs=2", "logger=[tensorboard,csv]")
+    train(cfg)
+    out = Path(cfg.paths.output_dir)
+    record = json.loads((out / "metrics.json").read_text())
+    rows = [r for r in csv.DictReader(open(out / "csv" / "metrics.csv")) if r.get("perf/images_per_s")]
+    assert len(rows) == 2  # one per epoch
+    rates = [float(r["perf/images_per_s"]) for r in rows]
+    epoch_times = [float(r["perf/epoch_time_s"]) for r in rows]
+    # 5 batches of 16 digits per epoch: metrics.json's rate is all images over all training seconds
+    train_seconds = [5 * 16 / rate for rate in rates]
+    assert record["images_per_s"] == pytest.approx(2 * 5 * 16 / sum(train_seconds), abs=0.06)
+    assert record["epoch_time_s"] == pytest.approx(sum(epoch_times) / 2, abs=0.001)
+    assert all(epoch > train for epoch, train in zip(epoch_times, train_seconds, strict=True))  # + validation
+    assert all(0 < t < record["wall_time_s"] for t in epoch_times)
+    events = EventAccumulator(str(next(out.rglob("events.out.tfevents*")).parent)).Reload()
+    assert [e.value for e in events.Scalars("perf/images_per_s")] == pytest.approx(rates, rel=1e-4)
+    assert len(events.Scalars("perf/epoch_time_s")) == 2
+    assert "compile_time_s" not in record  # only with model.compile=true
+
+
+def test_batch_images_counts_plain_batches_and_passes():
+    assert batch_images((torch.zeros(16, 1, 28, 28), torch.zeros(16))) == 16
+
+    class Passes:  # data=font: (passes, glyphs, C, H, W)
+        images = torch.zeros(100, 32, 1, 7, 5)
+
+    assert batch_images(Passes()) == 3200
+
+
+def test_training_logs_are_epoch_means_weighted_by_batch_size(make_cfg):
+    # 1,257 training digits in batches of 16: the last batch has 9 images, so a plain mean of the batch losses
+    # differs from the epoch mean that self.log(on_epoch=True) at every step gave and log_training gives
+    cfg = make_cfg("model=cnn_base", "trainer.accelerator=cpu", "trainer.max_epochs=1", "trainer.limit_val_batches=1")
+    losses, sizes = [], []
+
+    class Recording(ClassifierModule):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            losses.append(loss.item())
+            sizes.append(len(batch[1]))
+            return loss
+
+    import lightning as L
+
+    datamodule = instantiate_plain(cfg.data)
+    model = Recording(**{k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "_target_"})
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_val_batches=1, logger=False, enable_checkpointing=False)
+    trainer.fit(model, datamodule=datamodule)
+    assert sizes[-1] == 9 and len(sizes) == 79
+    expected = sum(loss * n for loss, n in zip(losses, sizes, strict=True)) / sum(sizes)
+    assert trainer.callback_metrics["train/loss"].item() == pytest.approx(expected, rel=1e-5)
+    assert 0 <= trainer.callback_metrics["train/acc"].item() <= 1
+    assert set(trainer.callback_metrics) >= {"train/loss", "train/acc", "train/mca", "val/loss", "val/acc"}
+
+
+def test_channels_last_puts_the_weights_and_the_inputs_in_channels_last(make_cfg):
+    cfg = make_cfg("model=cnn_v2", "data.channels=3", "model.channels_last=true")
+    module = instantiate_plain(cfg.model)
+    plain = instantiate_plain(make_cfg("model=cnn_v2", "data.channels=3").model)
+    module.configure_model()
+    plain.configure_model()
+    conv = module.net.features[0][0]
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()  # 3 input channels: the two layouts differ
+    assert plain.net.features[0][0].weight.is_contiguous()
+    seen = []
+    conv.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    x = torch.rand(2, 3, 28, 28)
+    assert x.is_contiguous()
+    logits = module(x)
+    assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
+    # the same weights give the same logits in either layout; the state_dict keys do not change
+    plain.load_state_dict(module.state_dict())
+    torch.testing.assert_close(plain.eval()(x), module.eval()(x))
+    assert logits.shape == (2, 10)
+    assert "channels_last" not in module.hparams and "compile" not in module.hparams
+
+
+def test_a_resume_that_changes_only_the_fast_paths_is_accepted(make_cfg, restore_matmul_precision):
+    first = make_cfg(*SHORT, "trainer.max_epochs=1", "logger=csv")
+    train(first)
+    out = Path(first.paths.output_dir)
+    changed = [
+        "model.channels_last=true",
+        "trainer.benchmark=true",
+        "matmul_precision=high",
+        f"paths.output_dir={out}",
+        f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}",
+    ]
+    train(make_cfg(*SHORT, "trainer.max_epochs=2", "logger=csv", *changed))
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["status"] == "completed" and record["epochs"] == 2
+    assert torch.get_float32_matmul_precision() == "high"
+    # a change of what the model is stays refused
+    with pytest.raises(ApaError, match="model.label_smoothing was 0.0, but it is 0.1"):
+        train(make_cfg(*SHORT, "trainer.max_epochs=3", "model.label_smoothing=0.1", *changed))
+
+
+@pytest.mark.slow
+def test_compile_trains_reports_its_time_and_keeps_checkpoint_keys(make_cfg, caplog):
+    cfg = make_cfg(
+        *SHORT, "trainer.max_epochs=1", "logger=csv", "model.compile=true", "model.channels_last=true", "test=false"
+    )
+    with caplog.at_level("INFO", logger="apa_lightning.models.fast_path"):
+        train(cfg)
+    out = Path(cfg.paths.output_dir)
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["status"] == "completed" and record["compile_time_s"] > 0
+    assert "model.compile=true: the first training step took" in caplog.text
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert set(state) == set(instantiate_plain(cfg.model).state_dict())  # no _orig_mod prefixes
+    assert ClassifierModule.load_from_checkpoint(out / "checkpoints" / "last.ckpt").compile_net is False
+
+
+def test_mixed_precision_is_chosen_at_run_time(monkeypatch, caplog):
+    assert resolved_precision({"precision": "32-true"}) == {}
+    assert resolved_precision({"precision": "mixed"}) == {"precision": "bf16-mixed"}  # no CUDA here: CPU autocast
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
+    with caplog.at_level("INFO", logger="apa_lightning.precision"):
+        assert resolved_precision({"precision": "mixed"}) == {"precision": "16-mixed"}
+    assert "trainer.precision=mixed: training with 16-mixed (Tesla T4)" in caplog.text
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert resolved_precision({"precision": "mixed"}) == {"precision": "bf16-mixed"}
+
+
+def test_fast_path_values_are_checked(make_cfg):
+    assert make_cfg("trainer=gpu").trainer.precision == "mixed"
+    assert make_cfg().trainer.benchmark is False and make_cfg().matmul_precision == "highest"
+    with pytest.raises(ApaError, match=r"matmul_precision=tf32 is not allowed: .* highest, high \(TF32\)"):
+        check_config(make_cfg("matmul_precision=tf32"))
+
+
+def test_progress_bar_redraws_at_most_every_interval_and_at_the_last_batch(monkeypatch):
+    bar = ThrottledProgressBar(min_interval_s=1.0)
+    now = iter([10.0, 10.5, 11.2, 11.3, 11.4])
+    monkeypatch.setattr("apa_lightning.callbacks.progress_bar.time.perf_counter", lambda: next(now))
+    assert [bar._due(i, total=5) for i in range(5)] == [True, False, True, False, True]
+
+
+def load_benchmark(monkeypatch):
+    path = Path(__file__).parents[1] / "benchmarks" / "loop_overhead.py"
+    spec = importlib.util.spec_from_file_location("loop_overhead", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "loop_overhead", module)  # its dataclass looks itself up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_loop_benchmark_runs_a_tiny_round_of_both_loops(tmp_path, capsys, monkeypatch):
+    bench = load_benchmark(monkeypatch)
+    case = bench.cases()["digits_cnn_base"]
+    case.batches = 2
+    ratio = bench.run_case("digits_cnn_base", case, tmp_path, rounds=1, extra=[])
+    out = capsys.readouterr().out
+    assert "digits_cnn_base round 0   plain: 32 images in" in out
+    assert "digits_cnn_base round 0 trainer: 32 images in" in out
+    assert f"ours / plain = {ratio:.2f}x" not in out and f": {ratio:.2f}x" in out and ratio > 0
+    bench.main(["--case", "cifar10_resnet18_gpu", "--root", str(tmp_path)])
+    if not torch.cuda.is_available():
+        assert "cifar10_resnet18_gpu: skipped, no CUDA GPU" in capsys.readouterr().out
+
+
+def test_sweep_summary_shows_images_per_second_next_to_wall_time():
+    from apa_lightning.report import summarize
+
+    run = {"job": "0", "overrides": "lr=0.1", "status": "completed", "best_score": 0.5, "test": {}, "epochs": 2}
+    table, columns = summarize([{**run, "wall_time_s": 3.0, "images_per_s": 1234.5}, {**run, "job": "1"}])
+    assert columns[columns.index("wall_time_s") + 1] == "images_per_s"
+    assert [row["images_per_s"] for row in table] == [1234.5, None]  # a run from before it was recorded: empty
