@@ -202,7 +202,7 @@ def _train(cfg: DictConfig) -> float | None:
             best = best_checkpoint(trainer)
             if best is None:
                 log.info("No checkpoint was saved (fast_dev_run or checkpointing off): testing the final weights.")
-            trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)  # _log_summary shows them
+            trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)  # log_summary shows them
         record["status"] = "interrupted" if trainer.interrupted else "completed"
     except BaseException as exc:
         record_failure(record, exc)
@@ -211,7 +211,7 @@ def _train(cfg: DictConfig) -> float | None:
     _save_record(output_dir, record, trainer, start)
     if trainer.is_global_zero:
         log_final_hparams(trainer, cfg, record)
-        _log_summary(record)
+        log_summary(record)
     best_score = record["best_score"]
     return None if best_score is None or math.isnan(best_score) else best_score
 
@@ -235,13 +235,15 @@ def _save_record(
         log.error("Could not write %s: %s", path, user_error(exc) or describe(exc))
 
 
-def _log_summary(record: dict[str, Any]) -> None:
-    """The run's last lines, on the console and in run.log: test metrics, best score, and the run directory,
-    relative to the working directory when it lies inside it (``metrics.json`` keeps it absolute)."""
-    weights = Path(record["best_checkpoint"]).name if record["best_checkpoint"] else "final weights"
-    lines = [f"Test metrics ({weights}):"]
-    width = max((len(k) for k in record["test"]), default=0)
-    lines += [f"  {name:<{width}}  {value:.4f}" for name, value in record["test"].items()]
+def log_summary(record: dict[str, Any], tested: str | None = None) -> None:
+    """The run's last lines, on the console and in run.log: the test metrics of ``tested`` (default: the best
+    checkpoint's name, else the final weights), the best score, and the run directory, relative to the working
+    directory when it lies inside it (``metrics.json`` keeps it absolute)."""
+    lines = []
+    if record["test"]:
+        weights = tested or (Path(record["best_checkpoint"]).name if record["best_checkpoint"] else "final weights")
+        width = max(len(k) for k in record["test"])
+        lines += [f"Test metrics ({weights}):", *(f"  {k:<{width}}  {v:.4f}" for k, v in record["test"].items())]
     if record["best_score"] is not None:
         lines.append(f"Best {record['optimized_metric']}: {record['best_score']:.4f}")
     relative = os.path.relpath(record["run_dir"])
