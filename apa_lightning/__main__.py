@@ -7,7 +7,6 @@ the training code is imported inside the task.
 import hashlib
 import logging
 import os
-import re
 import secrets
 import signal
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from apa_lightning.checkpoint_source import checkpoint_arguments
+from apa_lightning.checkpoint_source import checkpoint_arguments, hydra_value, override_key, unquoted
 from apa_lightning.config_checks import check_before_task
 from apa_lightning.console import quiet_console
 from apa_lightning.errors import Interrupted, describe, user_error
@@ -57,26 +56,9 @@ RESUMABLE = ("last.ckpt", "last.pt")  # <run dir>/checkpoints/last.ckpt, YOLO's 
 TRAINING = ("train", "detect")  # the tasks a resume continues (not predict, which only reads a checkpoint)
 
 
-def _key(argument: str) -> str:
-    return argument.split("=", 1)[0].lstrip("+~")
-
-
-def _unquoted(value: str) -> str:
-    return value[1:-1] if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"" else value
-
-
-def hydra_value(path: str) -> str:
-    """``path`` as a Hydra override value: quoted when Hydra's grammar would read its characters otherwise (the
-    ``=`` and ``,`` of a sweep job's directory such as ``3_lr=0.001,dropout=0.3``)."""
-    if re.fullmatch(r"[\w./:@%~+-]*", path):
-        return path
-    quote = "'" if "'" not in path else '"'
-    return f"{quote}{path}{quote}"
-
-
 def _with_path_quoted(argument: str) -> str:
     key, _, value = argument.partition("=")
-    return f"{key}={hydra_value(_unquoted(value))}" if _key(argument) in ("resume", "ckpt_path") else argument
+    return f"{key}={hydra_value(unquoted(value))}" if override_key(argument) in ("resume", "ckpt_path") else argument
 
 
 def resumed_arguments(argv: list[str]) -> list[str]:
@@ -87,7 +69,7 @@ def resumed_arguments(argv: list[str]) -> list[str]:
     and ``hydra.run.dir`` points at it: the run goes on where and as it was, writing into the same directory.
     Other command lines (sweeps, other checkpoints, ``task=predict``) are returned unchanged.
     """
-    values = {_key(a): _unquoted(a.split("=", 1)[1]) for a in argv if "=" in a and not a.startswith("-")}
+    values = {override_key(a): unquoted(a.split("=", 1)[1]) for a in argv if "=" in a and not a.startswith("-")}
     if any(a in ("-m", "--multirun") for a in argv) or values.get("task", "train") not in TRAINING:
         return argv
     if values.get("resume"):
@@ -100,9 +82,9 @@ def resumed_arguments(argv: list[str]) -> list[str]:
     if not overrides.is_file():
         return argv  # not a run directory of this tool: the task says so
     given = set(values) | set(RESUME_KEYS)
-    original = [o for o in OmegaConf.to_container(OmegaConf.load(overrides)) if _key(o) not in given]
+    original = [o for o in OmegaConf.to_container(OmegaConf.load(overrides)) if override_key(o) not in given]
     # next to the resume argument: argparse wants the overrides in one run, not split by a flag such as --cfg
-    at = next(i for i, a in enumerate(argv) if _key(a) in ("resume", "ckpt_path")) + 1
+    at = next(i for i, a in enumerate(argv) if override_key(a) in ("resume", "ckpt_path")) + 1
     # hydra.mode=RUN: a trial of a preset sweep (hparams_search=...) would otherwise start the whole sweep again
     quoted = [_with_path_quoted(a) for a in argv]
     run_dir_argument = f"hydra.run.dir={hydra_value(str(run_dir.resolve()))}"

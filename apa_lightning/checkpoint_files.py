@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from apa_lightning.errors import ApaError
@@ -73,7 +75,8 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
         key, then, now = changed
         raise ApaError(
             f"ckpt_path={ckpt_path} continues a run whose model.{key} was {then}, but it is {now} now; a resumed run "
-            f"keeps its model and optimizer, so drop that override (or set model.{key}={then})."
+            f"keeps its model and optimizer: set model.{key}={then} (a default may have changed since that run), or "
+            "drop the override that changed it."
         )
     done, max_epochs = finished_epochs(checkpoint), cfg.trainer.get("max_epochs")
     if max_epochs is not None and max_epochs >= 0 and done >= max_epochs:
@@ -84,12 +87,23 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
     return str(ckpt_path)
 
 
+def _defaults(target: Any) -> dict[str, Any]:
+    """The constructor defaults of the class ``target`` names ({} when it cannot be imported)."""
+    try:
+        parameters = inspect.signature(get_class(str(target))).parameters
+    except Exception:  # hydra raises several types for a name it cannot locate
+        return {}
+    return {k: p.default for k, p in parameters.items() if p.default is not inspect.Parameter.empty}
+
+
 def first_difference(saved: Any, wanted: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
     """The first ``(dotted key, saved value, wanted value)`` where a checkpoint's hyperparameters and the model
-    config disagree, or None. Keys only the config has (``_target_``) and config values left null (the module
-    fills them in, e.g. ``value_range`` from the data) are not compared."""
+    config disagree, or None. Config values left null (the module fills them in, e.g. ``value_range`` from the
+    data) are not compared. A key of a ``_target_`` config that the checkpoint lacks (the network was saved before
+    the key existed) is compared with that class's default, which is what the checkpoint was built with."""
     if isinstance(saved, dict) and isinstance(wanted, dict):
-        for key, value in saved.items():
+        defaults = _defaults(saved["_target_"]) if "_target_" in saved else {}
+        for key, value in [*saved.items(), *((k, defaults[k]) for k in wanted.keys() - saved.keys() if k in defaults)]:
             difference = first_difference(value, wanted.get(key), f"{prefix}{key}.")
             if difference:
                 return difference

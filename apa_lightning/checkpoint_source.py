@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from apa_lightning.errors import ApaError
 
@@ -15,29 +15,40 @@ CHECKPOINT_TASKS = ("eval", "predict")
 CHECKPOINT_FOLDERS = ("checkpoints", "weights")  # <run dir>/checkpoints/*.ckpt, YOLO's <run dir>/weights/*.pt
 # the run's overrides that say what it was asked to do and where: an evaluation or prediction sets its own
 NOT_CARRIED = ("task", "task_name", "resume", "ckpt_path", "input", "hydra")
-# the data keys that fix the images the network takes: kept when the command line picks another data config
-INPUT_KEYS = ("image_size", "channels", "normalize")
+# the data keys that fix the images the network takes: a checkpoint is refused by a data config that sets them
+# otherwise (trained_model.check_data_fits), and they are carried when the command line picks another data config
+INPUT_KEYS = ("image_size", "image_width", "channels", "normalize", "value_range")
+PLAIN_VALUE = re.compile(r"[\w./:@%~+-]*")  # an override value that Hydra's grammar reads as it is
 
 
-def _key(argument: str) -> str:
+def override_key(argument: str) -> str:
+    """The key of an override ``key=value`` (``+key``, ``++key`` and ``~key`` alike)."""
     return argument.split("=", 1)[0].lstrip("+~")
 
 
-def _value(argument: str) -> str:
-    """The value of ``key=value`` without the quotes Hydra's grammar may need around it."""
-    value = argument.split("=", 1)[1]
-    return value[1:-1] if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"" else value
+def unquoted(value: str) -> str:
+    """An override value without the quotes Hydra's grammar may need around it (``hydra_value`` undone: an
+    escaped quote, and the backslashes doubled before a quote or at the end, as Hydra reads them)."""
+    if len(value) < 2 or value[0] != value[-1] or value[0] not in "'\"":
+        return value
+    quote = value[0]
+    return re.sub(rf"(\\+)({quote}|$)", lambda m: "\\" * (len(m[1]) // 2) + m[2], value[1:-1])
 
 
-def _quoted(path: Path) -> str:
-    """``path`` as an override value: quoted when Hydra would read its characters (``=``, ``,``) otherwise."""
+def hydra_value(path: str | Path) -> str:
+    """``path`` as an override value: as it is when Hydra's grammar reads it so, else in single quotes with a quote
+    and the backslashes before it or at the end escaped (the ``=`` and ``,`` of a sweep job's directory such as
+    ``3_lr=0.001,dropout=0.3``, spaces, quotes)."""
     text = str(path)
-    return text if re.fullmatch(r"[\w./:@%~+-]*", text) else repr(text)
+    if PLAIN_VALUE.fullmatch(text):
+        return text
+    escaped = re.sub(r"(\\*)(')", lambda m: 2 * m[1] + "\\'", text)
+    return "'" + re.sub(r"(\\+)$", lambda m: 2 * m[1], escaped) + "'"
 
 
 def _group(argument: str) -> str:
     """The top-level key or config group an override sets: ``data`` for ``data=x``, ``data.a=1``, ``data/b=c``."""
-    return _key(argument).split(".", 1)[0].split("/", 1)[0]
+    return override_key(argument).split(".", 1)[0].split("/", 1)[0]
 
 
 def run_directory(path: Path) -> Path | None:
@@ -96,27 +107,42 @@ def checkpoint_file(ckpt_path: str | None, task: str) -> Path:
     return path
 
 
+def _data_config_keys(name: str) -> set[str] | None:
+    """The top-level keys of this tool's data config ``name`` (``conf/data/<name>.yaml``), or None when it has no
+    such file (a config of the user's search path): only font's has ``image_width``, only flowers' ``value_range``."""
+    from importlib.resources import files
+
+    path = files("apa_lightning.conf") / "data" / f"{name}.yaml"
+    if not path.is_file():
+        return None
+    config = OmegaConf.create(path.read_text())
+    return set(config) if isinstance(config, DictConfig) else None
+
+
 def checkpoint_arguments(argv: list[str]) -> list[str]:
     """The command line of ``task=eval`` / ``task=predict`` with ``ckpt_path`` in a run directory of this tool.
 
     ``ckpt_path`` becomes the checkpoint file (``run_checkpoint`` for a directory), and the run's own overrides
     are added (except those the command line sets again and ``NOT_CARRIED``), so the data config (and YOLO's
     model config) is the run's. A command line that picks another data config (``data=x``) drops the run's data
-    overrides but keeps the network's input (``INPUT_KEYS`` from the run's config) unless it sets those too.
-    A ``.pt`` outside a run directory gets ``model=yolo`` unless a model or experiment is named. Other command
-    lines are returned unchanged; the task reports a bad ``ckpt_path``.
+    overrides but keeps the network's input (``INPUT_KEYS`` from the run's config that the new data config has)
+    unless it sets those too. Outside a run directory, unless a model or experiment is named, a ``.pt`` gets
+    ``model=yolo`` (``task=predict``) and any other checkpoint ``~model``: its model comes from the checkpoint
+    itself, so the run's config names no model config and its name none (``eval_<data>``, ``predict``). Other
+    command lines are returned unchanged; the task reports a bad ``ckpt_path``.
     """
-    values = {_key(a): _value(a) for a in argv if "=" in a and not a.startswith("-")}
+    values = {override_key(a): unquoted(a.split("=", 1)[1]) for a in argv if "=" in a and not a.startswith("-")}
     if values.get("task") not in CHECKPOINT_TASKS or not values.get("ckpt_path"):
         return argv
     given = Path(values["ckpt_path"]).expanduser()
     run_dir = run_directory(given.resolve())
-    at = next(i for i, a in enumerate(argv) if _key(a) == "ckpt_path")
+    at = next(i for i, a in enumerate(argv) if override_key(a) == "ckpt_path")
     if run_dir is None:
-        named = {_group(a) for a in argv if "=" in a}
-        if values["task"] == "predict" and given.suffix == ".pt" and not named & {"model", "experiment"}:
-            return [*argv[: at + 1], "model=yolo", *argv[at + 1 :]]
-        return argv
+        if {_group(a) for a in argv if "=" in a or a.startswith("~")} & {"model", "experiment"}:
+            return argv
+        if given.suffix != ".pt":
+            return [*argv[: at + 1], "~model", *argv[at + 1 :]]
+        return [*argv[: at + 1], "model=yolo", *argv[at + 1 :]] if values["task"] == "predict" else argv
     try:
         checkpoint = given.resolve() if given.is_file() else run_checkpoint(run_dir)
     except ApaError:
@@ -125,19 +151,20 @@ def checkpoint_arguments(argv: list[str]) -> list[str]:
     carried = [
         o
         for o in OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
-        if _key(o) not in values and _group(o) not in NOT_CARRIED and not (switched and _group(o) == "data")
+        if override_key(o) not in values and _group(o) not in NOT_CARRIED and not (switched and _group(o) == "data")
     ]
     if switched:
         data = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml")).get("data") or {}
+        keys = _data_config_keys(values["data"])
         carried += [
             f"data.{k}={data[k]}"
             for k in INPUT_KEYS
-            if f"data.{k}" not in values and k in data and "${" not in str(data[k])
+            if f"data.{k}" not in values and k in data and "${" not in str(data[k]) and (keys is None or k in keys)
         ]
     multirun = any(a in ("-m", "--multirun") for a in argv)
     return [
         *argv[:at],
-        f"ckpt_path={_quoted(checkpoint)}",
+        f"ckpt_path={hydra_value(checkpoint)}",
         *carried,
         *([] if multirun else ["hydra.mode=RUN"]),
         *argv[at + 1 :],

@@ -17,6 +17,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from apa_lightning.errors import ApaError
 from apa_lightning.tasks import TASKS
 
+# where data.augmentation runs: per batch on the device, or per image on the loader's workers
+AUGMENT_ON = ("device", "workers")
+
 
 def _integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -24,6 +27,10 @@ def _integer(value: Any) -> bool:
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _boolean(value: Any) -> bool:
+    return isinstance(value, bool)
 
 
 def _fraction(value: Any) -> bool:
@@ -53,8 +60,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.limit_test_batches": (_batches, "a fraction in (0, 1] or a number of batches"),
     "data.batch_size": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
     "data.num_workers": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (0 loads in the main process)"),
-    "data.augment_on": (lambda v: v in ("device", "workers"), "device or workers"),
-    "data.on_device": (lambda v: isinstance(v, bool), "true or false"),
+    "data.augment_on": (lambda v: v in AUGMENT_ON, " or ".join(AUGMENT_ON)),
+    "data.on_device": (_boolean, "true or false"),
+    "data.download": (_boolean, "true or false"),
+    "data.pin_memory": (_boolean, "true or false"),
     "data.image_size": (lambda v: _integer(v) and v >= 1, "an integer >= 1 (pixels)"),
     "data.channels": (lambda v: v in (1, 3), "1 or 3"),
     "data.num_classes": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
@@ -68,6 +77,12 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a list of probabilities in [0, 1)",
     ),
     "model.net.latent_dim": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "model.net.output_batchnorm": (_boolean, "true or false"),
+    "model.compile": (_boolean, "true or false"),
+    "model.channels_last": (_boolean, "true or false"),
+    "test": (_boolean, "true or false"),
+    "trainer.benchmark": (lambda v: v is None or _boolean(v), "true, false or null"),
+    "trainer.deterministic": (lambda v: _boolean(v) or v == "warn", "true, false or warn"),
     "predict.top_k": (lambda v: _integer(v) and v >= 1, "an integer >= 1 (classes listed per image)"),
     "predict.samples": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (0: no samples.png)"),
     "predict.grid_images": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
@@ -87,15 +102,26 @@ def check_config(cfg: DictConfig) -> None:
             raise ApaError(f"{key}={shown} is not allowed: {key} must be {allowed}.")
     data = cfg.get("data")
     if isinstance(data, DictConfig) and data.get("on_device") is True:
-        check_on_device(data.get("num_workers", 0))
+        steps = data.get("augmentation")
+        augmented = isinstance(steps, DictConfig) and any(step is not None for step in steps.values())
+        check_on_device(data.get("num_workers", 0), data.get("augment_on", "device"), augmented)
 
 
-def check_on_device(num_workers: int) -> None:
-    """Raise ApaError when ``data.on_device=true`` comes with loader workers, which it has no use for."""
+def check_on_device(num_workers: int, augment_on: str = "device", augmented: bool = False) -> None:
+    """Raise ApaError when ``data.on_device=true`` comes with what it cannot serve: loader workers, or an
+    augmentation (``augmented``: at least one step) on them (``data.augment_on=workers``): its batches never pass
+    through a worker, so that augmentation would be silently dropped. The datamodule and the config check both
+    call this."""
     if num_workers > 0:
         raise ApaError(
             "data.on_device=true draws the batches on the device in the training process, so it has no loader "
             f"workers; set data.num_workers=0 (got {num_workers}) or data.on_device=false."
+        )
+    if augmented and augment_on == "workers":
+        raise ApaError(
+            "data.on_device=true with data.augment_on=workers would train without augmentation: the batches are "
+            "drawn on the device and never pass through a loader worker. Set data.augment_on=device (the recipe "
+            "runs on the device, per batch) or data.on_device=false (per image, on the loader's workers)."
         )
 
 

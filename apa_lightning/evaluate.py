@@ -14,8 +14,8 @@ from omegaconf import DictConfig, open_dict
 from apa_lightning.checkpoint_files import finished_epochs
 from apa_lightning.errors import ApaError, describe, user_error
 from apa_lightning.files import record_failure, run_record, write_metrics
-from apa_lightning.run import build_run, log_final_hparams
-from apa_lightning.trained_model import load_weights, model_config, trained_checkpoint
+from apa_lightning.run import build_run, log_final_hparams, log_summary, prepare_tensorboard
+from apa_lightning.trained_model import SavedDataState, load_weights, model_config, trained_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,8 @@ def evaluate(cfg: DictConfig) -> None:
     """Test the checkpoint ``cfg.ckpt_path`` on ``cfg.data``'s test split with the run's callbacks and loggers,
     into the run directory: ``metrics.json`` (status, the test metrics, the checkpoint evaluated), the
     classification report or the image grids. The model is the checkpoint's own (class and network from its
-    hyperparameters), never ``cfg.model``.
+    hyperparameters), never ``cfg.model``; the data is normalised with the statistics saved in the checkpoint
+    (``data.normalize=dataset``: those of the training split the network was trained on, whatever ``cfg.data``).
 
     Raises ApaError for a bad checkpoint or a data config that serves other images than the network was trained
     on; a failure once the test has started is recorded in ``metrics.json`` (status ``failed``) and re-raised.
@@ -44,8 +45,10 @@ def evaluate(cfg: DictConfig) -> None:
         with open_dict(cfg):
             cfg.model = model_config(checkpoint, path)
         datamodule, model, trainer = build_run(cfg)
+        trainer.callbacks.append(SavedDataState(checkpoint, path))  # the normalisation the network was trained with
+        prepare_tensorboard(trainer, model, cfg)
         load_weights(model, checkpoint, path)
-        trainer.test(model, datamodule=datamodule)
+        trainer.test(model, datamodule=datamodule, verbose=False)  # log_summary shows the metrics
         record["status"] = "interrupted" if trainer.interrupted else "completed"
     except BaseException as exc:
         record_failure(record, exc)
@@ -54,9 +57,7 @@ def evaluate(cfg: DictConfig) -> None:
     _save_record(output_dir, record, trainer, start)
     if trainer.is_global_zero:
         log_final_hparams(trainer, cfg, record)
-        width = max((len(k) for k in record["test"]), default=0)
-        lines = [f"\nTest metrics of {path}:", *(f"  {k:<{width}}  {v:.4f}" for k, v in record["test"].items())]
-        print("\n".join([*lines, f"Run directory: {output_dir}"]))
+        log_summary(record, tested=str(path))
 
 
 def _save_record(

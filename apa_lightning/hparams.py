@@ -30,17 +30,17 @@ def hparams_for_tensorboard(
     """The run's hyperparameters as flat ``section/key`` entries of the types TensorBoard's HParams tab takes.
 
     First the ``swept`` keys (``model.optimizer.lr`` -> ``model/optimizer/lr``; a config group such as
-    ``model/optimizer`` as its class name, ``experiment`` from Hydra's group ``choices``), so the tab shows what a
+    ``model/optimizer`` or ``experiment`` by its option's name from Hydra's group ``choices``), so the tab shows what a
     sweep varies; then the seed, the epoch budget and the model and data configs. An object's ``_target_``
     becomes its class name under the object's key (``model/optimizer: Adam``); other instantiation keys, paths
     and data-loading settings (``num_workers``, ``download``) are left out.
     """
     flat: dict[str, Any] = {}
     for key in swept:
-        node = OmegaConf.select(cfg, key.replace("/", "."), default=None)
-        if isinstance(node, DictConfig):
-            node = _class_name(node["_target_"]) if "_target_" in node else None
-        value = node if node is not None else (choices or {}).get(key)
+        value = (choices or {}).get(key)  # a swept config group by its option's name (model=ae,dae)
+        if value is None:
+            node = OmegaConf.select(cfg, key.replace("/", "."), default=None)
+            value = _class_name(node["_target_"]) if isinstance(node, DictConfig) and "_target_" in node else node
         if value is not None:
             flat[key.replace(".", "/")] = _plain(value)
     flat.setdefault("seed", _plain(cfg.get("seed")))

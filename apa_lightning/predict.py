@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
 import math
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +26,7 @@ from apa_lightning.image_files import input_images, read_image
 from apa_lightning.models.classifier import ClassifierModule
 from apa_lightning.models.vae import VAEModule
 from apa_lightning.run import instantiate_plain
-from apa_lightning.trained_model import load_weights, model_config, saved_data_state, trained_checkpoint
-
-log = logging.getLogger(__name__)
+from apa_lightning.trained_model import load_weights, model_config, trained_checkpoint, use_saved_data_state
 
 
 def predict(cfg: DictConfig) -> None:
@@ -35,9 +36,10 @@ def predict(cfg: DictConfig) -> None:
     class, probability and the next ``predict.top_k - 1`` classes with theirs. An autoencoder writes
     ``reconstructions/<image>.png`` (input | reconstruction) and ``reconstructions.png`` (the first
     ``predict.grid_images``, named); a VAE also ``samples.png`` with ``predict.samples`` images from the prior.
-    Every image is read and converted first (``read_image``, then the datamodule's ``on_after_batch_transfer``), so
-    an unreadable one stops the task before anything is written. Raises ApaError for a bad checkpoint, input or
-    data config.
+    The images go through in chunks of ``data.batch_size``, each read (``read_image``), converted as in training
+    (the datamodule's ``on_after_batch_transfer``) and predicted before the next is read; the results appear only
+    once every image went through, so an unreadable one stops the task before anything is in place. Raises
+    ApaError for a bad checkpoint, input or data config.
     """
     path = checkpoint_file(cfg.get("ckpt_path"), cfg.task)
     if path.suffix == ".pt":
@@ -49,28 +51,25 @@ def predict(cfg: DictConfig) -> None:
     path, checkpoint = trained_checkpoint(cfg)
     files = input_images(cfg.get("input"))
     datamodule: LightningDataModule = instantiate_plain(cfg.data)
-    channels, height, width = getattr(datamodule, "input_shape", None) or (
-        datamodule.channels,
-        datamodule.image_size,
-        datamodule.image_size,
-    )
-    images = torch.from_numpy(np.stack([read_image(f, channels, height, width) for f in files]))
     model: LightningModule = instantiate_plain(model_config(checkpoint, path))
     load_weights(model, checkpoint, path)
     model.eval()
     classifier = isinstance(model, ClassifierModule)
-    _set_data_state(datamodule, checkpoint, path, classes_needed=classifier)
-    x, _ = datamodule.on_after_batch_transfer((images, torch.zeros(len(images), dtype=torch.long)), 0)
+    if not use_saved_data_state(datamodule, checkpoint, path, classes=True) and (
+        classifier or datamodule.normalize != "none"
+    ):
+        datamodule.prepare_data()
+        datamodule.setup("fit")
     run_dir = Path(cfg.paths.output_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    chunks = network_inputs(files, datamodule, cfg.data.batch_size)
     with torch.no_grad():
-        batches = x.split(cfg.data.batch_size)
         if classifier:
-            probabilities = torch.cat([model(b).float().softmax(1) for b in batches])
+            probabilities = torch.cat([model(x).float().softmax(1) for _, x in chunks])
             written = [_write_predictions(run_dir, files, probabilities, datamodule.classes, cfg.predict.top_k)]
         else:
-            reconstructions = torch.cat([_reconstruct(model, b) for b in batches])
-            written = _write_reconstructions(run_dir, files, model.to_unit(x), reconstructions, cfg.predict.grid_images)
+            pairs = ((chunk, model.to_unit(x), _reconstruct(model, x)) for chunk, x in chunks)
+            written = _write_reconstructions(run_dir, files, pairs, cfg.predict.grid_images)
             if isinstance(model, VAEModule) and cfg.predict.samples > 0:
                 if cfg.get("seed") is not None:
                     torch.manual_seed(cfg.seed)
@@ -82,21 +81,30 @@ def predict(cfg: DictConfig) -> None:
     print(f"\n{len(files)} image(s) through {path}:\n{listing}Run directory: {run_dir}")
 
 
-def _set_data_state(datamodule: LightningDataModule, checkpoint: dict, path: Path, classes_needed: bool) -> None:
-    """Give ``datamodule`` the class names and normalisation of the checkpoint's run: saved in the checkpoint, or
-    else (older checkpoints) computed from the data config's training split, which then must be available."""
-    state = saved_data_state(checkpoint)
-    if state is not None:
-        datamodule.classes, datamodule.mean, datamodule.std = state["classes"], state["mean"], state["std"]
-    elif classes_needed or datamodule.normalize != "none":
-        log.info(
-            "%s holds no class names or normalisation (written before they were saved): reading them from the "
-            "training split of %s.",
-            path,
-            type(datamodule).__name__,
-        )
-        datamodule.prepare_data()
-        datamodule.setup("fit")
+def stored_input_shape(datamodule: LightningDataModule) -> tuple[int, int, int]:
+    """``(channels, height, width)`` of the uint8 images the datamodule hands to ``on_after_batch_transfer``: the
+    network's size, and the channel count its images are stored in (``stored_channels`` where the datamodule
+    declares it; else ``data.channels``), so a grey set served as RGB (``data.channels=3``) gets a colour input
+    in grey, repeated to three channels by the datamodule as in training."""
+    channels, height, width = getattr(datamodule, "input_shape", None) or (
+        datamodule.channels,
+        datamodule.image_size,
+        datamodule.image_size,
+    )
+    return getattr(datamodule, "stored_channels", None) or channels, height, width
+
+
+def network_inputs(
+    files: list[Path], datamodule: LightningDataModule, batch_size: int
+) -> Iterator[tuple[list[Path], Tensor]]:
+    """The images of ``files`` as the network's input, ``batch_size`` at a time: each chunk's files and their
+    float batch (``read_image`` in the stored channels, then the datamodule's ``on_after_batch_transfer``)."""
+    channels, height, width = stored_input_shape(datamodule)
+    for start in range(0, len(files), batch_size):
+        chunk = files[start : start + batch_size]
+        images = torch.from_numpy(np.stack([read_image(f, channels, height, width) for f in chunk]))
+        x, _ = datamodule.on_after_batch_transfer((images, torch.zeros(len(images), dtype=torch.long)), 0)
+        yield chunk, x
 
 
 def _reconstruct(model: LightningModule, x: Tensor) -> Tensor:
@@ -127,20 +135,28 @@ def _write_predictions(run_dir: Path, files: list[Path], probabilities: Tensor, 
 
 
 def _write_reconstructions(
-    run_dir: Path, files: list[Path], inputs: Tensor, reconstructions: Tensor, grid_images: int
+    run_dir: Path, files: list[Path], pairs: Iterable[tuple[list[Path], Tensor, Tensor]], grid_images: int
 ) -> list[Path]:
     """``reconstructions/<image>.png`` per image (input | reconstruction, exactly the network's pixels) and
-    ``reconstructions.png``: the first ``grid_images`` images, one row each, named, drawn large."""
-    inputs = inputs.float().clamp(0, 1).cpu()
-    folder = run_dir / "reconstructions"
-    folder.mkdir(exist_ok=True)
-    stems = [f.stem for f in files]
-    for file, image, output in zip(files, inputs, reconstructions, strict=True):
-        # two inputs named alike (a.png, a.jpg) keep their suffix in the name
-        name = file.stem if stems.count(file.stem) == 1 else f"{file.stem}_{file.suffix.lstrip('.')}"
-        save_png(folder / f"{name}.png", torch.cat([image, output], dim=-1).expand(3, -1, -1))
-    shown = min(grid_images, len(files))
-    rows = [(files[i].name, torch.stack([inputs[i], reconstructions[i]])) for i in range(shown)]
+    ``reconstructions.png``: the first ``grid_images`` images, one row each, named, drawn large. ``pairs`` gives
+    each chunk's files, inputs and reconstructions in [0, 1]; the pictures go into a hidden folder that becomes
+    ``reconstructions/`` once every chunk is done (removed when one fails)."""
+    stems = Counter(f.stem for f in files)
+    folder, partial = run_dir / "reconstructions", Path(tempfile.mkdtemp(prefix=".reconstructions-", dir=run_dir))
+    rows: list[tuple[str, Tensor]] = []
+    try:
+        for chunk, inputs, reconstructions in pairs:
+            inputs, reconstructions = inputs.float().clamp(0, 1).cpu(), reconstructions.cpu()
+            for file, image, output in zip(chunk, inputs, reconstructions, strict=True):
+                # two inputs named alike (a.png, a.jpg) keep their suffix in the name
+                name = file.stem if stems[file.stem] == 1 else f"{file.stem}_{file.suffix.lstrip('.')}"
+                save_png(partial / f"{name}.png", torch.cat([image, output], dim=-1).expand(3, -1, -1))
+                if len(rows) < grid_images:
+                    rows.append((file.name, torch.stack([image, output])))
+        partial.replace(folder)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     grid = run_dir / "reconstructions.png"
     save_png(grid, labelled_grid(rows, title="input | reconstruction", column_labels=["input", "output"]))
     return [folder, grid]

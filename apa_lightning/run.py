@@ -226,7 +226,9 @@ def _save_record(
     path = output_dir / "metrics.json"
     try:
         if record.get("resumed_from") and path.is_file():
-            record["wall_time_s"] += json.loads(path.read_text()).get("wall_time_s") or 0
+            record["wall_time_s"] = round(
+                record["wall_time_s"] + (json.loads(path.read_text()).get("wall_time_s") or 0), 2
+            )
         if trainer is None or trainer.is_global_zero:
             write_metrics(path, record)
     except (OSError, ValueError, ApaError) as exc:

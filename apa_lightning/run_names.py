@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from apa_lightning.checkpoint_source import override_key
 from apa_lightning.errors import ApaError
 
 MAX_JOB_NAME = 120  # characters of a sweep job's directory name, well under any file system's limit
@@ -21,12 +22,14 @@ UNSAFE = re.compile(r"[^A-Za-z0-9._,=+-]+")  # anything else in a value becomes 
 def task_name_for(task: str, choices: Any) -> str:
     """The default run name: the experiment's name, else ``<model>_<data>`` (``ae_digits``); ``eda_<data>`` for
     ``task=eda``, ``predict_<model>`` for ``task=predict`` and ``eval_`` before the name for ``task=eval``.
-    ``choices`` are Hydra's ``runtime.choices``."""
+    Without a model config (``~model``: the checkpoint of an evaluation or prediction outside a run directory
+    brings its own model) ``eval_<data>`` and ``predict``. ``choices`` are Hydra's ``runtime.choices``."""
+    model = choices.get("model")
     if task == "eda":
         return f"eda_{choices.get('data')}"
     if task == "predict":
-        return f"predict_{choices.get('model')}"
-    name = choices.get("experiment") or f"{choices.get('model')}_{choices.get('data')}"
+        return f"predict_{model}" if model else "predict"
+    name = choices.get("experiment") or "_".join(str(c) for c in (model, choices.get("data")) if c)
     return f"eval_{name}" if task == "eval" else name
 
 
@@ -46,10 +49,6 @@ def _hydra_node(root: DictConfig) -> Any:
 def default_task_name(*, _root_: DictConfig) -> str:
     """Resolver ``${default_task_name:}``: ``task_name_for`` of the config's task and group choices."""
     return task_name_for(_root_.task, _hydra_node(_root_).runtime.choices)
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def swept_keys(hydra: Any) -> list[str]:
@@ -111,7 +110,7 @@ def _value_text(value: str) -> str:
 def job_subdir_name(num: int, swept: list[str], overrides: list[str]) -> str:
     """``<num>_<key>=<value>,...`` of the job's values of the swept keys (short names, file-system-safe, at most
     ``MAX_JOB_NAME`` characters), or ``<num>`` when nothing is swept."""
-    values = {_key(o): o.split("=", 1)[1] for o in overrides if "=" in o}
+    values = {override_key(o): o.split("=", 1)[1] for o in overrides if "=" in o}
     names = short_names([k for k in swept if k in values])
     pairs = ",".join(f"{name}={_value_text(values[key])}" for key, name in names.items())
     return f"{num}_{pairs}"[:MAX_JOB_NAME] if pairs else str(num)

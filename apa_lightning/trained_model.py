@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +13,16 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from apa_lightning.checkpoint_files import read_checkpoint
-from apa_lightning.checkpoint_source import checkpoint_file
+from apa_lightning.checkpoint_source import INPUT_KEYS, checkpoint_file
 from apa_lightning.errors import ApaError
+
+log = logging.getLogger(__name__)
 
 MODULES = (
     "apa_lightning.models.classifier.ClassifierModule",
     "apa_lightning.models.autoencoder.AutoencoderModule",
     "apa_lightning.models.vae.VAEModule",
 )
-# the datamodule settings that decide what the network sees: they must be the ones it was trained with
-INPUT_KEYS = ("image_size", "image_width", "channels", "normalize", "value_range")
 
 
 def trained_checkpoint(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
@@ -106,3 +107,38 @@ def saved_data_state(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
     return next(
         (v for v in checkpoint.values() if isinstance(v, dict) and {"classes", "mean", "std"} <= v.keys()), None
     )
+
+
+def use_saved_data_state(
+    datamodule: L.LightningDataModule, checkpoint: dict[str, Any], path: Path, classes: bool = False
+) -> bool:
+    """Give ``datamodule`` the normalisation the network was trained with: the per-channel mean and std the
+    checkpoint's run saved (``data.normalize=dataset``: its training split's, whatever data ``datamodule``
+    serves now), and with ``classes`` its class names too. Returns False, changing nothing, for a checkpoint
+    written before they were saved; the datamodule then keeps its own (logged when that matters)."""
+    state = saved_data_state(checkpoint)
+    if state is None:
+        if getattr(datamodule, "normalize", "none") != "none" or classes:
+            log.info(
+                "%s holds no class names or normalisation (written before they were saved): %s takes them from its "
+                "data config (data.normalize=dataset: from its own training split).",
+                path,
+                type(datamodule).__name__,
+            )
+        return False
+    datamodule.mean, datamodule.std = state["mean"], state["std"]
+    if classes:
+        datamodule.classes = state["classes"]
+    return True
+
+
+class SavedDataState(L.Callback):
+    """Applies ``use_saved_data_state`` once the datamodule has set itself up (Lightning calls the datamodule's
+    ``setup``, which computes its own statistics, before the callbacks'), so a test normalises as training did."""
+
+    def __init__(self, checkpoint: dict[str, Any], path: Path) -> None:
+        self.checkpoint, self.path = checkpoint, path
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.datamodule is not None:
+            use_saved_data_state(trainer.datamodule, self.checkpoint, self.path)

@@ -8,11 +8,14 @@
 The trainer round builds the datamodule, module, trainer, callbacks, logger and progress bar from the composed
 config with ``apa_lightning.run.build_run``, exactly as ``python -m apa_lightning`` does, and fits one epoch of
 ``--batches`` training batches; its images per second are the Throughput callback's (the training batches, not
-the sanity check, the short validation or the checkpoint at the epoch's end). The plain round is the textbook
-loop on the same network (same initialisation), optimizer, data loader and batch preparation
-(``on_after_batch_transfer``): ``zero_grad``, forward, cross-entropy, ``backward``, ``step``. Rounds alternate so
+the sanity check, the short validation or what follows a validation, such as the checkpoint at the epoch's end).
+The plain round is the textbook loop on the same network (same initialisation), optimizer, data loader and batch
+preparation (``float_images`` with the training augmentation): ``zero_grad``, forward, cross-entropy,
+``backward``, ``step``, with the same speed settings as the trainer side (``matmul_precision``,
+``trainer.benchmark``, ``trainer.precision``, ``model.channels_last``, ``model.compile``). Rounds alternate so
 that both see the same machine load; prints each round, the medians and their ratio. Extra arguments are
-config overrides given to both (``model.channels_last=true``, ``model.compile=true``, ``trainer=gpu``).
+config overrides given to both (``model.channels_last=true``, ``model.compile=true``, ``trainer=gpu``,
+``data/augmentation=standard``).
 
 Cases: ``fashion_mnist_cnn_v2`` (CPU, batch 128; the Fashion-MNIST IDX files of Debian's dataset-fashion-mnist in
 /usr/share/datasets/fashion-mnist, else synthetic images of the same shape, said so), ``digits_cnn_base`` (CPU,
@@ -37,7 +40,7 @@ from omegaconf import DictConfig
 
 from apa_lightning.callbacks.throughput import Throughput
 from apa_lightning.data.in_memory import ImageTensorDataset, InMemoryImageDataModule
-from apa_lightning.precision import resolved_precision
+from apa_lightning.precision import apply_matmul_precision, resolved_precision
 from apa_lightning.run import build_run, compose_config, instantiate_plain
 
 FASHION_MNIST_IDX = Path("/usr/share/datasets/fashion-mnist")
@@ -93,6 +96,7 @@ class SyntheticImages(InMemoryImageDataModule):
 
 
 def synthetic_like(cfg: DictConfig, batches: int) -> SyntheticImages:
+    """Synthetic images served as the configured datamodule serves its own (augmentation included)."""
     data = cfg.data
     return SyntheticImages(
         count=batches * data.batch_size,
@@ -100,6 +104,9 @@ def synthetic_like(cfg: DictConfig, batches: int) -> SyntheticImages:
         image_size=data.image_size,
         channels=data.channels,
         num_classes=data.num_classes,
+        normalize=data.get("normalize", "none"),
+        augmentation=data.get("augmentation"),
+        augment_on=data.get("augment_on", "device"),
     )
 
 
@@ -137,15 +144,28 @@ def trainer_round(
 
 
 def plain_round(case: Case, root: Path, extra: list[str], seed: int, clock=time.perf_counter) -> tuple[int, float]:
-    """Training images and seconds of the textbook loop over the same batches."""
+    """Training images and seconds of the textbook loop over the same batches, with the speed settings the
+    trainer side applies: ``matmul_precision``, ``trainer.benchmark`` (cudnn), ``trainer.precision``,
+    ``model.channels_last`` (the network and its inputs), ``model.compile`` (``net.compile()``, as the module does)
+    and the training augmentation of ``data.augmentation`` (``float_images(..., augment=True)`` on the device, or
+    the loader's per-image transform with ``data.augment_on=workers``)."""
     cfg = round_config(case, root, "plain", extra)
     device = torch.device("cuda" if case.gpu else "cpu")
     datamodule = synthetic_like(cfg, case.batches) if case.synthetic else instantiate_plain(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    apply_matmul_precision(cfg.get("matmul_precision"))
+    if cfg.trainer.get("benchmark") is not None:
+        torch.backends.cudnn.benchmark = bool(cfg.trainer.benchmark)
     L.seed_everything(seed, workers=True, verbose=False)
     net = instantiate(cfg.model.net).to(device).train()
+    channels_last = bool(cfg.model.get("channels_last", False))
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
     optimizer = instantiate(cfg.model.optimizer, params=[p for p in net.parameters() if p.requires_grad])
+    if cfg.model.get("compile", False):
+        net.compile()
+    label_smoothing = cfg.model.get("label_smoothing", 0.0)
     precision = resolved_precision(cfg.trainer).get("precision", cfg.trainer.precision)
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     scaler = torch.amp.GradScaler(enabled=dtype is torch.float16)
@@ -153,10 +173,13 @@ def plain_round(case: Case, root: Path, extra: list[str], seed: int, clock=time.
     for i, batch in enumerate(datamodule.train_dataloader()):
         if i == case.batches:
             break
-        x, y = datamodule.on_after_batch_transfer(tuple(t.to(device, non_blocking=True) for t in batch), 0)
+        x, y = (t.to(device, non_blocking=True) for t in batch)
+        x = datamodule.float_images(x, augment=True)  # what on_after_batch_transfer gives a training batch
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         optimizer.zero_grad()
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = F.cross_entropy(net(x), y)
+            loss = F.cross_entropy(net(x), y, label_smoothing=label_smoothing)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()

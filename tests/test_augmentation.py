@@ -101,6 +101,16 @@ def test_colour_jitter_draws_a_brightness_per_image_within_the_range():
     assert per_image[:, 0].unique().numel() == 16 and (0.4 <= per_image).all() and (per_image <= 0.6).all()
 
 
+def test_colour_jitter_leaves_hue_alone_on_grey_images_as_torchvision_does():
+    torch.manual_seed(0)
+    grey = torch.rand(8, 1, 6, 6)
+    step = batched_step("color", v2.ColorJitter(hue=0.3, saturation=0.5))
+    assert torch.equal(step(grey), grey)  # kornia alone raises ValueError on 1-channel images
+    assert torch.equal(v2.ColorJitter(hue=0.3, saturation=0.5)(grey), grey)
+    colour = torch.rand(8, 3, 6, 6)
+    assert not torch.allclose(step(colour), colour)  # hue and saturation still act on RGB
+
+
 @pytest.mark.parametrize("preset, size", [("standard", 32), ("report", 64)])
 def test_device_augmentation_gives_every_training_image_its_own_parameters(make_cfg, cifar10_root, preset, size):
     dm = cifar_datamodule(make_cfg, cifar10_root, f"data/augmentation={preset}", f"data.image_size={size}")
@@ -128,7 +138,8 @@ def test_validation_and_test_batches_are_never_augmented(make_cfg, cifar10_root)
     assert not torch.allclose(x_train, x)
 
 
-def test_a_fixed_seed_gives_the_same_augmented_batch(make_cfg, cifar10_root):
+def test_a_fixed_seed_gives_the_same_augmented_batch(make_cfg, cifar10_root, monkeypatch):
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)  # an earlier seeded run's: this loader is unseeded
     dm = training(cifar_datamodule(make_cfg, cifar10_root, "data/augmentation=report", "data.image_size=64"))
     batch = next(iter(dm.train_dataloader()))
     first, second, other = [], [], []
@@ -162,6 +173,16 @@ def test_bad_switches_get_one_clear_error(make_cfg):
         check_config(make_cfg("data.augment_on=gpu"))
     with pytest.raises(ApaError, match="data.on_device=true .* set data.num_workers=0 \\(got 2\\)"):
         DigitsDataModule(on_device=True, num_workers=2)
+    flip = {"flip": {"_target_": "torchvision.transforms.v2.RandomHorizontalFlip"}}
+    refused = "data.on_device=true with data.augment_on=workers would train without augmentation.*augment_on=device"
+    with pytest.raises(ApaError, match=refused):
+        DigitsDataModule(on_device=True, augment_on="workers", augmentation=flip)
+    with pytest.raises(ApaError, match=refused):
+        check_config(make_cfg("data.on_device=true", "data.augment_on=workers", "data/augmentation=standard"))
+    # without a step there is nothing to drop; with augment_on=device the recipe runs on the device
+    check_config(make_cfg("data.on_device=true", "data.augment_on=workers"))  # data/augmentation=none
+    check_config(make_cfg("data.on_device=true", "data.augment_on=device", "data/augmentation=standard"))
+    DigitsDataModule(on_device=True, augment_on="workers", augmentation={"flip": None})
     with pytest.raises(ApaError, match="data=font already serves its 32 glyphs as one batch"):
         FontDataModule(on_device=True, image_size=7, channels=1, num_classes=32)
     dm = instantiate_plain(make_cfg("data.on_device=true").data)

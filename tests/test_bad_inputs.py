@@ -83,7 +83,7 @@ def autoencoder_checkpoint_at_lr_0_001(tmp_path: Path) -> list[str]:
     import torch
 
     hparams = {
-        "net": {"_target_": "apa_lightning.nets.conv_ae.ConvAutoencoder", "in_channels": 1},
+        "net": {"_target_": "apa_lightning.nets.conv_ae.ConvAutoencoder", "in_channels": 1, "output_batchnorm": False},
         "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.001},
     }
     torch.save({"state_dict": {}, "hyper_parameters": hparams, "epoch": 0}, tmp_path / "ae.ckpt")
@@ -214,6 +214,8 @@ CASES: list[Case] = [
         before_run_dir=True,
     ),
     Case("batch_size 0", ["data.batch_size=0"], ["data.batch_size=0", "integer >= 1"], before_run_dir=True),
+    Case("compile maybe", ["model.compile=maybe"], ["model.compile=maybe", "true or false"], before_run_dir=True),
+    Case("test maybe", ["test=maybe"], ["test=maybe", "true or false"], before_run_dir=True),
     Case("channels 2", ["data.channels=2"], ["data.channels=2", "1 or 3"], before_run_dir=True),
     Case(
         "log_dir is a file",
@@ -248,7 +250,7 @@ CASES: list[Case] = [
     Case(
         "resume with another optimizer setting",
         ["model.optimizer.lr=0.01", *FAST],
-        ["model.optimizer.lr was 0.001, but it is 0.01 now", "drop that override"],
+        ["model.optimizer.lr was 0.001, but it is 0.01 now", "drop the override that changed it"],
         autoencoder_checkpoint_at_lr_0_001,
         before_run_dir=True,
     ),

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from apa_lightning.__main__ import cli
@@ -45,12 +46,13 @@ def run_cli(root: Path, *overrides: str) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    """A classifier, an autoencoder and a VAE trained for a few steps on the embedded digits (CLI run dirs)."""
+    """A classifier, an autoencoder, a DAE and a VAE trained for a few steps on the embedded digits (CLI run
+    dirs); the DAE and the VAE are tested too (random test noise and codes, which task=eval must draw alike)."""
     root = tmp_path_factory.mktemp("trained")
     return {
         "classifier": run_cli(root, "model=cnn_base", "trainer.max_epochs=2", *TINY),
-        # only their weights are used: one short epoch, no test
-        **{name: run_cli(root, f"model={name}", "trainer.max_epochs=1", "test=false", *TINY) for name in ("ae", "vae")},
+        "ae": run_cli(root, "model=ae", "trainer.max_epochs=1", "test=false", *TINY),  # only its weights are used
+        **{name: run_cli(root, f"model={name}", "trainer.max_epochs=1", *TINY) for name in ("dae", "vae")},
     }
 
 
@@ -80,6 +82,52 @@ def test_eval_of_a_run_directory_reproduces_its_test_metrics(runs, tmp_path):
     assert not (run_dir / "checkpoints").exists()
     # the run's own overrides came along: the same 4 test batches
     assert "trainer.limit_test_batches=4" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    # the summary is logged once (no table of Lightning's besides), so run.log has it too
+    log = (run_dir / "run.log").read_text()
+    assert log.count(f"Test metrics ({best}):") == 1 and "test/acc" in log and "Run directory:" in log
+
+
+@pytest.mark.parametrize("name", ["dae", "vae"])
+def test_eval_reproduces_the_random_test_of_a_dae_and_a_vae(runs, tmp_path, name, capsys):
+    trained = runs[name]
+    run_dir = run_cli(tmp_path, "task=eval", f"ckpt_path={trained}", "logger=tensorboard")
+    record, original = metrics(run_dir), metrics(trained)
+    assert run_dir.parent.name == f"eval_{name}_digits" and record["status"] == "completed"
+    # the DAE's noisy inputs and the VAE's sampled codes are drawn from the run's seed as in the training run's test
+    assert len(original["test"]) > 4 and set(record["test"]) == set(original["test"])
+    for metric, value in original["test"].items():
+        assert record["test"][metric] == pytest.approx(value, abs=1e-6), metric
+    printed = capsys.readouterr()
+    assert "DataLoader 0" not in printed.out + printed.err  # Lightning's results table: log_summary shows them
+    # TensorBoard as in training: the loss under its kind, the layout and the config text
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"tensors": 0}).Reload()
+    kind = "mse" if name == "dae" else "elbo_bce"
+    assert f"test/loss_{kind}" in events.Tags()["scalars"] and "test/loss" not in events.Tags()["scalars"]
+    assert {"config/text_summary", "custom_scalars__config__"} <= set(events.Tags()["tensors"])
+
+
+def test_eval_normalises_with_the_statistics_saved_in_the_checkpoint(runs, tmp_path):
+    # a checkpoint outside any run directory whose run normalised with data.normalize=dataset
+    checkpoint = torch.load(metrics(runs["classifier"])["best_checkpoint"], weights_only=True)
+    checkpoint["datamodule_hyper_parameters"]["normalize"] = "dataset"
+    checkpoint["DigitsDataModule"].update(mean=[0.25], std=[0.5])
+    torch.save(checkpoint, tmp_path / "model.ckpt")
+    run_dir = run_cli(
+        tmp_path, "task=eval", f"ckpt_path={tmp_path / 'model.ckpt'}", "data.normalize=dataset", *TINY[:1], "logger=csv"
+    )
+    # named after the data, not after the default model config, which its config does not name
+    assert run_dir.parent.name == "eval_digits"
+    assert "~model" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    assert "model" not in OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    datamodule = DigitsDataModule()
+    datamodule.setup("test")
+    x, y = datamodule.test_set.images.float() / 255, datamodule.test_set.labels
+    model = ClassifierModule.load_from_checkpoint(tmp_path / "model.ckpt", weights_only=True).eval()
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(model((x - 0.25) / 0.5), y).item()
+    assert metrics(run_dir)["test"]["test/loss"] == pytest.approx(expected, abs=1e-5)
 
 
 def test_eval_on_another_data_config_keeps_the_networks_input(runs, tmp_path, idx_source):
@@ -122,6 +170,37 @@ def test_checkpoint_arguments_carry_the_runs_config_and_resolve_the_checkpoint(r
         "model=yolo",
     ]
     assert checkpoint_arguments(["ckpt_path=/x/last.ckpt"]) == ["ckpt_path=/x/last.ckpt"]  # training: resume's
+    # a checkpoint outside a run directory brings its own model: no model config (nor its name) unless one is named
+    bare = ["task=eval", "ckpt_path=/x/model.ckpt", "data=mnist"]
+    assert checkpoint_arguments(bare) == ["task=eval", "ckpt_path=/x/model.ckpt", "~model", "data=mnist"]
+    assert checkpoint_arguments([*bare, "model=cnn_base"]) == [*bare, "model=cnn_base"]
+    assert checkpoint_arguments(["task=eval", "ckpt_path=/x/best.pt"]) == ["task=eval", "ckpt_path=/x/best.pt"]
+
+
+def test_another_data_config_gets_the_networks_input_keys_it_has(tmp_path):
+    run_dir = tmp_path / "flowers_run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "last.ckpt").touch()  # not read here
+    OmegaConf.save(OmegaConf.create(["data=flowers", "data.batch_size=8"]), run_dir / ".hydra" / "overrides.yaml")
+    data = {"image_size": 32, "channels": 1, "normalize": "none", "value_range": [-1.0, 1.0], "batch_size": 8}
+    OmegaConf.save(OmegaConf.create({"data": data}), run_dir / ".hydra" / "config.yaml")
+    mnist = checkpoint_arguments(["task=eval", f"ckpt_path={run_dir}", "data=mnist"])
+    assert mnist[2:5] == ["data.image_size=32", "data.channels=1", "data.normalize=none"]
+    assert not any("value_range" in a or "batch_size" in a for a in mnist)  # MNIST's config has no value_range
+    flowers = checkpoint_arguments(["task=eval", f"ckpt_path={run_dir}", "data=flowers", "data.channels=3"])
+    assert "data.value_range=[-1.0, 1.0]" in flowers and "data.channels=1" not in flowers
+
+
+@pytest.mark.parametrize("path", ["/r/3_lr=0.001,dropout=0.3/x.ckpt", "/r/it's here", "a\\'b\"c", "c:\\dir\\"])
+def test_paths_become_override_values_that_hydra_reads_back(path):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from apa_lightning.checkpoint_source import hydra_value, unquoted
+
+    value = hydra_value(path)
+    assert OverridesParser.create().parse_override(f"ckpt_path={value}").value() == path
+    assert unquoted(value) == path
 
 
 def write_image_folder(folder: Path, images: torch.Tensor) -> list[Path]:
@@ -163,7 +242,7 @@ def test_predict_with_a_classifier_writes_sorted_top_k_probabilities(runs, tmp_p
     images = digit_test_images(7)
     folder = tmp_path / "photos"
     files = write_image_folder(folder, images)
-    run_dir = predict(tmp_path, runs["classifier"], folder, "predict.top_k=4")
+    run_dir = predict(tmp_path, runs["classifier"], folder, "predict.top_k=4", "data.batch_size=2")  # 4 chunks
     rows = read_rows(run_dir / "predictions.csv")
     assert list(rows[0]) == ["file", "class", "probability"] + [
         f"{n}_{r}" for r in (2, 3, 4) for n in ("class", "probability")
@@ -189,7 +268,9 @@ def test_predict_from_a_bare_checkpoint_reads_the_class_names_from_the_data_conf
     torch.save(checkpoint, tmp_path / "bare.ckpt")
     image = tmp_path / "seven.png"
     Image.fromarray(np.full((40, 30, 3), 200, np.uint8)).save(image)  # a colour image for a grey model
-    first = read_rows(predict(tmp_path, tmp_path / "bare.ckpt", image, "data=digits") / "predictions.csv")
+    bare = predict(tmp_path, tmp_path / "bare.ckpt", image, "data=digits")
+    assert bare.parent.name == "predict"  # not named after the default model config
+    first = read_rows(bare / "predictions.csv")
     again = read_rows(predict(tmp_path, runs["classifier"], image) / "predictions.csv")
     assert len(first) == 1 and first == again and len(first[0]) == 3 + 2 * 2  # top_k 3 by default
 
@@ -198,7 +279,8 @@ def test_predict_with_an_autoencoder_draws_input_beside_reconstruction(runs, tmp
     images = digit_test_images(7)
     folder = tmp_path / "photos"
     write_image_folder(folder, images)
-    run_dir = predict(tmp_path, runs["ae"], folder, "predict.grid_images=6")
+    run_dir = predict(tmp_path, runs["ae"], folder, "predict.grid_images=6", "data.batch_size=3")  # 3 chunks
+    assert sorted(p.name for p in run_dir.glob(".*")) == [".hydra"]  # the chunks' folder became reconstructions/
     pictures = sorted((run_dir / "reconstructions").iterdir())
     assert [p.name for p in pictures] == [f.stem + ".png" for f in sorted(folder.iterdir())]
     model = AutoencoderModule.load_from_checkpoint(runs["ae"] / "checkpoints" / "last.ckpt", weights_only=True)
@@ -281,3 +363,36 @@ def test_predict_normalises_with_the_saved_statistics_else_the_training_splits(r
         with torch.no_grad():
             expected = model((pixels.float() / 255 - mean) / std).softmax(1)[0]
         assert float(row["probability"]) == pytest.approx(expected.max().item(), abs=1e-6), name
+
+
+def test_an_unreadable_image_in_a_later_chunk_leaves_no_results(runs, tmp_path):
+    folder = tmp_path / "photos"
+    write_image_folder(folder, digit_test_images(7))
+    (folder / "z_broken.png").write_bytes(b"not a png")
+    with pytest.raises(SystemExit):
+        predict(tmp_path, runs["ae"], folder, "data.batch_size=2")
+    (run_dir,) = (tmp_path / "outputs" / "runs" / "predict_ae").iterdir()
+    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "run.log"]
+    assert "z_broken.png cannot be read as an image" in (run_dir / "run.log").read_text()
+
+
+def test_predict_reads_images_in_the_channels_the_dataset_stores(tmp_path, monkeypatch):
+    from apa_lightning.predict import network_inputs
+
+    colour = np.zeros((28, 28, 3), np.uint8)
+    colour[..., 0] = 255  # pure red: grey 76 (Pillow's luminance), colour (255, 0, 0)
+    Image.fromarray(colour).save(tmp_path / "red.png")
+    files = [tmp_path / "red.png"] * 3
+    served_rgb = DigitsDataModule(channels=3)  # grey digits repeated to 3 channels, as in training
+    # a datamodule that does not declare the channels it stores gets what data.channels says: RGB kept
+    with monkeypatch.context() as patch:
+        patch.delattr(DigitsDataModule, "stored_channels")
+        ((_, x),) = list(network_inputs(files, served_rgb, 8))
+    assert x.shape == (3, 3, 28, 28) and torch.equal(x[:, 0], torch.ones(3, 28, 28)) and x[:, 1].max() == 0
+    # the digits declare them (stored_channels = 1): read grey, which its on_after_batch_transfer repeats
+    chunks = list(network_inputs(files, served_rgb, 2))
+    assert [len(files) for files, _ in chunks] == [2, 1]
+    x = torch.cat([x for _, x in chunks])
+    assert (
+        x.shape == (3, 3, 28, 28) and torch.equal(x[:, 0], x[:, 2]) and torch.allclose(x, torch.full_like(x, 76 / 255))
+    )

@@ -9,12 +9,15 @@ import os
 import signal
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from apa_lightning.__main__ import cli, resumed_arguments
+from apa_lightning.callbacks.epoch_seed import EpochSeed
+from apa_lightning.checkpoint_files import first_difference
 from apa_lightning.models.autoencoder import AutoencoderModule
 from apa_lightning.run import train
 
@@ -247,3 +250,26 @@ def test_a_requeued_slurm_job_continues_its_run_and_skips_a_finished_one(monkeyp
     finished = (run_dir / "metrics.json").read_bytes()
     assert run_cli(monkeypatch, capsys, tmp_path, *command)[0] == 0
     assert (run_dir / "metrics.json").read_bytes() == finished
+
+
+def test_a_network_key_the_checkpoint_predates_is_compared_with_the_class_default():
+    net = {"_target_": "apa_lightning.nets.conv_ae.ConvAutoencoder", "in_channels": 1}
+    saved = {"net": net, "noise": None}  # saved before ConvAutoencoder had output_batchnorm (default True)
+    assert first_difference(saved, {"net": {**net, "output_batchnorm": False}}) == ("net.output_batchnorm", True, False)
+    assert first_difference(saved, {"net": {**net, "output_batchnorm": True}}) is None
+
+
+def test_epoch_seed_gives_each_rank_its_own_draws_and_every_test_the_same_ones():
+    callback = EpochSeed(seed=7)
+
+    def draws(rank: int, hook: str) -> torch.Tensor:
+        trainer = SimpleNamespace(current_epoch=3, global_rank=rank)
+        getattr(callback, hook)(trainer, None)
+        return torch.rand(4)
+
+    assert not torch.equal(draws(0, "on_train_epoch_start"), draws(1, "on_train_epoch_start"))
+    assert torch.equal(draws(0, "on_train_epoch_start"), draws(0, "on_train_epoch_start"))
+    first_test = draws(0, "on_test_epoch_start")
+    torch.rand(10)  # whatever ran in between (a fit, or nothing in task=eval)
+    assert torch.equal(draws(0, "on_test_epoch_start"), first_test)
+    assert not torch.equal(first_test, draws(0, "on_train_epoch_start"))

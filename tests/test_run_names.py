@@ -47,6 +47,10 @@ def task_name(*overrides: str) -> str:
         (["task=eda", "experiment=mnist_vae"], "eda_mnist"),
         (["task=detect", "model=yolo", "data=kitti"], "yolo_kitti"),
         (["task=predict", "model=yolo"], "predict_yolo"),
+        (["task=eval", "ckpt_path=/x/run/ckpt.ckpt"], "eval_ae_digits"),
+        # a checkpoint outside a run directory brings its own model (checkpoint_arguments adds ~model)
+        (["task=eval", "~model", "data=mnist"], "eval_mnist"),
+        (["task=predict", "~model"], "predict"),
     ],
 )
 def test_task_name_is_the_experiment_or_model_and_data_unless_given(overrides, expected):
@@ -239,3 +243,12 @@ def test_tensorboard_lists_the_swept_hyperparameters_first():
     parsed = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
     _sort_and_reduce_to_hparams_limit(parsed, 2)  # what TensorBoard's HParams tab does with the run's experiment
     assert [info.name for info in parsed.hparam_infos] == ["model/net/dropout", "model/optimizer/lr"]
+
+
+def test_a_swept_config_group_shows_its_option_in_the_hparams(make_cfg):
+    from apa_lightning.hparams import hparams_for_tensorboard
+
+    cfg = make_cfg("model=dae")
+    flat = hparams_for_tensorboard(cfg, ["model", "model.optimizer.lr"], {"model": "dae", "model/optimizer": "adam"})
+    assert list(flat)[:2] == ["model", "model/optimizer/lr"]
+    assert (flat["model"], flat["model/optimizer/lr"]) == ("dae", cfg.model.optimizer.lr)  # not AutoencoderModule

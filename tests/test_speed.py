@@ -7,8 +7,10 @@ import csv
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -17,6 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from apa_lightning.callbacks.progress_bar import ThrottledProgressBar
 from apa_lightning.callbacks.throughput import batch_images
 from apa_lightning.config_checks import check_config
+from apa_lightning.data.in_memory import InMemoryImageDataModule
 from apa_lightning.errors import ApaError
 from apa_lightning.models.classifier import ClassifierModule
 from apa_lightning.precision import resolved_precision
@@ -59,6 +62,32 @@ def test_every_run_logs_images_per_second_and_epoch_time(make_cfg):
     assert "compile_time_s" not in record  # only with model.compile=true
 
 
+class SlowAfterValidation(L.Callback):
+    """Work after a validation that is not training: image grids, checkpoint saving."""
+
+    seconds = 0.5
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            time.sleep(self.seconds)
+
+
+def test_work_after_a_validation_inside_the_epoch_is_not_training_time(make_cfg):
+    # 4 batches of 16 with a validation after the second: the sleep after it must not count as training
+    cfg = make_cfg(
+        *SHORT,
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=4",
+        "+trainer.val_check_interval=2",
+        f"+callbacks.slow._target_={__name__}.SlowAfterValidation",
+    )
+    train(cfg)
+    record = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    train_seconds = 4 * 16 / record["images_per_s"]
+    # the epoch holds both sleeps (mid-epoch and at its end), its training time neither
+    assert record["epoch_time_s"] - train_seconds >= 2 * SlowAfterValidation.seconds - 0.01
+
+
 def test_batch_images_counts_plain_batches_and_passes():
     assert batch_images((torch.zeros(16, 1, 28, 28), torch.zeros(16))) == 16
 
@@ -92,6 +121,76 @@ def test_training_logs_are_epoch_means_weighted_by_batch_size(make_cfg):
     assert trainer.callback_metrics["train/loss"].item() == pytest.approx(expected, rel=1e-5)
     assert 0 <= trainer.callback_metrics["train/acc"].item() <= 1
     assert set(trainer.callback_metrics) >= {"train/loss", "train/acc", "train/mca", "val/loss", "val/acc"}
+
+
+class RecordingClassifier(ClassifierModule):
+    """Keeps every training step's loss and batch size, per epoch."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.steps: dict[int, list[tuple[float, int]]] = {}
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        self.steps.setdefault(self.current_epoch, []).append((loss.item(), len(batch[1])))
+        return loss
+
+
+class EpochEndValues(L.Callback):
+    """What a callback's on_train_epoch_end (metrics.csv's, the finite-loss check's) sees of the training values,
+    optionally stopping the run after ``stop_after`` batches of the first epoch."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.seen, self.stop_after = [], stop_after
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.stop_after is not None and batch_idx + 1 == self.stop_after:
+            trainer.should_stop = True
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.seen.append(trainer.callback_metrics.get("train/loss"))
+
+
+def weighted_mean(steps):
+    return sum(loss * n for loss, n in steps) / sum(n for _, n in steps)
+
+
+@pytest.mark.parametrize(
+    "limits, stop_after, steps_per_epoch",
+    [
+        ({"max_steps": 7}, None, [5, 2]),  # the 2nd epoch is cut short by max_steps at its 2nd step
+        ({"max_steps": 3}, None, [3]),
+        ({}, 2, [2]),  # a callback's should_stop after 2 batches
+    ],
+)
+def test_an_epoch_cut_short_logs_the_means_of_its_own_steps(make_cfg, tmp_path, limits, stop_after, steps_per_epoch):
+    cfg = make_cfg("model=cnn_base")
+    model = RecordingClassifier(**{k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "_target_"})
+    values = EpochEndValues(stop_after)
+    logger = L.pytorch.loggers.CSVLogger(tmp_path, name="csv")
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        limit_train_batches=5,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[values],
+        **limits,
+    )
+    trainer.fit(model, datamodule=instantiate_plain(cfg.data))
+    assert [len(model.steps[epoch]) for epoch in sorted(model.steps)] == steps_per_epoch
+    expected = [weighted_mean(model.steps[epoch]) for epoch in sorted(model.steps)]
+    # the callbacks' on_train_epoch_end sees this epoch's means (a should_stop only reaches the monitoring ones)
+    if stop_after is None:
+        assert [v.item() for v in values.seen] == pytest.approx(expected, rel=1e-5)
+    assert trainer.callback_metrics["train/loss"].item() == pytest.approx(expected[-1], rel=1e-5)
+    logger.save()
+    rows = [r for r in csv.DictReader(open(Path(logger.log_dir) / "metrics.csv")) if r.get("train/loss")]
+    assert [float(r["train/loss"]) for r in rows] == pytest.approx(expected, rel=1e-5)
+    assert all(r.get("train/acc") for r in rows)
 
 
 def test_channels_last_puts_the_weights_and_the_inputs_in_channels_last(make_cfg):
@@ -147,7 +246,7 @@ def test_compile_trains_reports_its_time_and_keeps_checkpoint_keys(make_cfg, cap
     out = Path(cfg.paths.output_dir)
     record = json.loads((out / "metrics.json").read_text())
     assert record["status"] == "completed" and record["compile_time_s"] > 0
-    assert "model.compile=true: the first training step took" in caplog.text
+    assert "model.compile=true: " in caplog.text and "s from compiling the network through the first" in caplog.text
     state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert set(state) == set(instantiate_plain(cfg.model).state_dict())  # no _orig_mod prefixes
     assert ClassifierModule.load_from_checkpoint(out / "checkpoints" / "last.ckpt").compile_net is False
@@ -198,9 +297,50 @@ def test_loop_benchmark_runs_a_tiny_round_of_both_loops(tmp_path, capsys, monkey
     assert "digits_cnn_base round 0   plain: 32 images in" in out
     assert "digits_cnn_base round 0 trainer: 32 images in" in out
     assert f"ours / plain = {ratio:.2f}x" not in out and f": {ratio:.2f}x" in out and ratio > 0
-    bench.main(["--case", "cifar10_resnet18_gpu", "--root", str(tmp_path)])
+    bench.main(["--case", "cifar10_resnet18_gpu", "--root", str(tmp_path), "--batches", "2", "--rounds", "1"])
     if not torch.cuda.is_available():
         assert "cifar10_resnet18_gpu: skipped, no CUDA GPU" in capsys.readouterr().out
+
+
+def test_loop_benchmark_plain_round_applies_the_trainer_sides_speed_settings(
+    tmp_path, monkeypatch, restore_matmul_precision
+):
+    bench = load_benchmark(monkeypatch)
+    case = bench.cases()["digits_cnn_base"]
+    case.batches = 2
+    nets, inputs, compiled, augmented = [], [], [], []
+
+    def instantiate(config, **kwargs):
+        made = real_instantiate(config, **kwargs)
+        if isinstance(made, torch.nn.Module):
+            made.register_forward_pre_hook(lambda module, args: inputs.append(args[0]))
+            nets.append(made)
+        return made
+
+    def float_images(self, images, augment=False):
+        augmented.append(augment)
+        return real_float_images(self, images, augment)
+
+    real_instantiate, real_float_images = bench.instantiate, InMemoryImageDataModule.float_images
+    monkeypatch.setattr(bench, "instantiate", instantiate)
+    monkeypatch.setattr(InMemoryImageDataModule, "float_images", float_images)
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *args, **kwargs: compiled.append(self))
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    overrides = [
+        "model.channels_last=true",
+        "model.compile=true",
+        "matmul_precision=high",
+        "trainer.benchmark=true",
+        "data/augmentation=standard",
+    ]
+    images, seconds = bench.plain_round(case, tmp_path, overrides, seed=0)
+    assert images == 32 and seconds > 0
+    (net,) = nets
+    conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    assert len(inputs) == 2 and all(x.is_contiguous(memory_format=torch.channels_last) for x in inputs)
+    assert compiled == [net] and augmented == [True, True]
+    assert torch.get_float32_matmul_precision() == "high" and torch.backends.cudnn.benchmark
 
 
 def test_sweep_summary_shows_images_per_second_next_to_wall_time():

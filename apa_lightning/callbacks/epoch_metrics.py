@@ -101,7 +101,8 @@ class EpochMetrics(L.Callback):
       global step), every ``train/`` and ``val/`` metric in ``trainer.callback_metrics`` (the validation ones only
       in epochs that validated), the learning rate of each parameter group during the epoch (``lr``, then
       ``lr/pg1``, ... over all optimizers) and ``time_s`` (the epoch's wall time);
-    - draws ``curves.png``: the loss and the main metric (the first of ``main_metrics`` that is logged) per
+    - draws ``curves.png``: the loss and the main metric (the module's ``main_metric``, the one TensorBoard's
+      train-and-val chart shows, or the first of ``main_metrics`` that is logged) per
       epoch, training against validation; at most every ``plot_interval_s`` seconds (drawing takes a few tenths
       of a second, more than a tiny model's epoch) and after the last epoch;
     - logs one line at INFO (``announce``), the losses, the main metric and ``monitor``:
@@ -113,7 +114,7 @@ class EpochMetrics(L.Callback):
 
     def __init__(
         self,
-        main_metrics: Sequence[str] = ("acc", "psnr", "mean_wrong_pixels"),
+        main_metrics: Sequence[str] | None = None,
         monitor: str | None = None,
         filename: str = "metrics.csv",
         curves: str = "curves.png",
@@ -121,7 +122,7 @@ class EpochMetrics(L.Callback):
     ) -> None:
         if plot_interval_s < 0:
             raise ApaError(f"callbacks.epoch_metrics.plot_interval_s={plot_interval_s} must be >= 0 (0: every epoch).")
-        self.main_metrics, self.monitor = list(main_metrics), monitor
+        self.main_metrics, self.monitor = list(main_metrics or []), monitor
         self.filename, self.curves, self.plot_interval_s = filename, curves, plot_interval_s
         self.rows: list[Row] = []
         self._start, self._rates, self._validated = 0.0, {}, False
@@ -132,6 +133,8 @@ class EpochMetrics(L.Callback):
         finished = trainer.current_epoch  # after a resume: the epochs its checkpoint had finished
         earlier = read_rows(path) if finished and path.is_file() and trainer.is_global_zero else []
         self.rows = [row for row in earlier if row["epoch"] <= finished]
+        if not self.main_metrics and getattr(pl_module, "main_metric", None):
+            self.main_metrics = [pl_module.main_metric]
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         groups = [group for optimizer in trainer.optimizers for group in optimizer.param_groups]

@@ -7,6 +7,8 @@ import os
 import lightning as L
 from lightning.fabric.utilities.seed import seed_everything
 
+TEST_EPOCH = -1  # the test's draws come from a seed no training epoch uses
+
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of epoch ``epoch`` of a run seeded with ``seed`` (distinct for nearby seeds and epochs)."""
@@ -14,16 +16,26 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 class EpochSeed(L.Callback):
-    """Reseeds Python, NumPy and torch at the start of every training epoch from ``(seed, epoch)``.
+    """Reseeds Python, NumPy and torch at the start of every training epoch from ``(seed, epoch)`` and of every
+    test from ``seed`` alone; DDP ranks add their rank.
 
     So dropout masks, denoising noise and augmentation of epoch k are the same whether the run went straight
-    through or was resumed from the checkpoint of epoch k-1. ``seed=None`` (an unseeded run) does nothing.
+    through or was resumed from the checkpoint of epoch k-1, and a test's random draws (a denoising autoencoder's
+    test noise, a VAE's sampled codes) are the same after fit as in ``task=eval`` of its checkpoint. Each rank
+    augments its images with its own draws. ``seed=None`` (an unseeded run) does nothing.
     """
 
     def __init__(self, seed: int | None) -> None:
         self.seed = seed
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._reseed(trainer, trainer.current_epoch)
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._reseed(trainer, TEST_EPOCH)
+
+    def _reseed(self, trainer: L.Trainer, epoch: int) -> None:
         if self.seed is not None:
-            seed_everything(epoch_seed(self.seed, trainer.current_epoch), workers=True, verbose=False)
+            seed = (epoch_seed(self.seed, epoch) + trainer.global_rank) % 2**32
+            seed_everything(seed, workers=True, verbose=False)
             os.environ["PL_GLOBAL_SEED"] = str(self.seed)  # still the run's seed, for loaders made later

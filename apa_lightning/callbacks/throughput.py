@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import lightning as L
+import torch
 
 
 def batch_images(batch: Any) -> int:
@@ -19,11 +20,16 @@ def batch_images(batch: Any) -> int:
 
 class Throughput(L.Callback):
     """Times every training epoch and logs, at its end, ``perf/images_per_s`` (training images of all ranks per
-    second of training; the validation inside the epoch does not count) and ``perf/epoch_time_s`` (the whole
-    epoch, its validation included) to every logger. ``images``, ``train_seconds`` and ``epoch_seconds`` add up
-    the epochs of this process; ``summary()`` turns them into metrics.json's ``images_per_s`` and ``epoch_time_s``.
-    Per batch it only reads the batch's shape: no device sync. ``clock`` is the wall clock (a benchmark on a busy
-    machine may count the process's CPU seconds instead)."""
+    second of training) and ``perf/epoch_time_s`` (the whole epoch, its validation included) to every logger.
+    ``images``, ``train_seconds`` and ``epoch_seconds`` add up the epochs of this process; ``summary()`` turns them
+    into metrics.json's ``images_per_s`` and ``epoch_time_s``.
+
+    Training time is counted in segments: one opens at the start of the epoch and closes when a validation starts
+    (or the epoch ends); after a validation the next one opens only at the next training batch, so neither the
+    validation nor what follows it (image grids, checkpoint saving in ``on_validation_end``) counts as training.
+    Per batch it only reads the batch's shape; it waits for the device (``torch.cuda.synchronize``) only when a
+    segment ends on a CUDA device, so that queued kernels are counted in their segment. ``clock`` is the wall clock
+    (a benchmark on a busy machine may count the process's CPU seconds instead)."""
 
     clock = staticmethod(time.perf_counter)
 
@@ -37,23 +43,26 @@ class Throughput(L.Callback):
         self._epoch_start = self._segment_start = self.clock()
         self._epoch_images, self._epoch_train_s = 0, 0.0
 
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
+        if self._epoch_start is not None and self._segment_start is None:
+            self._segment_start = self.clock()  # training goes on after a val_check_interval validation
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         self._epoch_images += batch_images(batch) * trainer.world_size
 
-    def _end_segment(self) -> None:
+    def _end_segment(self, pl_module: L.LightningModule) -> None:
         if self._segment_start is not None:
+            device = pl_module.device
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # the segment's kernels, not only their launches
             self._epoch_train_s += self.clock() - self._segment_start
             self._segment_start = None
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._end_segment()  # a validation inside a training epoch (none during the sanity check)
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._epoch_start is not None and not trainer.sanity_checking:
-            self._segment_start = self.clock()  # a val_check_interval validation: training goes on
+        self._end_segment(pl_module)  # a validation inside a training epoch (none during the sanity check)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._end_segment()
+        self._end_segment(pl_module)
         if self._epoch_start is None or not self._epoch_train_s:
             return
         epoch_s = self.clock() - self._epoch_start

@@ -4,7 +4,8 @@ image with its own random parameters.
 The same instantiated steps also serve the per-image path (``data.augment_on=workers``, a ``v2.Compose`` on the
 loader's workers), so a recipe is described once. Resize is the torchvision transform itself (it is not random);
 flip and padded crop are a few tensor operations; rotation and affine are kornia's affine warp, colour jitter is
-kornia's.
+kornia's (one random order of its four adjustments per batch, where torchvision draws one per image; hue leaves
+1-channel images unchanged, as in torchvision: see ``BatchColorJitter``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from torchvision.transforms import v2
 
 from apa_lightning.errors import ApaError
 
-AUGMENT_ON = ("device", "workers")
 # torchvision's RandomCrop padding modes -> torch.nn.functional.pad's ("symmetric" has no batched counterpart)
 PAD_MODES = {"constant": "constant", "edge": "replicate", "reflect": "reflect"}
 
@@ -129,9 +129,27 @@ def batched_step(name: str, transform: object) -> nn.Module:
             shear=tuple(transform.shear) if transform.shear else None,
         )
     if isinstance(transform, v2.ColorJitter):
-        ranges = {k: getattr(transform, k) or 0.0 for k in ("brightness", "contrast", "saturation", "hue")}
-        return K.ColorJitter(**ranges, p=1.0)
+        return BatchColorJitter(transform)
     raise _unsupported(name, transform, "has no batched counterpart and")
+
+
+class BatchColorJitter(nn.Module):
+    """kornia's ColorJitter with the ranges of a ``v2.ColorJitter``: brightness, contrast, saturation and hue
+    factors drawn per image.
+
+    Two differences from torchvision: kornia draws one random order of the four adjustments per batch (torchvision
+    one per image), and on 1-channel images hue is left out, as torchvision leaves grey images unchanged by it
+    (kornia would refuse them; saturation already leaves them unchanged in both).
+    """
+
+    def __init__(self, transform: v2.ColorJitter) -> None:
+        super().__init__()
+        ranges = {k: getattr(transform, k) or 0.0 for k in ("brightness", "contrast", "saturation", "hue")}
+        self.colour = K.ColorJitter(**ranges, p=1.0)
+        self.grey = K.ColorJitter(**{**ranges, "hue": 0.0}, p=1.0)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return (self.grey if images.shape[1] == 1 else self.colour)(images)
 
 
 def _kornia_affine(name: str, transform: v2.Transform, **ranges: object) -> K.RandomAffine:

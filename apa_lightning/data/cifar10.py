@@ -14,6 +14,8 @@ class CIFAR10DataModule(TorchvisionDataModule):
     """torchvision CIFAR-10: a seeded ``val_size`` split of the 50,000 training images (default 5,000), the
     official 10,000 test images. Normalised by the training split's per-channel mean and std by default."""
 
+    stored_channels = 3  # task=predict reads images in this many channels (data.channels=3 repeats grey)
+
     dataset_class = datasets.CIFAR10
     expected_files = "cifar-10-batches-py/ with data_batch_1..5, test_batch and batches.meta"
 

@@ -23,6 +23,8 @@ def load_digits_as_mnist() -> tuple[torch.Tensor, torch.Tensor]:
 class DigitsDataModule(InMemoryImageDataModule):
     """The embedded digits with a seeded train / validation / test split."""
 
+    stored_channels = 1  # task=predict reads images in this many channels (data.channels=3 repeats grey)
+
     def __init__(self, val_size: int = 180, test_size: int = 360, split_seed: int = 42, **kwargs) -> None:
         super().__init__(**kwargs)
         self.save_hyperparameters()

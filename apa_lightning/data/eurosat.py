@@ -40,6 +40,8 @@ class EuroSATDataModule(InMemoryImageDataModule):
     ``<split_dir>/data_split.csv`` so two runs can be checked to test on the same images.
     """
 
+    stored_channels = 3  # task=predict reads images in this many channels (data.channels=3 repeats grey)
+
     def __init__(
         self,
         data_dir: str = "data",

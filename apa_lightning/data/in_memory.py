@@ -15,8 +15,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
-from apa_lightning.config_checks import check_on_device
-from apa_lightning.data.augmentation import AUGMENT_ON, BatchAugmentation
+from apa_lightning.config_checks import AUGMENT_ON, check_on_device
+from apa_lightning.data.augmentation import BatchAugmentation
 from apa_lightning.errors import ApaError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -160,7 +160,7 @@ class InMemoryImageDataModule(L.LightningDataModule):
     after it reached the device, before resizing to ``image_size`` and normalising (``BatchAugmentation``, each
     image with its own random parameters); with ``"workers"`` to each uint8 image on the loader's workers.
     ``on_device=True`` keeps the three splits on the trainer's device and serves ``DeviceBatches`` instead of
-    DataLoaders (one process, one device).
+    DataLoaders (one process, one device, no workers: an augmentation needs ``augment_on="device"`` there).
     Subclasses call ``set_splits`` and set ``classes`` in ``setup``.
     """
 
@@ -186,12 +186,12 @@ class InMemoryImageDataModule(L.LightningDataModule):
             raise ApaError(f"data.normalize=imagenet needs data.channels=3 (got {channels}).")
         if augment_on not in AUGMENT_ON:
             raise ApaError(f"data.augment_on={augment_on!r}; use one of {', '.join(AUGMENT_ON)}.")
+        steps = {name: instantiate(t) for name, t in (augmentation or {}).items() if t}
         if on_device:
-            check_on_device(num_workers)
+            check_on_device(num_workers, augment_on, bool(steps))
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.image_size, self.channels, self.num_classes = image_size, channels, num_classes
         self.normalize, self.augment_on, self.on_device = normalize, augment_on, on_device
-        steps = {name: instantiate(t) for name, t in (augmentation or {}).items() if t}
         on_workers = bool(steps) and augment_on == "workers"
         self.train_transform = v2.Compose(list(steps.values())) if on_workers else None
         self.batch_augmentation = BatchAugmentation(steps) if steps and not on_workers else None

@@ -168,6 +168,8 @@ class MNISTDataModule(TorchvisionDataModule):
     downloading (for machines without internet).
     """
 
+    stored_channels = 1  # task=predict reads images in this many channels (data.channels=3 repeats grey)
+
     dataset_class = datasets.MNIST
 
     def __init__(self, source_dir: str | None = None, val_size: int = 12000, **kwargs: Any) -> None:

@@ -50,6 +50,8 @@ class NotMNISTDataModule(InMemoryImageDataModule):
     in the same proportions. The file list of each part, in the order served, goes to ``<split_dir>/data_split.csv``.
     """
 
+    stored_channels = 1  # task=predict reads images in this many channels (data.channels=3 repeats grey)
+
     def __init__(
         self,
         data_dir: str = "data",

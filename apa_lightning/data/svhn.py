@@ -58,6 +58,8 @@ class SVHNDataModule(InMemoryImageDataModule):
     differs); torchvision only downloads them, in ``prepare_data`` when ``download`` is true and a file is missing.
     """
 
+    stored_channels = 3  # task=predict reads images in this many channels (data.channels=3 repeats grey)
+
     def __init__(
         self,
         data_dir: str = "data",

@@ -164,6 +164,7 @@ class AutoencoderModule(ReconstructionModule):
         return mean
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         if not self.automatic_optimization and (self.hparams.scheduler or {}).get("interval", "epoch") == "epoch":
             scheduler = self.lr_schedulers()
             if scheduler is not None:  # manual optimization: Lightning leaves the scheduler to the module

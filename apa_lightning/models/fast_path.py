@@ -36,43 +36,74 @@ class FastPathModule(L.LightningModule):
 
     ``channels_last``: the network's 4-D weights and its 4-D inputs in channels-last memory format (faster
     convolutions on GPUs with tensor cores). ``compile``: ``torch.compile`` of the network in place
-    (``nn.Module.compile``: the state_dict keys stay the same, so checkpoints load either way) when fit starts;
-    the first training step, which includes compiling its forward and backward, is timed into
-    ``compile_time_s``, logged and written to metrics.json.
+    (``nn.Module.compile``: the state_dict keys stay the same, so checkpoints load either way) when fit starts.
+    ``compile_time_s`` (logged and written to metrics.json) is the wall time from that call through the end of the
+    first training step: torch compiles lazily, so it covers the sanity check's validation batches (where the
+    evaluation graph compiles) and the first step's forward and backward (the training graph), each with its
+    batch's loading and running too.
     """
 
     def __init__(self, channels_last: bool = False, compile: bool = False) -> None:
         super().__init__()
         self.channels_last, self.compile_net = channels_last, compile
         self.compile_time_s: float | None = None
-        self._first_step_start: float | None = None
+        self._compile_start: float | None = None
         self._fast_path_ready = False
+        self._reset_training_sums()
+
+    def _reset_training_sums(self) -> None:
         self._train_sums: dict[str, Tensor] = {}
         self._train_images, self._train_batches = 0, 0
+        self._train_metrics: Any = None
+        self._train_prog_bar: tuple[str, ...] = ()
 
     def log_training(
         self, values: dict[str, Tensor], batch_size: int, metrics: Any = None, prog_bar: tuple[str, ...] = ()
     ) -> None:
         """Log a training step's ``values`` (and ``metrics``, a MetricCollection the caller updates) as epoch means,
         the values ``self.log(..., on_step=False, on_epoch=True)`` at every step would give: their batch-size
-        weighted sums stay on the device and go to ``self.log`` once, at the epoch's last batch. A ``self.log``
-        call costs about as much CPU time as a small network's whole training step."""
+        weighted sums (float32) stay on the device and go to ``self.log`` once, at the epoch's last batch (also the
+        one where ``trainer.max_steps`` is reached), so that the callbacks' ``on_train_epoch_end`` sees them. An
+        epoch cut short otherwise (a callback's ``should_stop``) logs them in the module's ``on_train_epoch_end``.
+        A ``self.log`` call costs about as much CPU time as a small network's whole training step."""
         for key, value in values.items():
-            value = value.detach() * batch_size
+            value = value.detach().float() * batch_size
             self._train_sums[key] = self._train_sums[key] + value if key in self._train_sums else value
         self._train_images += batch_size
         self._train_batches += 1
+        self._train_metrics, self._train_prog_bar = metrics, prog_bar
         trainer = self._trainer  # None: a step called outside a trainer, where self.log logs nothing either
-        if trainer is None or not (trainer.is_last_batch or self._train_batches >= trainer.num_training_batches):
+        if trainer is not None and (
+            trainer.is_last_batch or self._train_batches >= trainer.num_training_batches or self._last_step(trainer)
+        ):
+            self._log_training_means()
+
+    def _last_step(self, trainer: L.Trainer) -> bool:
+        """Whether this batch's optimizer step is the one that reaches ``trainer.max_steps``."""
+        if not (0 <= trainer.max_steps <= trainer.global_step + 1) or not self.automatic_optimization:
+            return False
+        return not trainer.fit_loop.epoch_loop._should_accumulate()
+
+    def _log_training_means(self) -> None:
+        """``self.log`` the epoch means of the training values gathered since the last call, once."""
+        if not self._train_images:
             return
-        means = {key: total / self._train_images for key, total in self._train_sums.items()}
-        for key, mean in means.items():
-            self.log(key, mean, on_step=False, on_epoch=True, prog_bar=key in prog_bar, batch_size=self._train_images)
-        if metrics is not None:
-            self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=self._train_images)
+        for key, total in self._train_sums.items():
+            mean = total / self._train_images
+            prog_bar = key in self._train_prog_bar
+            self.log(key, mean, on_step=False, on_epoch=True, prog_bar=prog_bar, batch_size=self._train_images)
+        if self._train_metrics is not None:
+            self.log_dict(self._train_metrics, on_step=False, on_epoch=True, batch_size=self._train_images)
+        self._reset_training_sums()
 
     def on_train_epoch_start(self) -> None:
-        self._train_sums, self._train_images, self._train_batches = {}, 0, 0
+        self._reset_training_sums()
+
+    def on_train_epoch_end(self) -> None:
+        # an epoch cut short (a callback's should_stop) has not logged its training values: they are logged here,
+        # after the callbacks' on_train_epoch_end but before the checkpoint and early-stopping ones and the loggers,
+        # so that no epoch shows the previous one's values or none
+        self._log_training_means()
 
     def configure_model(self) -> None:
         if self.channels_last and not self._fast_path_ready:
@@ -83,16 +114,16 @@ class FastPathModule(L.LightningModule):
     def on_fit_start(self) -> None:
         # after the callbacks' on_fit_start, so model_summary.txt is drawn from the network as it is
         if self.compile_net and self.compile_time_s is None:
+            self._compile_start = time.perf_counter()
             self.net.compile()
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if self.compile_net and self.compile_time_s is None:
-            self._first_step_start = time.perf_counter()
-
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._first_step_start is not None:
-            self.compile_time_s = round(time.perf_counter() - self._first_step_start, 2)
-            self._first_step_start = None
+        if self._compile_start is not None:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.compile_time_s = round(time.perf_counter() - self._compile_start, 2)
+            self._compile_start = None
             log.info(
-                "model.compile=true: the first training step took %.2f s, compiling included.", self.compile_time_s
+                "model.compile=true: %.2f s from compiling the network through the first training step.",
+                self.compile_time_s,
             )
