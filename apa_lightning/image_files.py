@@ -52,7 +52,8 @@ def read_image(path: Path, channels: int, height: int, width: int) -> np.ndarray
         with Image.open(path) as opened:
             image = ImageOps.exif_transpose(opened)
             image.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    # ImportError: once ultralytics is imported, its Image.open answers an unidentified file by importing pi_heif
+    except (OSError, SyntaxError, ValueError, ImportError, Image.DecompressionBombError) as exc:
         raise ApaError(
             f"input: {path} cannot be read as an image ({exc}); replace it, or move it out of the input folder."
         ) from exc
