@@ -137,6 +137,15 @@ def _results(trainer: L.Trainer | None, start: float) -> dict[str, Any]:
     }
 
 
+def seed_run(cfg: DictConfig) -> None:
+    """Seed everything from ``cfg.seed``; an unseeded run clears PL_GLOBAL_SEED, which an earlier run in this
+    process may have set and the loaders read (``EpochShuffle``)."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    else:
+        os.environ.pop("PL_GLOBAL_SEED", None)
+
+
 def build_run(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     """The datamodule, module and trainer of a training run, built from ``cfg`` as ``python -m apa_lightning``
     builds them (callbacks, loggers, atomic checkpoints, the run-time precision and matmul precision)."""
@@ -189,10 +198,7 @@ def _train(cfg: DictConfig) -> float | None:
         record["resumed_from"] = ckpt_path
     start, trainer = time.perf_counter(), None
     try:
-        if cfg.get("seed") is not None:
-            L.seed_everything(cfg.seed, workers=True)
-        else:  # an earlier run in this process may have set it; the loaders read it (EpochShuffle)
-            os.environ.pop("PL_GLOBAL_SEED", None)
+        seed_run(cfg)
         if HydraConfig.initialized():
             use_job_command_for_ddp_children()
         datamodule, model, trainer = build_run(cfg)
@@ -206,9 +212,9 @@ def _train(cfg: DictConfig) -> float | None:
         record["status"] = "interrupted" if trainer.interrupted else "completed"
     except BaseException as exc:
         record_failure(record, exc)
-        _save_record(output_dir, record, trainer, start, quiet=True)
+        save_record(output_dir, record, trainer, start, quiet=True)
         raise
-    _save_record(output_dir, record, trainer, start)
+    save_record(output_dir, record, trainer, start)
     if trainer.is_global_zero:
         log_final_hparams(trainer, cfg, record)
         log_summary(record)
@@ -216,13 +222,19 @@ def _train(cfg: DictConfig) -> float | None:
     return None if best_score is None or math.isnan(best_score) else best_score
 
 
-def _save_record(
-    output_dir: Path, record: dict[str, Any], trainer: L.Trainer | None, start: float, quiet: bool = False
+def save_record(
+    output_dir: Path,
+    record: dict[str, Any],
+    trainer: L.Trainer | None,
+    start: float,
+    quiet: bool = False,
+    **fixed: Any,
 ) -> None:
-    """Complete ``record`` with the run's results and write ``metrics.json`` (global rank 0 only). A resumed run
-    adds its earlier wall time. With ``quiet`` (a run that already failed) a write error is logged, not raised,
-    so it never hides the original error."""
-    record.update(_results(trainer, start))
+    """Complete ``record`` with the run's results (``fixed`` values win: ``task=eval`` keeps the checkpoint's
+    epochs) and write ``metrics.json`` (global rank 0 only). A resumed run adds its earlier wall time. With
+    ``quiet`` (a run that already failed) a write error is logged, not raised, so it never hides the original
+    error."""
+    record.update(_results(trainer, start), **fixed)
     path = output_dir / "metrics.json"
     try:
         if record.get("resumed_from") and path.is_file():

@@ -398,7 +398,7 @@ def _save_record(
 ) -> None:
     """Complete ``record`` with the run's results and write ``metrics.json``; a resumed run adds its earlier wall
     time. With ``quiet`` (a run that already failed) an error here is logged, not raised, so it never hides the
-    original error (as ``run._save_record`` does for the other tasks)."""
+    original error (as ``run.save_record`` does for the other tasks)."""
     path = run_dir / "metrics.json"
     try:
         epochs = read_results(run_dir / "results.csv")
