@@ -82,7 +82,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.channels_last": (_boolean, "true or false"),
     "test": (_boolean, "true or false"),
     "trainer.benchmark": (lambda v: v is None or _boolean(v), "true, false or null"),
-    "trainer.deterministic": (lambda v: _boolean(v) or v == "warn", "true, false or warn"),
+    "trainer.deterministic": (lambda v: v is None or _boolean(v) or v == "warn", "true, false, warn or null"),
     "predict.top_k": (lambda v: _integer(v) and v >= 1, "an integer >= 1 (classes listed per image)"),
     "predict.samples": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (0: no samples.png)"),
     "predict.grid_images": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import shutil
 import tempfile
 from collections import Counter
@@ -134,6 +135,12 @@ def _write_predictions(run_dir: Path, files: list[Path], probabilities: Tensor, 
     return table
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _write_reconstructions(
     run_dir: Path, files: list[Path], pairs: Iterable[tuple[list[Path], Tensor, Tensor]], grid_images: int
 ) -> list[Path]:
@@ -143,6 +150,7 @@ def _write_reconstructions(
     ``reconstructions/`` once every chunk is done (removed when one fails)."""
     stems = Counter(f.stem for f in files)
     folder, partial = run_dir / "reconstructions", Path(tempfile.mkdtemp(prefix=".reconstructions-", dir=run_dir))
+    partial.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would outlive the rename: the mode mkdir gives
     rows: list[tuple[str, Tensor]] = []
     try:
         for chunk, inputs, reconstructions in pairs:
@@ -153,6 +161,8 @@ def _write_reconstructions(
                 save_png(partial / f"{name}.png", torch.cat([image, output], dim=-1).expand(3, -1, -1))
                 if len(rows) < grid_images:
                     rows.append((file.name, torch.stack([image, output])))
+        if folder.is_dir():  # a run directory used again (hydra.run.dir=...): its earlier pictures give way
+            shutil.rmtree(folder)
         partial.replace(folder)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)

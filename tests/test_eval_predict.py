@@ -281,6 +281,8 @@ def test_predict_with_an_autoencoder_draws_input_beside_reconstruction(runs, tmp
     write_image_folder(folder, images)
     run_dir = predict(tmp_path, runs["ae"], folder, "predict.grid_images=6", "data.batch_size=3")  # 3 chunks
     assert sorted(p.name for p in run_dir.glob(".*")) == [".hydra"]  # the chunks' folder became reconstructions/
+    # with the mode of the run's other folders, not mkdtemp's owner-only 0700
+    assert (run_dir / "reconstructions").stat().st_mode & 0o777 == (run_dir / ".hydra").stat().st_mode & 0o777
     pictures = sorted((run_dir / "reconstructions").iterdir())
     assert [p.name for p in pictures] == [f.stem + ".png" for f in sorted(folder.iterdir())]
     model = AutoencoderModule.load_from_checkpoint(runs["ae"] / "checkpoints" / "last.ckpt", weights_only=True)

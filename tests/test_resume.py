@@ -262,12 +262,15 @@ def test_a_network_key_the_checkpoint_predates_is_compared_with_the_class_defaul
 def test_epoch_seed_gives_each_rank_its_own_draws_and_every_test_the_same_ones():
     callback = EpochSeed(seed=7)
 
-    def draws(rank: int, hook: str) -> torch.Tensor:
-        trainer = SimpleNamespace(current_epoch=3, global_rank=rank)
+    def draws(rank: int, hook: str, epoch: int = 3) -> torch.Tensor:
+        trainer = SimpleNamespace(current_epoch=epoch, global_rank=rank)
         getattr(callback, hook)(trainer, None)
         return torch.rand(4)
 
-    assert not torch.equal(draws(0, "on_train_epoch_start"), draws(1, "on_train_epoch_start"))
+    rank0 = [draws(0, "on_train_epoch_start", epoch) for epoch in range(6)] + [draws(0, "on_test_epoch_start")]
+    for rank in (1, 2):  # not rank 0's draws of any other epoch or of the test
+        ranked = draws(rank, "on_train_epoch_start")
+        assert not any(torch.equal(ranked, other) for other in rank0)
     assert torch.equal(draws(0, "on_train_epoch_start"), draws(0, "on_train_epoch_start"))
     first_test = draws(0, "on_test_epoch_start")
     torch.rand(10)  # whatever ran in between (a fit, or nothing in task=eval)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import lightning as L
+import numpy as np
 from lightning.fabric.utilities.seed import seed_everything
 
 TEST_EPOCH = -1  # the test's draws come from a seed no training epoch uses
@@ -17,7 +18,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 class EpochSeed(L.Callback):
     """Reseeds Python, NumPy and torch at the start of every training epoch from ``(seed, epoch)`` and of every
-    test from ``seed`` alone; DDP ranks add their rank.
+    test from ``seed`` alone; DDP ranks other than 0 mix their rank into it.
 
     So dropout masks, denoising noise and augmentation of epoch k are the same whether the run went straight
     through or was resumed from the checkpoint of epoch k-1, and a test's random draws (a denoising autoencoder's
@@ -36,6 +37,8 @@ class EpochSeed(L.Callback):
 
     def _reseed(self, trainer: L.Trainer, epoch: int) -> None:
         if self.seed is not None:
-            seed = (epoch_seed(self.seed, epoch) + trainer.global_rank) % 2**32
+            seed = epoch_seed(self.seed, epoch)
+            if trainer.global_rank:  # mixed, not added: seed + 1 is the next epoch's seed of rank 0
+                seed = int(np.random.SeedSequence([seed, trainer.global_rank]).generate_state(1)[0])
             seed_everything(seed, workers=True, verbose=False)
             os.environ["PL_GLOBAL_SEED"] = str(self.seed)  # still the run's seed, for loaders made later

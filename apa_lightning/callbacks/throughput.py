@@ -26,7 +26,8 @@ class Throughput(L.Callback):
 
     Training time is counted in segments: one opens at the start of the epoch and closes when a validation starts
     (or the epoch ends); after a validation the next one opens only at the next training batch, so neither the
-    validation nor what follows it (image grids, checkpoint saving in ``on_validation_end``) counts as training.
+    validation nor what follows it (image grids, checkpoint saving in ``on_validation_end``) counts as training;
+    that batch's loading and device augmentation, done before ``on_train_batch_start``, are not counted either.
     Per batch it only reads the batch's shape; it waits for the device (``torch.cuda.synchronize``) only when a
     segment ends on a CUDA device, so that queued kernels are counted in their segment. ``clock`` is the wall clock
     (a benchmark on a busy machine may count the process's CPU seconds instead)."""

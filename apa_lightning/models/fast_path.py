@@ -63,8 +63,8 @@ class FastPathModule(L.LightningModule):
         """Log a training step's ``values`` (and ``metrics``, a MetricCollection the caller updates) as epoch means,
         the values ``self.log(..., on_step=False, on_epoch=True)`` at every step would give: their batch-size
         weighted sums (float32) stay on the device and go to ``self.log`` once, at the epoch's last batch (also the
-        one where ``trainer.max_steps`` is reached), so that the callbacks' ``on_train_epoch_end`` sees them. An
-        epoch cut short otherwise (a callback's ``should_stop``) logs them in the module's ``on_train_epoch_end``.
+        one where ``trainer.max_steps`` is reached, or the one after which a callback set ``should_stop``), so that
+        the callbacks' ``on_train_epoch_end`` sees them; the module's ``on_train_epoch_end`` logs any left over.
         A ``self.log`` call costs about as much CPU time as a small network's whole training step."""
         for key, value in values.items():
             value = value.detach().float() * batch_size
@@ -100,9 +100,8 @@ class FastPathModule(L.LightningModule):
         self._reset_training_sums()
 
     def on_train_epoch_end(self) -> None:
-        # an epoch cut short (a callback's should_stop) has not logged its training values: they are logged here,
-        # after the callbacks' on_train_epoch_end but before the checkpoint and early-stopping ones and the loggers,
-        # so that no epoch shows the previous one's values or none
+        # a fallback for an epoch that ended without any of the flushes above: its values still reach the
+        # checkpoint and early-stopping callbacks and the loggers
         self._log_training_means()
 
     def configure_model(self) -> None:
@@ -118,6 +117,8 @@ class FastPathModule(L.LightningModule):
             self.net.compile()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.trainer.should_stop:  # set by a callback in this batch (max_time, a mid-epoch early stop)
+            self._log_training_means()
         if self._compile_start is not None:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
