@@ -9,6 +9,8 @@ import warnings
 IGNORED_WARNINGS = (
     # torch >= 2.10 deprecates a check inside lightning/pytorch/utilities/_pytree.py, once per process
     (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
+    # run directories are new for every run, so a checkpoint folder with files in it is a resume continuing it
+    (UserWarning, r"Checkpoint directory .* exists and is not empty"),
 )
 
 LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")  # those Lightning gives handlers

@@ -168,5 +168,5 @@ def _write_reconstructions(
         shutil.rmtree(partial, ignore_errors=True)
         raise
     grid = run_dir / "reconstructions.png"
-    save_png(grid, labelled_grid(rows, title="input | reconstruction", column_labels=["input", "output"]))
+    save_png(grid, labelled_grid(rows, title="input | reconstruction", column_labels=["input", "reconstruction"]))
     return [folder, grid]

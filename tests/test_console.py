@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from lightning.pytorch.utilities import rank_zero_warn
 
 from apa_lightning import environment
 from apa_lightning.__main__ import cli
@@ -55,13 +56,15 @@ def test_a_training_run_prints_each_line_once_without_noise_and_logs_the_epochs_
     assert log.endswith(f"Run directory: {shown}\n") and "💡" not in log
 
 
-def test_quiet_console_ignores_only_the_listed_deprecation():
+def test_quiet_console_ignores_only_the_listed_warnings():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         quiet_console()
         warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning, stacklevel=1)
         warnings.warn("something else is deprecated", FutureWarning, stacklevel=1)
-    assert [str(w.message) for w in caught] == ["something else is deprecated"]
+        rank_zero_warn("Checkpoint directory /runs/x/checkpoints exists and is not empty.")  # a resume's
+        rank_zero_warn("Checkpoint directory /x is missing.")
+    assert [str(w.message) for w in caught] == ["something else is deprecated", "Checkpoint directory /x is missing."]
 
 
 def test_console_format_is_the_message_for_info_and_names_other_levels():
