@@ -14,6 +14,7 @@ import lightning as L
 import pytest
 import torch
 from omegaconf import OmegaConf
+from sklearn.metrics import accuracy_score, recall_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from apa_lightning.callbacks.progress_bar import ThrottledProgressBar
@@ -101,13 +102,19 @@ def test_training_logs_are_epoch_means_weighted_by_batch_size(make_cfg):
     # 1,257 training digits in batches of 16: the last batch has 9 images, so a plain mean of the batch losses
     # differs from the epoch mean that self.log(on_epoch=True) at every step gave and log_training gives
     cfg = make_cfg("model=cnn_base", "trainer.accelerator=cpu", "trainer.max_epochs=1", "trainer.limit_val_batches=1")
-    losses, sizes = [], []
+    losses, sizes, predicted, labels = [], [], [], []
 
     class Recording(ClassifierModule):
+        def forward(self, x):
+            self.logits = super().forward(x)
+            return self.logits
+
         def training_step(self, batch, batch_idx):
             loss = super().training_step(batch, batch_idx)
             losses.append(loss.item())
             sizes.append(len(batch[1]))
+            predicted.extend(self.logits.argmax(1).tolist())
+            labels.extend(batch[1].tolist())
             return loss
 
     import lightning as L
@@ -119,7 +126,10 @@ def test_training_logs_are_epoch_means_weighted_by_batch_size(make_cfg):
     assert sizes[-1] == 9 and len(sizes) == 79
     expected = sum(loss * n for loss, n in zip(losses, sizes, strict=True)) / sum(sizes)
     assert trainer.callback_metrics["train/loss"].item() == pytest.approx(expected, rel=1e-5)
-    assert 0 <= trainer.callback_metrics["train/acc"].item() <= 1
+    # accuracy and mCA of every training prediction of the epoch (the metrics are updated once, at its end)
+    metrics = trainer.callback_metrics
+    assert metrics["train/acc"].item() == pytest.approx(accuracy_score(labels, predicted), abs=1e-6)
+    assert metrics["train/mca"].item() == pytest.approx(recall_score(labels, predicted, average="macro"), abs=1e-6)
     assert set(trainer.callback_metrics) >= {"train/loss", "train/acc", "train/mca", "val/loss", "val/acc"}
 
 
