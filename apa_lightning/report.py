@@ -138,11 +138,14 @@ def recorded_order(sweep_dir: Path) -> tuple[str | None, bool]:
     return callback.get("sort_by"), bool(callback.get("descending", False))
 
 
-def _cell(value: Any) -> str:
+DECIMALS = {"wall_time_s": 1, "images_per_s": 0}  # the other numbers are metrics: 4 decimals
+
+
+def _cell(value: Any, column: str) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.4f}" if math.isfinite(value) else str(value)
+        return f"{value:.{DECIMALS.get(column, 4)}f}" if math.isfinite(value) else str(value)
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
@@ -172,7 +175,7 @@ def write_summary(sweep_dir: str | Path, sort_by: str | None = None, descending:
         "",
         "| " + " | ".join(columns) + " |",
         "|" + "---|" * len(columns),
-        *("| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in table),
+        *("| " + " | ".join(_cell(row[c], c) for c in columns) + " |" for row in table),
     ]
     write_text_atomically(sweep_dir / "summary.md", "\n".join(lines) + "\n")
     return table

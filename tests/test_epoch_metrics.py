@@ -86,3 +86,12 @@ def test_epochs_without_validation_leave_the_validation_cells_empty():
     assert line == "epoch 2  val/acc 0.7000  1.2 s"
     with pytest.raises(ApaError, match="plot_interval_s=-1 must be >= 0"):
         EpochMetrics(plot_interval_s=-1)
+
+
+def test_main_metrics_naming_nothing_the_model_logs_fails_the_run(make_cfg):
+    cfg = make_cfg("model=ae", *SHORT, "trainer.max_epochs=3", "callbacks.epoch_metrics.main_metrics=[pnsr,acc]")
+    with pytest.raises(ApaError, match=r"main_metrics=\['pnsr', 'acc'\]: this model logs none .* loss, mse, psnr"):
+        train(cfg)
+    out = Path(cfg.paths.output_dir)
+    assert len(read(out / "metrics.csv")) == 1  # stopped at the end of the first epoch
+    assert json.loads((out / "metrics.json").read_text())["status"] == "failed"

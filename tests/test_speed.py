@@ -288,6 +288,12 @@ def test_progress_bar_redraws_at_most_every_interval_and_at_the_last_batch(monke
     assert [bar._due(i, total=5) for i in range(5)] == [True, False, True, False, True]
 
 
+def test_progress_bar_counts_epochs_from_one_like_the_epoch_lines(make_cfg, capsys):
+    train(make_cfg(*SHORT, "trainer.max_epochs=2", "test=false"))
+    out = capsys.readouterr().out  # off a terminal, rich prints the bar once, as it ended
+    assert "Epoch 2/2 " in out and "Epoch 1/1 " not in out  # Lightning's bar: "Epoch 1/1" for the second of two
+
+
 def load_benchmark(monkeypatch):
     path = Path(__file__).parents[1] / "benchmarks" / "loop_overhead.py"
     spec = importlib.util.spec_from_file_location("loop_overhead", path)

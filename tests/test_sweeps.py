@@ -41,6 +41,7 @@ def completed(score: float, acc: float) -> dict:
         "test": {"test/acc": acc},
         "epochs": 3,
         "wall_time_s": 1.5,
+        "images_per_s": 2437.5289,
     }
 
 
@@ -59,7 +60,7 @@ def test_summary_sorts_by_the_sweep_metric_and_marks_the_best(tmp_path):
     assert rows[3]["error"] == "ValueError: bad"
     markdown = (tmp_path / "summary.md").read_text()
     assert "5 runs, 2 not completed; sorted by best val/acc" in markdown
-    assert "| * | 2 | lr=0.001 | completed | 0.8500 | 0.8400 |" in markdown
+    assert "| * | 2 | lr=0.001 | completed | 0.8500 | 0.8400 | 3 | 1.5 | 2438 |  |" in markdown
 
 
 def test_report_command_rebuilds_the_summary_and_refuses_an_empty_folder(tmp_path, capsys):

@@ -20,6 +20,7 @@ from apa_lightning.files import write_text_atomically
 log = logging.getLogger(__name__)
 
 Row = dict[str, float]
+SPLITS = ("train/", "val/")  # the metrics a row holds, with the learning rates and times
 
 
 def read_rows(path: Path) -> list[Row]:
@@ -102,7 +103,8 @@ class EpochMetrics(L.Callback):
       in epochs that validated), the learning rate of each parameter group during the epoch (``lr``, then
       ``lr/pg1``, ... over all optimizers) and ``time_s`` (the epoch's wall time);
     - draws ``curves.png``: the loss and the main metric (the module's ``main_metric``, the one TensorBoard's
-      train-and-val chart shows, or the first of ``main_metrics`` that is logged) per
+      train-and-val chart shows, or the first of ``main_metrics`` that is logged; a run that logs none of the
+      given ``main_metrics`` fails at the end of its first validated epoch, naming the metrics it logs) per
       epoch, training against validation; at most every ``plot_interval_s`` seconds (drawing takes a few tenths
       of a second, more than a tiny model's epoch) and after the last epoch;
     - logs one line at INFO (``announce``), the losses, the main metric and ``monitor``:
@@ -123,6 +125,7 @@ class EpochMetrics(L.Callback):
         if plot_interval_s < 0:
             raise ApaError(f"callbacks.epoch_metrics.plot_interval_s={plot_interval_s} must be >= 0 (0: every epoch).")
         self.main_metrics, self.monitor = list(main_metrics or []), monitor
+        self._check_main_metrics = bool(self.main_metrics)  # given ones: a misspelt name must not pass silently
         self.filename, self.curves, self.plot_interval_s = filename, curves, plot_interval_s
         self.rows: list[Row] = []
         self._start, self._rates, self._validated = 0.0, {}, False
@@ -146,19 +149,31 @@ class EpochMetrics(L.Callback):
             self._validated = True
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        splits = ("train/", "val/") if self._validated else ("train/",)  # unvalidated epochs: no stale val values
+        splits = SPLITS if self._validated else ("train/",)  # unvalidated epochs: no stale val values
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(splits) and v.numel() == 1}
         row = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step, **metrics, **self._rates}
         row["time_s"] = round(time.perf_counter() - self._start, 2)
         self.rows.append(row)
-        if not trainer.is_global_zero:
-            return
-        out = Path(trainer.default_root_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomically(out / self.filename, csv_text(self.rows))
-        if time.perf_counter() - self._plotted >= self.plot_interval_s:
-            self.plot(out)
-        announce(trainer, self.summary_line(row, main_metric(self.rows, self.main_metrics), trainer.max_epochs))
+        if trainer.is_global_zero:
+            out = Path(trainer.default_root_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            write_text_atomically(out / self.filename, csv_text(self.rows))
+            if time.perf_counter() - self._plotted >= self.plot_interval_s:
+                self.plot(out)
+            announce(trainer, self.summary_line(row, main_metric(self.rows, self.main_metrics), trainer.max_epochs))
+        if self._check_main_metrics and self._validated:  # on every rank: they all stop
+            self._check_main_metrics = False
+            self.check_main_metrics()
+
+    def check_main_metrics(self) -> None:
+        """Raise ApaError when none of ``main_metrics`` is among the logged ``train/`` or ``val/`` metrics."""
+        if main_metric(self.rows, self.main_metrics) is None:
+            logged = sorted({key.split("/", 1)[1] for row in self.rows for key in row if key.startswith(SPLITS)})
+            raise ApaError(
+                f"callbacks.epoch_metrics.main_metrics={self.main_metrics}: this model logs none of them (as train/ "
+                f"or val/ metrics); it logs {', '.join(logged)}. Name one of those, or set "
+                "callbacks.epoch_metrics.main_metrics=null for the model's own."
+            )
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and self._plotted_rows < len(self.rows):

@@ -12,12 +12,20 @@ from lightning.pytorch.callbacks import RichProgressBar
 class ThrottledProgressBar(RichProgressBar):
     """Lightning's rich progress bar, redrawn after a training or validation batch only when ``min_interval_s``
     has passed since the last redraw, and at the last batch: a redraw costs about a millisecond of CPU, as much
-    as a small network's whole training step (``make bench``)."""
+    as a small network's whole training step (``make bench``). Epochs count from 1 (``Epoch 3/10``), as in
+    metrics.csv and the epoch lines; Lightning's own bar counts from 0 (``Epoch 2/9``)."""
 
     def __init__(self, min_interval_s: float = 0.2, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.min_interval_s = min_interval_s
         self._drawn_at = 0.0
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = f"Epoch {current_epoch + 1}"
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
+            description += f"/{self.trainer.max_epochs}"
+        # as wide as the validation bar's label, as Lightning pads it, so that the bar does not jump
+        return f"{description:{len(self.validation_description)}}"
 
     def _due(self, batch_idx: int, total: int | float) -> bool:
         now = time.perf_counter()
