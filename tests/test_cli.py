@@ -42,6 +42,11 @@ def test_help_and_cfg_answer_without_importing_torch(tmp_path):
     ).stdout
     models = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "model").glob("*.yaml"))
     assert f"model: {', '.join(models)}" in help_text
+    launchers = sorted(
+        p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "hydra" / "launcher").glob("*.yaml")
+    )
+    (line,) = [line for line in help_text.splitlines() if line.startswith("Sweep launchers (hydra/launcher=)")]
+    assert [name for name in launchers if f" {name} (" in line] == launchers
 
 
 def test_run_ids_are_unique_within_the_same_second():
