@@ -119,6 +119,14 @@ def _data_config_keys(name: str) -> set[str] | None:
     return set(config) if isinstance(config, DictConfig) else None
 
 
+def _given_task_name(run_dir: Path) -> str | None:
+    """The ``task_name`` the run was given (``task_name=my_exp``) as its saved config holds it, or None when it
+    kept the default (an interpolation there) or has no saved config."""
+    config = run_dir / ".hydra" / "config.yaml"
+    name = OmegaConf.to_container(OmegaConf.load(config)).get("task_name") if config.is_file() else None
+    return str(name) if name and "${" not in str(name) else None
+
+
 def checkpoint_arguments(argv: list[str]) -> list[str]:
     """The command line of ``task=eval`` / ``task=predict`` with ``ckpt_path`` in a run directory of this tool.
 
@@ -126,7 +134,8 @@ def checkpoint_arguments(argv: list[str]) -> list[str]:
     are added (except those the command line sets again and ``NOT_CARRIED``), so the data config (and YOLO's
     model config) is the run's. A command line that picks another data config (``data=x``) drops the run's data
     overrides but keeps the network's input (``INPUT_KEYS`` from the run's config that the new data config has)
-    unless it sets those too. Outside a run directory, unless a model or experiment is named, a ``.pt`` gets
+    unless it sets those too. The evaluation of a run that was given a ``task_name`` is named ``eval_<that name>``
+    unless the command line names it. Outside a run directory, unless a model or experiment is named, a ``.pt`` gets
     ``model=yolo`` (``task=predict``) and any other checkpoint ``~model``: its model comes from the checkpoint
     itself, so the run's config names no model config and its name none (``eval_<data>``, ``predict``). Other
     command lines are returned unchanged; the task reports a bad ``ckpt_path``.
@@ -162,9 +171,11 @@ def checkpoint_arguments(argv: list[str]) -> list[str]:
             if f"data.{k}" not in values and k in data and "${" not in str(data[k]) and (keys is None or k in keys)
         ]
     multirun = any(a in ("-m", "--multirun") for a in argv)
+    name = _given_task_name(run_dir) if values["task"] == "eval" and "task_name" not in values else None
     return [
         *argv[:at],
         f"ckpt_path={hydra_value(checkpoint)}",
+        *([f"task_name={hydra_value(f'eval_{name}')}"] if name else []),
         *carried,
         *([] if multirun else ["hydra.mode=RUN"]),
         *argv[at + 1 :],

@@ -37,8 +37,10 @@ def predict(cfg: DictConfig) -> None:
     class, probability and the next ``predict.top_k - 1`` classes with theirs. An autoencoder writes
     ``reconstructions/<image>.png`` (input | reconstruction) and ``reconstructions.png`` (the first
     ``predict.grid_images``, named); a VAE also ``samples.png`` with ``predict.samples`` images from the prior.
-    The images go through in chunks of ``data.batch_size``, each read (``read_image``), converted as in training
-    (the datamodule's ``on_after_batch_transfer``) and predicted before the next is read; the results appear only
+    The images go through in chunks of ``data.batch_size``, each read (``read_image``) at the size and in the
+    channels the dataset stores its images in (``stored_input_shape``: CIFAR-10's 32x32 even for a network trained
+    at ``data.image_size=224``), converted as in training (the datamodule's ``on_after_batch_transfer``, which
+    resizes them to ``data.image_size``) and predicted before the next is read; the results appear only
     once every image went through, so an unreadable one stops the task before anything is in place. Raises
     ApaError for a bad checkpoint, input or data config.
     """
@@ -83,23 +85,29 @@ def predict(cfg: DictConfig) -> None:
 
 
 def stored_input_shape(datamodule: LightningDataModule) -> tuple[int, int, int]:
-    """``(channels, height, width)`` of the uint8 images the datamodule hands to ``on_after_batch_transfer``: the
-    network's size, and the channel count its images are stored in (``stored_channels`` where the datamodule
-    declares it; else ``data.channels``), so a grey set served as RGB (``data.channels=3``) gets a colour input
-    in grey, repeated to three channels by the datamodule as in training."""
+    """``(channels, height, width)`` of the uint8 images the datamodule hands to ``on_after_batch_transfer``: as
+    its dataset stores them, so that the datamodule converts a photo as it converted the training images.
+
+    The channels are ``stored_channels`` where the datamodule declares it (else ``data.channels``): a grey set
+    served as RGB (``data.channels=3``) gets a colour input in grey, repeated to three channels as in training.
+    The size is ``stored_size`` where it declares one (CIFAR-10 stores 32x32 images): a network trained at
+    ``data.image_size=224`` then gets the photo at 32x32, upsampled by ``float_images`` as its training images
+    were, not a sharp 224x224 picture. Else the network's size (``input_shape``, else ``data.image_size``): a
+    dataset decoded at that size (Flowers) or never resized (the font)."""
     channels, height, width = getattr(datamodule, "input_shape", None) or (
         datamodule.channels,
         datamodule.image_size,
         datamodule.image_size,
     )
-    return getattr(datamodule, "stored_channels", None) or channels, height, width
+    size = getattr(datamodule, "stored_size", None)
+    return getattr(datamodule, "stored_channels", None) or channels, size or height, size or width
 
 
 def network_inputs(
     files: list[Path], datamodule: LightningDataModule, batch_size: int
 ) -> Iterator[tuple[list[Path], Tensor]]:
     """The images of ``files`` as the network's input, ``batch_size`` at a time: each chunk's files and their
-    float batch (``read_image`` in the stored channels, then the datamodule's ``on_after_batch_transfer``)."""
+    float batch (``read_image`` in the stored shape, then the datamodule's ``on_after_batch_transfer``)."""
     channels, height, width = stored_input_shape(datamodule)
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]

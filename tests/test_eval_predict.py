@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -175,6 +176,25 @@ def test_checkpoint_arguments_carry_the_runs_config_and_resolve_the_checkpoint(r
     assert checkpoint_arguments(bare) == ["task=eval", "ckpt_path=/x/model.ckpt", "~model", "data=mnist"]
     assert checkpoint_arguments([*bare, "model=cnn_base"]) == [*bare, "model=cnn_base"]
     assert checkpoint_arguments(["task=eval", "ckpt_path=/x/best.pt"]) == ["task=eval", "ckpt_path=/x/best.pt"]
+
+
+def test_eval_of_a_run_given_a_task_name_is_named_after_it_unless_named_itself(runs, tmp_path):
+    # the classifier's run as if it had been run with task_name=my_exp: Hydra keeps the value in its saved config
+    trained = tmp_path / "my_exp_run"
+    shutil.copytree(runs["classifier"], trained)
+    config = OmegaConf.load(trained / ".hydra" / "config.yaml")
+    assert config._get_node("task_name")._value() == "${default_task_name:}"  # a default name: not carried
+    config.task_name = "my_exp"
+    OmegaConf.save(config, trained / ".hydra" / "config.yaml")
+    overrides = OmegaConf.load(trained / ".hydra" / "overrides.yaml")
+    OmegaConf.save(OmegaConf.create(["task_name=my_exp", *overrides]), trained / ".hydra" / "overrides.yaml")
+    run_dir = run_cli(tmp_path, "task=eval", f"ckpt_path={trained}")
+    assert run_dir.parent.name == "eval_my_exp" and metrics(run_dir)["status"] == "completed"
+    assert OmegaConf.load(run_dir / ".hydra" / "config.yaml").task_name == "eval_my_exp"
+    # a task_name on the command line wins; a prediction keeps its own name (predict_<model>)
+    named = checkpoint_arguments(["task=eval", f"ckpt_path={trained}", "task_name=mine"])
+    assert [a for a in named if a.startswith("task_name=")] == ["task_name=mine"]
+    assert not any(a.startswith("task_name=") for a in checkpoint_arguments(["task=predict", f"ckpt_path={trained}"]))
 
 
 def test_another_data_config_gets_the_networks_input_keys_it_has(tmp_path):
@@ -398,3 +418,39 @@ def test_predict_reads_images_in_the_channels_the_dataset_stores(tmp_path, monke
     assert (
         x.shape == (3, 3, 28, 28) and torch.equal(x[:, 0], x[:, 2]) and torch.allclose(x, torch.full_like(x, 76 / 255))
     )
+
+
+def test_predict_reads_images_at_the_size_the_dataset_stores_then_resizes_as_in_training(make_cfg, tmp_path):
+    from apa_lightning.predict import network_inputs
+    from apa_lightning.run import instantiate_plain
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 120, 3), np.uint8)).save(photo)
+    # CIFAR-10 stores 32x32 images; this experiment trains on them upsampled to 224 (no dataset needed here)
+    datamodule = instantiate_plain(make_cfg("experiment=cifar10_resnet18_pretrained").data)
+    datamodule.mean, datamodule.std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]  # as predict takes them from the checkpoint
+    ((_, x),) = list(network_inputs([photo], datamodule, 4))
+    stored = torch.from_numpy(read_image(photo, 3, 32, 32)).unsqueeze(0)
+    assert x.shape == (1, 3, 224, 224) and torch.equal(x, datamodule.float_images(stored))
+    # not the sharp photo read straight at the network's size
+    sharp = datamodule.float_images(torch.from_numpy(read_image(photo, 3, 224, 224)).unsqueeze(0))
+    assert (x - sharp).abs().mean() > 0.5
+
+
+@pytest.mark.parametrize("data", ["digits", "mnist", "fashion_mnist", "cifar10", "eurosat"])
+def test_the_size_predict_reads_images_at_is_the_size_the_datamodule_stores(data, make_cfg, request):
+    from apa_lightning.predict import stored_input_shape
+    from apa_lightning.run import instantiate_plain
+
+    overrides = ["data.image_size=48"]  # the network's size: not the stored one
+    if data in ("mnist", "fashion_mnist"):
+        overrides += [f"data.source_dir={request.getfixturevalue('idx_source')}", "data.val_size=10"]
+    elif data == "cifar10":
+        request.getfixturevalue("cifar10_root")
+        overrides += ["data.val_size=10"]
+    elif data == "eurosat":
+        request.getfixturevalue("eurosat_root")
+    datamodule = instantiate_plain(make_cfg(f"data={data}", *overrides).data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    assert stored_input_shape(datamodule) == tuple(datamodule.train_set.images.shape[1:])

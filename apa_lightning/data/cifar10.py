@@ -15,6 +15,7 @@ class CIFAR10DataModule(TorchvisionDataModule):
     official 10,000 test images. Normalised by the training split's per-channel mean and std by default."""
 
     stored_channels = 3  # task=predict reads images in this many channels (data.channels=3 repeats grey)
+    stored_size = 32  # task=predict reads images at this size, then resizes them as training does
 
     dataset_class = datasets.CIFAR10
     expected_files = "cifar-10-batches-py/ with data_batch_1..5, test_batch and batches.meta"

@@ -24,6 +24,7 @@ class DigitsDataModule(InMemoryImageDataModule):
     """The embedded digits with a seeded train / validation / test split."""
 
     stored_channels = 1  # task=predict reads images in this many channels (data.channels=3 repeats grey)
+    stored_size = 28  # task=predict reads images at this size, then resizes them as training does
 
     def __init__(self, val_size: int = 180, test_size: int = 360, split_seed: int = 42, **kwargs) -> None:
         super().__init__(**kwargs)

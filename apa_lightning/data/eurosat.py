@@ -41,6 +41,7 @@ class EuroSATDataModule(InMemoryImageDataModule):
     """
 
     stored_channels = 3  # task=predict reads images in this many channels (data.channels=3 repeats grey)
+    stored_size = 64  # task=predict reads images at this size, then resizes them as training does
 
     def __init__(
         self,

@@ -169,6 +169,7 @@ class MNISTDataModule(TorchvisionDataModule):
     """
 
     stored_channels = 1  # task=predict reads images in this many channels (data.channels=3 repeats grey)
+    stored_size = IMAGE_SIZE  # task=predict reads images at this size, then resizes them as training does
 
     dataset_class = datasets.MNIST
 

@@ -51,6 +51,7 @@ class NotMNISTDataModule(InMemoryImageDataModule):
     """
 
     stored_channels = 1  # task=predict reads images in this many channels (data.channels=3 repeats grey)
+    stored_size = IMAGE_SHAPE[-1]  # task=predict reads images at this size, then resizes them as training does
 
     def __init__(
         self,

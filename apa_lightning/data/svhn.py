@@ -59,6 +59,7 @@ class SVHNDataModule(InMemoryImageDataModule):
     """
 
     stored_channels = 3  # task=predict reads images in this many channels (data.channels=3 repeats grey)
+    stored_size = 32  # task=predict reads images at this size, then resizes them as training does
 
     def __init__(
         self,
