@@ -21,8 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from apa_lightning.checkpoint_source import checkpoint_arguments, hydra_value, override_key, unquoted
 from apa_lightning.config_checks import check_before_task
 from apa_lightning.console import quiet_console
-from apa_lightning.errors import Interrupted, describe, user_error
+from apa_lightning.errors import ApaError, Interrupted, describe, user_error
 from apa_lightning.files import run_record, write_metrics
+from apa_lightning.override_checks import check_overrides
 from apa_lightning.tasks import TASKS
 
 log = logging.getLogger("apa_lightning")
@@ -175,8 +176,15 @@ def main(cfg: DictConfig) -> float | None:
 
 def cli() -> None:
     """``python -m apa_lightning`` / ``apa-lightning``: ``main`` on the command line, with ``resume=`` expanded and
-    the ``ckpt_path`` of ``task=eval`` / ``task=predict`` given its run's config (``checkpoint_arguments``)."""
+    the ``ckpt_path`` of ``task=eval`` / ``task=predict`` given its run's config (``checkpoint_arguments``).
+    Overrides the config cannot be composed with (an unknown key or config) end it with an ``error:`` paragraph
+    and status 1 before Hydra makes a directory (``check_overrides``)."""
     sys.argv = [sys.argv[0], *checkpoint_arguments(resumed_arguments(sys.argv[1:]))]
+    try:
+        check_overrides(sys.argv[1:])
+    except ApaError as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     main()
 
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 import signal
 import sys
+from difflib import get_close_matches
 
 from hydra.errors import InstantiationException
+
+UNEXPECTED_ARGUMENT = re.compile(r"([\w.]+)\(\) got an unexpected keyword argument '(\w+)'")
+PARAMETERS_SHOWN = 20  # of a _target_ that takes no parameter of a name close to the unexpected one
 
 
 class ApaError(Exception):
@@ -63,8 +69,55 @@ def user_error(exc: BaseException) -> str | None:
             return str(seen)
         seen = seen.__cause__
     if isinstance(exc, InstantiationException):  # a wrong key or value in a _target_ config
-        return " ".join(str(exc).split())
+        return unexpected_argument(exc) or " ".join(str(exc).split())
     return None
+
+
+def _parameters(target: str, owner: str) -> list[str]:
+    """The keyword parameters of ``owner`` (the qualified name of the function Python named: a class's
+    ``__init__``, maybe a base class's) found through ``target``; [] when it cannot be looked up."""
+    from hydra.utils import get_object
+
+    try:
+        found = get_object(target)
+        owner_class = owner.removesuffix(".__init__")
+        if inspect.isclass(found):
+            found = next((c for c in inspect.getmro(found) if c.__qualname__ == owner_class), found)
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return [n for n, p in inspect.signature(found).parameters.items() if p.kind in kinds and n != "self"]
+    except Exception:  # only the suggestions are lost
+        return []
+
+
+def unexpected_argument(exc: InstantiationException) -> str | None:
+    """The message for a ``_target_`` config with a key its class does not take (``+trainer.max_epoch=1``:
+    Trainer's TypeError "unexpected keyword argument"), naming the key and the parameters of close names; None
+    for other instantiation errors. A nested target built by its parent (``model.net``) is named by its class."""
+    chain = [exc]
+    while isinstance(chain[-1].__cause__, InstantiationException):
+        chain.append(chain[-1].__cause__)
+    cause, inner = chain[-1].__cause__, str(chain[-1])
+    unexpected = UNEXPECTED_ARGUMENT.search(str(cause)) if isinstance(cause, TypeError) else None
+    target = re.match(r"Error in call to target '([\w.]+)'", inner)
+    if unexpected is None or target is None:
+        return None
+    owner, name = unexpected.groups()
+    parameters = _parameters(target[1], owner)
+    own_key = re.search(r"full_key: (\S+)", inner)
+    outer_key = re.search(r"full_key: (\S+)", str(exc))
+    if own_key:
+        key, parent, where = f"{own_key[1]}.{name}", f"{own_key[1]}.", f"the _target_ of {own_key[1]}"
+    else:
+        key, parent, where = name, "", f"a _target_ inside {outer_key[1]}" if outer_key else "a _target_"
+    close = get_close_matches(name, parameters, n=1)
+    if close:
+        hint = f" Did you mean {parent}{close[0]}?"
+    elif parameters:
+        more = ", ..." if len(parameters) > PARAMETERS_SHOWN else ""
+        hint = f" It takes: {', '.join(parameters[:PARAMETERS_SHOWN])}{more}."
+    else:
+        hint = ""
+    return f"{key} is not a parameter of {target[1]} ({where}).{hint} Correct the key or leave it out."
 
 
 def describe(exc: BaseException) -> str:

@@ -8,6 +8,8 @@ with an optional ``prepare(tmp_path) -> list[str]`` that writes the bad files an
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from apa_lightning.__main__ import main
+from apa_lightning.errors import ApaError, user_error
+from apa_lightning.override_checks import check_overrides
 
 FAST = ["trainer=debug", "logger=csv"]
 # Names a crash may leave behind that must never stay on disk.
@@ -351,6 +355,12 @@ CASES: list[Case] = [
         ["photos/b.png cannot be read as an image", "move it out of the input folder"],
         lambda tmp_path: trained_checkpoint_and_images(tmp_path, damage=True),
     ),
+    # a key added with + that the _target_ class does not take: refused when the Trainer is built
+    Case(
+        "+key the Trainer does not take",
+        ["+trainer.max_epoch=1", *FAST],
+        ["trainer.max_epoch is not a parameter of lightning.pytorch.trainer.trainer.Trainer", "trainer.max_epochs?"],
+    ),
 ]
 
 
@@ -408,3 +418,98 @@ def test_a_full_disk_keeps_finished_work_and_names_the_file(monkeypatch, capsys,
     assert record["status"] == "failed" and record["error"] == paragraph
     assert record["best_checkpoint"] is None  # Lightning had named the file it could not write
     assert "the disk is full" in (run_dir / "run.log").read_text()
+
+
+# Overrides the config cannot be composed with: refused by the CLI before Hydra runs (``check_overrides``).
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["data=mnsit"], ["data=mnsit: there is no data config named mnsit", "Did you mean mnist?", "cifar10, digits"]),
+        (["-m", "model=ae,vea"], ["model=vea: there is no model config named vea", "Did you mean vae?"]),
+        (["hydra/launcher=jobib"], ["no hydra/launcher config named jobib", "Did you mean joblib?"]),
+        (["model.lr=0.1"], ["model.lr is not a setting", "Did you mean model.optimizer.lr?", "+model.lr=0.1."]),
+        (["-m", "lr=0.1,0.01"], ["lr is not a setting", "model.optimizer.lr?", "+lr=0.1,0.01."]),
+        (["trainr.max_epochs=1"], ["trainr.max_epochs is not a setting", "Did you mean trainer.max_epochs?"]),
+        (["model=vae", "model.net.latnt_dim=2"], ["Did you mean model.net.latent_dim?", "keys of model.net:"]),
+        (["seed.x=1"], ["seed.x is not a setting", "seed holds a single value"]),
+        (["model.optimizer.lr=0.1,0.01"], ["model.optimizer.lr=0.1,0.01 is a sweep", "add -m", "[0.1,0.01]"]),
+        (["-m", "model=ae,vae", "model.net.latent_dim=2"], ["model.net.latent_dim is not", "checked with model=ae"]),
+        (["model.optimizer.lr=["], ["model.optimizer.lr=[ cannot be read as an override", "in quotes"]),
+        (["-m", "--cfg", "job", "lr=1,2"], ["-m and --cfg cannot be given together", "drop -m"]),  # Hydra: traceback
+    ],
+)
+def test_a_bad_override_names_the_key_and_the_closest_names(argv, expected, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)  # which leaves the report to Hydra
+    with pytest.raises(ApaError) as refused:
+        check_overrides([*argv, "paths.root_dir=/nonexistent"])  # after -m: argparse wants one run of overrides
+    message = str(refused.value)
+    assert "\n" not in message and "search path" not in message, message
+    for part in expected:
+        assert part in message, message
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [
+            "-m",
+            "model=cnn_v3",
+            "model.optimizer.lr=0.1,0.01",
+            "model.net.dropout=range(0.1,0.3,0.1)",
+            "hydra/launcher=joblib",
+        ],
+        ["-m", "model=ae,vae", "data=glob(*mnist)"],
+        ["-m", "hydra/sweeper=optuna", "model.optimizer.lr=tag(log, interval(0.0001, 0.1))"],
+        ["-m", "model=cnn_v3", "hparams_search=optuna"],
+        ["hparams_search=resnet18_grid", "model.optimizer.lr=0.1,0.01"],  # the preset sets hydra.mode=MULTIRUN
+        ["-m", "logger=csv,null", "model=ae,vae", "model.net.output_batchnorm=true,false"],
+        ["experiment=mnist_vae", "+callbacks.extra._target_=x.Y", "~logger"],
+        ["task=eval", "ckpt_path='/a folder/with spaces/last.ckpt'", "hydra.run.dir='/a b/c=1,d'", "hydra.mode=RUN"],
+        ["--cfg", "job", "model=vae"],
+        ["--help"],
+        ["--config-dir", "/nonexistent", "trainer.max_epoch=1"],  # another config: Hydra reports
+    ],
+)
+def test_valid_overrides_and_sweeps_pass_the_override_check(argv):
+    check_overrides(argv)  # raises ApaError for a refused command line
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (
+            ["trainer.max_epoch=1"],
+            ["trainer.max_epoch is not a setting", "Did you mean trainer.max_epochs?", "+trainer"],
+        ),
+        (["data=mnsit"], ["data=mnsit: there is no data config named mnsit", "Did you mean mnist?"]),
+    ],
+)
+def test_cli_refuses_a_bad_override_before_making_a_directory(argv, expected, tmp_path):
+    env = {**os.environ, "HYDRA_FULL_ERROR": ""}
+    done = subprocess.run(
+        [sys.executable, "-m", "apa_lightning", f"paths.root_dir={tmp_path}", *argv],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert_one_clear_error(done.returncode, done.stderr, expected)
+    assert "Config search path" not in done.stderr and "HYDRA_FULL_ERROR" not in done.stderr
+    assert list(tmp_path.iterdir()) == []  # no outputs/, no run directory
+
+
+def test_a_key_a_nested_target_does_not_take_is_named_with_its_parameters():
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    net = {"_target_": "apa_lightning.nets.conv_ae.ConvAutoencoder", "in_channels": 1, "output_batchnrm": True}
+    model = OmegaConf.create(
+        {"model": {"_target_": "apa_lightning.models.autoencoder.AutoencoderModule", "net": net, "optimizer": {}}}
+    ).model
+    with pytest.raises(InstantiationException) as failed:
+        instantiate(model, _recursive_=False, _convert_="all")
+    message = user_error(failed.value)
+    assert message is not None and message.startswith("output_batchnrm is not a parameter of"), message
+    assert "ConvAutoencoder (a _target_ inside model)" in message and "Did you mean output_batchnorm?" in message
