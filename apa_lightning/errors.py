@@ -73,20 +73,36 @@ def user_error(exc: BaseException) -> str | None:
     return None
 
 
-def _parameters(target: str, owner: str) -> list[str]:
-    """The keyword parameters of ``owner`` (the qualified name of the function Python named: a class's
-    ``__init__``, maybe a base class's) found through ``target``; [] when it cannot be looked up."""
+def _parameters(target: str, owner: str) -> list[str] | None:
+    """The keyword parameters a config of ``target`` can set when ``owner`` (the qualified name of the function
+    Python named: a class's ``__init__``, maybe a base class's) refused one: the union of the ``__init__``
+    parameters from the target class down to ``owner`` (a subclass passes ``**kwargs`` on). None when ``owner``
+    is not the target or one of its bases (the TypeError came from other code the target called), [] when they
+    cannot be looked up."""
     from hydra.utils import get_object
 
     try:
         found = get_object(target)
-        owner_class = owner.removesuffix(".__init__")
-        if inspect.isclass(found):
-            found = next((c for c in inspect.getmro(found) if c.__qualname__ == owner_class), found)
-        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        return [n for n, p in inspect.signature(found).parameters.items() if p.kind in kinds and n != "self"]
     except Exception:  # only the suggestions are lost
         return []
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    if not inspect.isclass(found):
+        functions = [found] if getattr(found, "__qualname__", None) == owner else []
+    else:
+        classes = inspect.getmro(found)
+        names = [c.__qualname__ for c in classes]
+        owner_class = owner.removesuffix(".__init__")
+        functions = [c.__init__ for c in classes[: names.index(owner_class) + 1]] if owner_class in names else []
+    if not functions:
+        return None
+    parameters: list[str] = []
+    for function in functions:
+        try:
+            signature = inspect.signature(function).parameters.items()
+        except (TypeError, ValueError):
+            continue
+        parameters += [n for n, p in signature if p.kind in kinds and n != "self" and n not in parameters]
+    return parameters
 
 
 def unexpected_argument(exc: InstantiationException) -> str | None:
@@ -103,6 +119,8 @@ def unexpected_argument(exc: InstantiationException) -> str | None:
         return None
     owner, name = unexpected.groups()
     parameters = _parameters(target[1], owner)
+    if parameters is None:
+        return None
     own_key = re.search(r"full_key: (\S+)", inner)
     outer_key = re.search(r"full_key: (\S+)", str(exc))
     if own_key:

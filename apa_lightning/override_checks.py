@@ -27,6 +27,13 @@ from apa_lightning.errors import ApaError
 NOT_CHECKED = ("help", "hydra_help", "shell_completion", "info", "experimental_rerun")
 OTHER_CONFIG = ("config_path", "config_name", "config_dir")
 KEYS_SHOWN = 20  # keys of the parent listed next to a suggestion
+# configs that the Hydra plugins of the [sweeps] extra bring
+PLUGIN_CONFIGS = {
+    "hydra/launcher/joblib": "hydra-joblib-launcher",
+    "hydra/launcher/submitit_local": "hydra-submitit-launcher",
+    "hydra/launcher/submitit_slurm": "hydra-submitit-launcher",
+    "hydra/sweeper/optuna": "hydra-optuna-sweeper",
+}
 
 
 def _hydra_arguments(argv: list[str]) -> Any | None:
@@ -128,7 +135,7 @@ def unknown_key_message(key: str, argument: str, config: dict[str, Any]) -> str:
     found, node = _existing_part(key, config)
     if found and not isinstance(node, dict):
         return f"{key} is not a setting of this config: {found} holds a single value, not settings; set {found}=..."
-    similar = _similar_keys(key, config)
+    similar = [k for k in _similar_keys(key, config) if k != key]
     guess = f" Did you mean {_or(similar)}?" if similar else ""
     return (
         f"{key} is not a setting of this config.{guess} {_keys_around(key, config)} To add a new key on purpose, "
@@ -139,8 +146,14 @@ def unknown_key_message(key: str, argument: str, config: dict[str, Any]) -> str:
 def missing_config_message(group: str, name: str, options: list[str], asked_by: str | None = None) -> str:
     """The message for a config ``name`` that config group ``group`` does not have (``options`` are its configs);
     ``asked_by``: the config file whose defaults list named it, when the command line did not."""
-    close = get_close_matches(name, options, n=1)
     where = f"{asked_by} asks for {group}={name}" if asked_by else f"{group}={name}"
+    plugin = PLUGIN_CONFIGS.get(f"{group}/{name}")
+    if plugin:
+        return (
+            f"{where}: that config comes with the Hydra plugin {plugin}, which is not installed: "
+            "pip install -e .[sweeps]"
+        )
+    close = get_close_matches(name, options, n=1)
     guess = f" Did you mean {close[0]}?" if close else ""
     choices = f" Choose one of: {', '.join(options)}." if options else f" There is no config group {group}."
     return f"{where}: there is no {group} config named {name}.{guess}{choices}"

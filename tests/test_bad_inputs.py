@@ -513,3 +513,48 @@ def test_a_key_a_nested_target_does_not_take_is_named_with_its_parameters():
     message = user_error(failed.value)
     assert message is not None and message.startswith("output_batchnrm is not a parameter of"), message
     assert "ConvAutoencoder (a _target_ inside model)" in message and "Did you mean output_batchnorm?" in message
+
+
+class CallsJsonWrongly:
+    """A _target_ whose own code passes a bad keyword to another function."""
+
+    def __init__(self, path: str = "x") -> None:
+        import json
+
+        json.dumps({}, indnt=2)
+
+
+def instantiation_error(config: dict) -> str | None:
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    with pytest.raises(InstantiationException) as failed:
+        instantiate(OmegaConf.create({"node": config}).node)
+    return user_error(failed.value)
+
+
+def test_a_type_error_inside_the_target_is_not_blamed_on_a_config_key():
+    message = instantiation_error({"_target_": f"{__name__}.CallsJsonWrongly", "path": "y"})
+    assert message is not None and "indnt is not a parameter" not in message
+    assert "JSONEncoder.__init__() got an unexpected keyword argument 'indnt'" in message  # the real error
+
+
+def test_a_key_a_subclass_passes_on_to_its_base_is_matched_against_both_classes_parameters():
+    # EuroSATDataModule(**kwargs) hands the misspelt key to InMemoryImageDataModule, which refuses it
+    message = instantiation_error({"_target_": "apa_lightning.data.eurosat.EuroSATDataModule", "data_dirr": "/x"})
+    assert message.startswith("node.data_dirr is not a parameter of apa_lightning.data.eurosat.EuroSATDataModule")
+    assert "Did you mean node.data_dir?" in message
+
+
+def test_override_messages_for_a_missing_plugin_and_without_the_key_itself_as_suggestion():
+    from apa_lightning.override_checks import missing_config_message, unknown_key_message
+
+    message = missing_config_message("hydra/launcher", "joblib", [], asked_by="hydra/launcher/local_parallel")
+    assert message == (
+        "hydra/launcher/local_parallel asks for hydra/launcher=joblib: that config comes with the Hydra plugin "
+        "hydra-joblib-launcher, which is not installed: pip install -e .[sweeps]"
+    )
+    key = "hydra.sweeper.params.model.net.dropout"
+    config = {"hydra": {"sweeper": {"params": {"model.net.dropout": "interval(0.1, 0.5)", "model.optimizer.lr": 1}}}}
+    assert "Did you mean" not in unknown_key_message(key, f"{key}=0.1", config)

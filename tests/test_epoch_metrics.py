@@ -5,6 +5,7 @@ import json
 import logging
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -95,3 +96,12 @@ def test_main_metrics_naming_nothing_the_model_logs_fails_the_run(make_cfg):
     out = Path(cfg.paths.output_dir)
     assert len(read(out / "metrics.csv")) == 1  # stopped at the end of the first epoch
     assert json.loads((out / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_main_metrics_given_as_one_name_and_a_run_that_never_validates(caplog):
+    assert EpochMetrics(main_metrics="mca").main_metrics == ["mca"]  # main_metrics=mca, not [m, c, a]
+    callback = EpochMetrics(main_metrics=["pnsr"])
+    callback.rows = [{"epoch": 1.0, "step": 2.0, "train/loss": 0.5}]
+    with caplog.at_level(logging.WARNING):
+        callback.on_train_end(SimpleNamespace(is_global_zero=False), None)
+    assert "main_metrics=['pnsr']: no epoch was validated and training logged none of them" in caplog.text

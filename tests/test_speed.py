@@ -133,6 +133,15 @@ def test_training_logs_are_epoch_means_weighted_by_batch_size(make_cfg):
     assert set(trainer.callback_metrics) >= {"train/loss", "train/acc", "train/mca", "val/loss", "val/acc"}
 
 
+def test_log_training_refuses_metrics_without_their_inputs(make_cfg):
+    module = instantiate_plain(make_cfg("model=cnn_base").model)
+    loss = torch.tensor(0.5)
+    with pytest.raises(TypeError, match="metrics need this step's metric_inputs"):
+        module.log_training({"train/loss": loss}, 16, module.train_metrics)
+    with pytest.raises(TypeError):  # prog_bar and metric_inputs only by name
+        module.log_training({"train/loss": loss}, 16, module.train_metrics, ("train/loss",))
+
+
 class RecordingClassifier(ClassifierModule):
     """Keeps every training step's loss and batch size, per epoch."""
 

@@ -124,6 +124,8 @@ class EpochMetrics(L.Callback):
     ) -> None:
         if plot_interval_s < 0:
             raise ApaError(f"callbacks.epoch_metrics.plot_interval_s={plot_interval_s} must be >= 0 (0: every epoch).")
+        if isinstance(main_metrics, str):  # main_metrics=mca on the command line
+            main_metrics = [main_metrics]
         self.main_metrics, self.monitor = list(main_metrics or []), monitor
         self._check_main_metrics = bool(self.main_metrics)  # given ones: a misspelt name must not pass silently
         self.filename, self.curves, self.plot_interval_s = filename, curves, plot_interval_s
@@ -176,6 +178,13 @@ class EpochMetrics(L.Callback):
             )
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._check_main_metrics and self.rows and main_metric(self.rows, self.main_metrics) is None:
+            # no epoch validated (limit_val_batches=0): nothing to fail the run for, but not a silent blank
+            log.warning(
+                "callbacks.epoch_metrics.main_metrics=%s: no epoch was validated and training logged none of "
+                "them; curves.png shows the loss only.",
+                self.main_metrics,
+            )
         if trainer.is_global_zero and self._plotted_rows < len(self.rows):
             self.plot(Path(trainer.default_root_dir))
 

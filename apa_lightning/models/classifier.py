@@ -73,7 +73,8 @@ class ClassifierModule(FastPathModule):
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
         metrics = getattr(self, f"{split}_metrics")
         if split == "train":  # the predicted classes go to the metrics once per epoch: see log_training
-            self.log_training({"train/loss": loss}, len(y), metrics, (logits.argmax(1), y), prog_bar=("train/loss",))
+            inputs = (logits.argmax(1), y)
+            self.log_training({"train/loss": loss}, len(y), metrics, metric_inputs=inputs, prog_bar=("train/loss",))
             return loss, logits
         metrics.update(logits, y)
         self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)

@@ -63,6 +63,7 @@ class FastPathModule(L.LightningModule):
         values: dict[str, Tensor],
         batch_size: int,
         metrics: Any = None,
+        *,
         metric_inputs: tuple[Tensor, ...] = (),
         prog_bar: tuple[str, ...] = (),
     ) -> None:
@@ -74,6 +75,8 @@ class FastPathModule(L.LightningModule):
         ``should_stop``), so that the callbacks' ``on_train_epoch_end`` sees them; the module's
         ``on_train_epoch_end`` logs any left over. A ``self.log`` call costs about as much CPU time as a small
         network's whole training step, a torchmetrics update a tenth of it."""
+        if metrics is not None and not metric_inputs:
+            raise TypeError("log_training: metrics need this step's metric_inputs (the arguments of metrics.update)")
         for key, value in values.items():
             value = value.detach().float() * batch_size
             self._train_sums[key] = self._train_sums[key] + value if key in self._train_sums else value
