@@ -8,6 +8,7 @@ import hashlib
 import logging
 import os
 import secrets
+import shlex
 import signal
 import sys
 import time
@@ -156,16 +157,17 @@ def main(cfg: DictConfig) -> float | None:
             (output_dir / folder / name).is_file()
             for folder, name in (("checkpoints", "last.ckpt"), ("weights", "last.pt"))
         )
-        hint = f"finished epochs are kept; continue with python -m apa_lightning resume={output_dir}"
+        hint = f"finished epochs are kept; continue with python -m apa_lightning {shlex.quote(f'resume={output_dir}')}"
         print(f"\nInterrupted by {exc.signal_name}: {hint if resumable else 'no epoch had finished'}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
     except Exception as exc:
         message = user_error(exc)
         _log_to_file(f"Failed: {message or repr(exc)}")
         if sweep:
-            log.error("Trial %s failed: %s", HydraConfig.get().job.num, message, exc_info=message is None)
+            error = message or describe(exc)
+            log.error("Trial %s failed: %s", HydraConfig.get().job.num, error, exc_info=message is None)
             if not (output_dir / "metrics.json").is_file():  # refused before the task could record it
-                record = {**run_record(cfg, output_dir), "status": "failed", "error": message or describe(exc)}
+                record = {**run_record(cfg, output_dir), "status": "failed", "error": error}
                 write_metrics(output_dir / "metrics.json", {**record, "best_score": None, "test": {}})
             return None  # not a number: the Optuna sweeper records a failed trial (a NaN would crash it)
         if message is None:  # a bug, not a bad command: show the traceback

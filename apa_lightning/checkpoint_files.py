@@ -67,8 +67,9 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
     wanted = OmegaConf.select(cfg, "model.net._target_")
     if made_with != wanted:
         raise ApaError(
-            f"ckpt_path={ckpt_path} was made with the network {made_with}, but model.net is {wanted}; resume with "
-            "the model it was trained with (resume=<run dir> reuses that run's own config)."
+            f"ckpt_path={ckpt_path} was made with the network {made_with}, but model.net is {wanted}: a resumed run "
+            "keeps its model; drop the model=/experiment= override (resume=<run dir> alone reuses the run's own "
+            "config)."
         )
     changed = first_difference(checkpoint["hyper_parameters"], OmegaConf.to_container(cfg.model, resolve=True))
     if changed:

@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +162,9 @@ def check_paths(cfg: DictConfig) -> None:
 def check_before_task(cfg: DictConfig) -> None:
     """Raise ApaError for an unknown ``task`` or a value ``RULES`` does not accept."""
     if cfg.get("task") not in TASKS:
-        raise ApaError(f"task={cfg.get('task')} is not a task; use one of {', '.join(TASKS)}.")
+        close = get_close_matches(str(cfg.get("task")), list(TASKS), n=1)
+        guess = f" Did you mean task={close[0]}?" if close else ""
+        raise ApaError(f"task={cfg.get('task')} is not a task.{guess} Use one of {', '.join(TASKS)}.")
     check_config(cfg)
 
 

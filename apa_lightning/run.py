@@ -57,6 +57,21 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
     return path if path and Path(path).is_file() else None  # named before it is written: a failed save leaves none
 
 
+def no_checkpoint_reason(trainer: L.Trainer) -> str:
+    """Why ``best_checkpoint`` found none after a fit, in the words of the settings that caused it."""
+    callback = trainer.checkpoint_callback
+    if callback is None:
+        return "checkpointing is off"
+    if trainer.fast_dev_run:
+        return "fast_dev_run saves none"
+    if not any(key.startswith("val/") for key in trainer.callback_metrics):
+        return (
+            f"no epoch was validated (trainer.check_val_every_n_epoch={trainer.check_val_every_n_epoch}, "
+            f"trainer.max_epochs={trainer.max_epochs}, trainer.limit_val_batches={trainer.limit_val_batches})"
+        )
+    return f"{callback.monitor} was never logged"
+
+
 def _number(value: Any) -> float:
     return float(value.item() if hasattr(value, "item") else value)
 
@@ -207,7 +222,7 @@ def _train(cfg: DictConfig) -> float | None:
         if cfg.get("test") and not trainer.interrupted:
             best = best_checkpoint(trainer)
             if best is None:
-                log.info("No checkpoint was saved (fast_dev_run or checkpointing off): testing the final weights.")
+                log.info("No best checkpoint: %s. Testing the final weights.", no_checkpoint_reason(trainer))
             trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)  # log_summary shows them
         record["status"] = "interrupted" if trainer.interrupted else "completed"
     except BaseException as exc:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from apa_lightning import environment
 from apa_lightning.__main__ import cli
@@ -44,7 +45,7 @@ def test_a_training_run_prints_each_line_once_without_noise_and_logs_the_epochs_
     shown = run_dir.relative_to(tmp_path)  # the summary names it from the working directory
     for line in ("Seed set to 42", "GPU available: False, used: False", f"Run directory: {shown}\n"):
         assert console.count(line) == 1, line
-    assert console.count("test/loss") == 1 and console.count("Test metrics (epoch000.ckpt):") == 1
+    assert console.count("test/loss") == 1 and console.count("Test metrics (epoch001.ckpt):") == 1
     ((total, trainable),) = re.findall(r"ConvAutoencoder: ([\d,]+) parameters, ([\d,]+) trainable; layers in ", console)
     assert total == trainable and f"Total params: {total}\n" in (run_dir / "model_summary.txt").read_text()
 
@@ -52,7 +53,7 @@ def test_a_training_run_prints_each_line_once_without_noise_and_logs_the_epochs_
     log = (run_dir / "run.log").read_text()
     assert "][lightning.fabric.utilities.seed][INFO] - Seed set to 42" in log  # the file keeps time and logger
     assert "[apa_lightning.callbacks.epoch_metrics][INFO] - epoch 1/1  train/loss " in log
-    assert "[apa_lightning.run][INFO] - Test metrics (epoch000.ckpt):\n  test/loss " in log
+    assert "[apa_lightning.run][INFO] - Test metrics (epoch001.ckpt):\n  test/loss " in log
     assert log.endswith(f"Run directory: {shown}\n") and "💡" not in log
 
 
@@ -64,6 +65,10 @@ def test_quiet_console_ignores_only_the_listed_warnings():
         warnings.warn("something else is deprecated", FutureWarning, stacklevel=1)
         rank_zero_warn("Checkpoint directory /runs/x/checkpoints exists and is not empty.")  # a resume's
         rank_zero_warn("Checkpoint directory /x is missing.")
+        rank_zero_warn(  # Lightning's, for a short epoch; training values are logged once per epoch anyway
+            "The number of training batches (3) is smaller than the logging interval Trainer(log_every_n_steps=50).",
+            category=PossibleUserWarning,
+        )
     assert [str(w.message) for w in caught] == ["something else is deprecated", "Checkpoint directory /x is missing."]
 
 

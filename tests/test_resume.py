@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -66,7 +67,7 @@ def test_last_checkpoint_is_the_last_epoch_when_the_best_is_earlier(make_cfg):
     train(cfg)
     out = Path(cfg.paths.output_dir)
     record = json.loads((out / "metrics.json").read_text())
-    assert Path(record["best_checkpoint"]).name == "epoch000.ckpt"
+    assert Path(record["best_checkpoint"]).name == "epoch001.ckpt"
     last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 2 and last["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"] == 3
 
@@ -159,13 +160,18 @@ def test_sigint_is_recorded_and_exits_130(monkeypatch, capsys, tmp_path):
     original = AutoencoderModule.training_step
 
     def ctrl_c(self, batch, batch_idx):
-        os.kill(os.getpid(), signal.SIGINT)
+        if self.current_epoch == 1:
+            os.kill(os.getpid(), signal.SIGINT)
         return original(self, batch, batch_idx)
 
     monkeypatch.setattr(AutoencoderModule, "training_step", ctrl_c)
-    code, stderr = run_cli(monkeypatch, capsys, tmp_path, *TINY, "trainer.max_epochs=2", "logger=csv")
+    root = tmp_path / "my runs"  # the printed resume command must survive a paste into the shell
+    code, stderr = run_cli(monkeypatch, capsys, root, *TINY, "trainer.max_epochs=2", "logger=csv")
     assert code == 130, stderr
-    record = json.loads((only_run_dir(tmp_path) / "metrics.json").read_text())
+    run_dir = only_run_dir(root)
+    (hint,) = [line for line in stderr.splitlines() if "continue with python -m apa_lightning" in line]
+    assert shlex.split(hint.split("continue with ", 1)[1]) == ["python", "-m", "apa_lightning", f"resume={run_dir}"]
+    record = json.loads((run_dir / "metrics.json").read_text())
     assert (record["status"], record["signal"]) == ("interrupted", "SIGINT")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after the run
 

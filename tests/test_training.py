@@ -96,7 +96,7 @@ def test_a_crash_in_training_keeps_checkpoints_and_records_the_error(make_cfg, m
     out = Path(cfg.paths.output_dir)
     record = json.loads((out / "metrics.json").read_text())
     assert record["status"] == "failed" and "disk on fire" in record["error"]
-    assert Path(record["best_checkpoint"]).name == "epoch000.ckpt"
+    assert Path(record["best_checkpoint"]).name == "epoch001.ckpt"
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
 
 
@@ -110,3 +110,21 @@ def test_bad_config_values_are_reported_as_user_errors(make_cfg):
     with pytest.raises(Exception) as err:
         train(make_cfg("+model.optimizer.momentum_typo=0.9", *FAST))
     assert "momentum_typo" in user_error(err.value)
+
+
+def test_a_run_that_never_validates_says_why_it_tests_the_final_weights(make_cfg, caplog):
+    cfg = make_cfg(
+        "logger=csv",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_test_batches=1",
+        "trainer.check_val_every_n_epoch=3",  # as font_ae's 10 with fewer epochs
+    )
+    with caplog.at_level("INFO", logger="apa_lightning.run"):
+        train(cfg)
+    assert (
+        "No best checkpoint: no epoch was validated (trainer.check_val_every_n_epoch=3, trainer.max_epochs=1, "
+        "trainer.limit_val_batches=" in caplog.text
+    )
+    record = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert record["status"] == "completed" and "test/loss" in record["test"]

@@ -15,7 +15,7 @@ from apa_lightning.files import write_atomically
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` that refreshes ``last.ckpt`` after every training epoch.
+    """``ModelCheckpoint`` that refreshes ``last.ckpt`` after every training epoch and numbers epochs from 1.
 
     Lightning (2.6) rewrites ``last.ckpt`` only when a top-k checkpoint is saved in the same step, so with
     ``save_top_k=1`` on a monitored metric it stays at the best epoch and a resume retrains the epochs after it.
@@ -23,6 +23,13 @@ class RunCheckpoint(ModelCheckpoint):
     monitor says. An interruption in the middle of an epoch leaves it at the last finished epoch, so a resume
     repeats exactly the unfinished one.
     """
+
+    def format_checkpoint_name(self, metrics: dict[str, Any], *args: Any, **kwargs: Any) -> str:
+        """The file name of the checkpoint, its ``{epoch}`` counted from 1 (``epoch005.ckpt`` after the fifth
+        epoch) as in metrics.csv, the console lines and the progress bar; Lightning counts from 0."""
+        if "epoch" in metrics:
+            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
+        return super().format_checkpoint_name(metrics, *args, **kwargs)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
