@@ -34,7 +34,8 @@ def predict(cfg: DictConfig) -> None:
     """Run the checkpoint ``cfg.ckpt_path`` (a file or a run directory) on ``cfg.input`` into the run directory.
 
     A ``.pt`` (YOLO) is handed to ``detection.predict.predict``. A classifier writes ``predictions.csv``: file,
-    class, probability and the next ``predict.top_k - 1`` classes with theirs. An autoencoder writes
+    class, probability and the next ``predict.top_k - 1`` classes with theirs, and ``predictions.png`` (the first
+    ``predict.grid_images`` as the network reads them, with their classes). An autoencoder writes
     ``reconstructions/<image>.png`` (input | reconstruction) and ``reconstructions.png`` (the first
     ``predict.grid_images``, named); a VAE also ``samples.png`` with ``predict.samples`` images from the prior.
     The images go through in chunks of ``data.batch_size``, each read (``read_image``) at the size and in the
@@ -70,6 +71,9 @@ def predict(cfg: DictConfig) -> None:
         if classifier:
             probabilities = torch.cat([model(x).float().softmax(1) for _, x in chunks])
             written = [_write_predictions(run_dir, files, probabilities, datamodule.classes, cfg.predict.top_k)]
+            shape = stored_input_shape(datamodule)
+            n = cfg.predict.grid_images
+            written.append(_write_prediction_grid(run_dir, files[:n], probabilities[:n], datamodule.classes, shape))
         else:
             pairs = ((chunk, model.to_unit(x), _reconstruct(model, x)) for chunk, x in chunks)
             written = _write_reconstructions(run_dir, files, pairs, cfg.predict.grid_images)
@@ -141,6 +145,22 @@ def _write_predictions(run_dir: Path, files: list[Path], probabilities: Tensor, 
     table = run_dir / "predictions.csv"
     write_text_atomically(table, text.getvalue())
     return table
+
+
+def _write_prediction_grid(
+    run_dir: Path, files: list[Path], probabilities: Tensor, classes: list[str], shape: tuple[int, int, int]
+) -> Path:
+    """``predictions.png``: each image as the network reads it (``read_image`` at the stored shape, before the
+    datamodule's resizing and normalising), one row each, named with its most probable class and probability, so
+    that an input unlike the training images (inverted, cropped away) shows at a glance."""
+    best, index = probabilities.max(dim=1)
+    rows = [
+        (f"{file.name}: {classes[i]} {p:.2f}", torch.from_numpy(read_image(file, *shape)).float().div(255)[None])
+        for file, p, i in zip(files, best.tolist(), index.tolist(), strict=True)
+    ]
+    grid = run_dir / "predictions.png"
+    save_png(grid, labelled_grid(rows, title="as the network reads them: predicted class, probability"))
+    return grid
 
 
 def _umask() -> int:

@@ -21,9 +21,12 @@ from apa_lightning.__main__ import cli
 from apa_lightning.checkpoint_source import checkpoint_arguments
 from apa_lightning.data.digits import DigitsDataModule
 from apa_lightning.data.mnist import MNISTDataModule
+from apa_lightning.figures import GAP, MARGIN, line_height, text_width
 from apa_lightning.image_files import read_image
 from apa_lightning.models.autoencoder import AutoencoderModule
 from apa_lightning.models.classifier import ClassifierModule
+
+from .test_figures import grid_size
 
 TINY = [
     "trainer.accelerator=cpu",
@@ -262,8 +265,20 @@ def test_predict_with_a_classifier_writes_sorted_top_k_probabilities(runs, tmp_p
     images = digit_test_images(7)
     folder = tmp_path / "photos"
     files = write_image_folder(folder, images)
-    run_dir = predict(tmp_path, runs["classifier"], folder, "predict.top_k=4", "data.batch_size=2")  # 4 chunks
+    run_dir = predict(
+        tmp_path, runs["classifier"], folder, "predict.top_k=4", "data.batch_size=2", "predict.grid_images=6"
+    )  # 4 chunks
     rows = read_rows(run_dir / "predictions.csv")
+    # predictions.png: the first six as read (28x28 grey, drawn 3x), a row each named with its class and probability
+    labels = [f"{Path(r['file']).name}: {r['class']} {float(r['probability']):.2f}" for r in rows[:6]]
+    title = "as the network reads them: predicted class, probability"
+    with Image.open(run_dir / "predictions.png") as grid:
+        assert grid.size == grid_size(labels, columns=1, rows=6, cell=(84, 84), top_lines=1, title=title)
+        pixels = np.asarray(grid)[..., 0]
+    label_w = max(text_width(label) for label in labels) + 2 * MARGIN
+    y, x = line_height() + GAP, label_w + GAP
+    first = images[0, 0].numpy().repeat(3, 0).repeat(3, 1)
+    assert np.array_equal(pixels[y : y + 84, x : x + 84], first)
     assert list(rows[0]) == ["file", "class", "probability"] + [
         f"{n}_{r}" for r in (2, 3, 4) for n in ("class", "probability")
     ]
