@@ -89,12 +89,20 @@ def test_epochs_without_validation_leave_the_validation_cells_empty():
         EpochMetrics(plot_interval_s=-1)
 
 
-def test_main_metrics_naming_nothing_the_model_logs_fails_the_run(make_cfg):
-    cfg = make_cfg("model=ae", *SHORT, "trainer.max_epochs=3", "callbacks.epoch_metrics.main_metrics=[pnsr,acc]")
-    with pytest.raises(ApaError, match=r"main_metrics=\['pnsr', 'acc'\]: this model logs none .* loss, mse, psnr"):
+@pytest.mark.parametrize("sanity_steps, epochs_trained", [(2, 0), (0, 1)])
+def test_main_metrics_naming_nothing_the_model_logs_fails_the_run(make_cfg, sanity_steps, epochs_trained):
+    cfg = make_cfg(
+        "model=ae",
+        *SHORT,
+        "trainer.max_epochs=3",
+        f"+trainer.num_sanity_val_steps={sanity_steps}",
+        "callbacks.epoch_metrics.main_metrics=[pnsr,acc]",
+    )
+    with pytest.raises(ApaError, match=r"main_metrics=\[pnsr,acc\]: this model logs none .* loss, mse, psnr"):
         train(cfg)
     out = Path(cfg.paths.output_dir)
-    assert len(read(out / "metrics.csv")) == 1  # stopped at the end of the first epoch
+    # refused after the sanity check's validation, before training; without one at the end of the first epoch
+    assert (len(read(out / "metrics.csv")) if (out / "metrics.csv").exists() else 0) == epochs_trained
     assert json.loads((out / "metrics.json").read_text())["status"] == "failed"
 
 

@@ -104,7 +104,8 @@ class EpochMetrics(L.Callback):
       ``lr/pg1``, ... over all optimizers) and ``time_s`` (the epoch's wall time);
     - draws ``curves.png``: the loss and the main metric (the module's ``main_metric``, the one TensorBoard's
       train-and-val chart shows, or the first of ``main_metrics`` that is logged; a run that logs none of the
-      given ``main_metrics`` fails at the end of its first validated epoch, naming the metrics it logs) per
+      given ``main_metrics`` fails after the sanity check's validation, else (``num_sanity_val_steps=0``) at the
+      end of its first validated epoch, naming the metrics it logs) per
       epoch, training against validation; at most every ``plot_interval_s`` seconds (drawing takes a few tenths
       of a second, more than a tiny model's epoch) and after the last epoch;
     - logs one line at INFO (``announce``), the losses, the main metric and ``monitor``:
@@ -150,6 +151,13 @@ class EpochMetrics(L.Callback):
         if not trainer.sanity_checking:
             self._validated = True
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the sanity check's validation metrics (reset after it): a misspelt main_metrics fails before training
+        logged = {key: 0.0 for key in trainer.callback_metrics if key.startswith("val/")}
+        if trainer.sanity_checking and self._check_main_metrics and logged:
+            self._check_main_metrics = False
+            self.check_main_metrics([logged])
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         splits = SPLITS if self._validated else ("train/",)  # unvalidated epochs: no stale val values
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(splits) and v.numel() == 1}
@@ -165,15 +173,15 @@ class EpochMetrics(L.Callback):
             announce(trainer, self.summary_line(row, main_metric(self.rows, self.main_metrics), trainer.max_epochs))
         if self._check_main_metrics and self._validated:  # on every rank: they all stop
             self._check_main_metrics = False
-            self.check_main_metrics()
+            self.check_main_metrics(self.rows)
 
-    def check_main_metrics(self) -> None:
-        """Raise ApaError when none of ``main_metrics`` is among the logged ``train/`` or ``val/`` metrics."""
-        if main_metric(self.rows, self.main_metrics) is None:
-            logged = sorted({key.split("/", 1)[1] for row in self.rows for key in row if key.startswith(SPLITS)})
+    def check_main_metrics(self, rows: Sequence[Row]) -> None:
+        """Raise ApaError when none of ``main_metrics`` is among the ``train/`` or ``val/`` metrics of ``rows``."""
+        if main_metric(rows, self.main_metrics) is None:
+            logged = sorted({key.split("/", 1)[1] for row in rows for key in row if key.startswith(SPLITS)})
             raise ApaError(
-                f"callbacks.epoch_metrics.main_metrics={self.main_metrics}: this model logs none of them (as train/ "
-                f"or val/ metrics); it logs {', '.join(logged)}. Name one of those, or set "
+                f"callbacks.epoch_metrics.main_metrics=[{','.join(self.main_metrics)}]: this model logs none of them "
+                f"(as train/ or val/ metrics); it logs {', '.join(logged)}. Name one of those, or set "
                 "callbacks.epoch_metrics.main_metrics=null for the model's own."
             )
 
