@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from apa_lightning.errors import ApaError
 from apa_lightning.files import write_text_atomically
-from apa_lightning.run_names import job_number
+from apa_lightning.run_names import job_number, short_value
 
 
 def _run_dirs(sweep_dir: Path) -> list[Path]:
@@ -144,6 +144,8 @@ DECIMALS = {"wall_time_s": 1, "images_per_s": 0}  # the other numbers are metric
 def _cell(value: Any, column: str) -> str:
     if value is None:
         return ""
+    if column == "overrides":  # summary.csv keeps the exact values
+        value = " ".join(k + sep + short_value(v) for k, sep, v in (o.partition("=") for o in value.split()))
     if isinstance(value, float):
         return f"{value:.{DECIMALS.get(column, 4)}f}" if math.isfinite(value) else str(value)
     return str(value).replace("|", "\\|").replace("\n", " ")

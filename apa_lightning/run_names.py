@@ -99,12 +99,19 @@ def short_names(keys: list[str]) -> dict[str, str]:
     return names
 
 
-def _value_text(value: str) -> str:
+def short_value(value: str) -> str:
+    """A number written longer than 8 characters to 4 significant digits (an Optuna trial's 0.000123456789... ->
+    0.0001235); any other value as it is."""
     try:
         number = float(value)
     except ValueError:
-        return UNSAFE.sub("_", value)
-    return f"{number:.4g}" if len(value) > 8 else value  # an Optuna trial's 0.000123456789... -> 0.0001235
+        return value
+    return f"{number:.4g}" if len(value) > 8 else value
+
+
+def _value_text(value: str) -> str:
+    short = short_value(value)
+    return short if short != value else UNSAFE.sub("_", value)
 
 
 def job_subdir_name(num: int, swept: list[str], overrides: list[str]) -> str:

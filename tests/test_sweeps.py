@@ -61,6 +61,14 @@ def test_summary_sorts_by_the_sweep_metric_and_marks_the_best(tmp_path):
     markdown = (tmp_path / "summary.md").read_text()
     assert "5 runs, 2 not completed; sorted by best val/acc" in markdown
     assert "| * | 2 | lr=0.001 | completed | 0.8500 | 0.8400 | 3 | 1.5 | 2438 |  |" in markdown
+    # an Optuna trial's long floats: 4 significant digits in summary.md, as in the job's folder name; exact in the csv
+    fake_run(tmp_path, "11", ["lr=0.00031489116479568613", "optimizer=adam"], completed(0.9, 0.9))
+    report.write_summary(tmp_path)
+    assert "| * | 11 | lr=0.0003149 optimizer=adam | completed |" in (tmp_path / "summary.md").read_text()
+    assert (
+        list(csv.DictReader(open(tmp_path / "summary.csv")))[0]["overrides"]
+        == "lr=0.00031489116479568613 optimizer=adam"
+    )
 
 
 def test_report_command_rebuilds_the_summary_and_refuses_an_empty_folder(tmp_path, capsys):
@@ -242,7 +250,7 @@ def test_a_sweep_of_ddp_runs_gives_one_directory_per_run(tmp_path):
         assert (run / "run_rank1.log").is_file()
 
 
-def test_ddp_children_run_their_one_job_even_in_a_preset_sweep(tmp_path):
+def test_ddp_children_run_their_one_job_even_in_a_preset_sweep(tmp_path, monkeypatch):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
@@ -254,6 +262,7 @@ def test_ddp_children_run_their_one_job_even_in_a_preset_sweep(tmp_path):
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir, cfg.hydra.runtime.cwd = str(tmp_path / "0"), str(tmp_path)
         cfg.hydra.job.name = "train"
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)  # put back after the test: later runs are not swept
     HydraConfig.instance().set_config(cfg)
     command, cwd = hydra_ddp_child_command(1)
     assert command[-1] == "hydra.mode=RUN" and "hparams_search=optuna" in command
