@@ -1,15 +1,18 @@
 """The check of the command line's overrides before Hydra runs: the config is composed with them (Hydra's compose
 API, about 0.1 s, torch-free), and when that fails the user gets one ``error:`` paragraph naming the key or config
-and the closest names instead of Hydra's message, its ``+key`` advice and its config search path. Nothing is
+and the closest names instead of Hydra's message, its ``+key`` advice and its config search path. A sweep's keys
+(``hydra.sweeper.params`` of a preset included) and the interpolations that use them are checked too. Nothing is
 written: Hydra has not made a run directory yet."""
 
 from __future__ import annotations
 
+import importlib.resources
 import io
 import os
 import re
 from contextlib import redirect_stderr, redirect_stdout
 from difflib import SequenceMatcher, get_close_matches
+from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_module
@@ -19,7 +22,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, ValueType
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, InterpolationKeyError, OmegaConfBaseException
 
 from apa_lightning.errors import ApaError
 
@@ -34,6 +37,9 @@ PLUGIN_CONFIGS = {
     "hydra/launcher/submitit_slurm": "hydra-submitit-launcher",
     "hydra/sweeper/optuna": "hydra-optuna-sweeper",
 }
+SHELL_SPECIAL = frozenset(" \t'\"$`\\*?[]{}()<>|&;#~")  # characters bash or zsh would expand or strip
+CHOICES_NAMED = ("experiment", "model", "data")  # the config choices a message about a missing key names
+ABSENT = object()  # OmegaConf.select's default for a key the config does not have
 
 
 def _hydra_arguments(argv: list[str]) -> Any | None:
@@ -58,8 +64,9 @@ def _one_paragraph(text: str) -> str:
 
 
 def _first_values(override: Override) -> list[str]:
-    """The values a sweep override stands for, as override values (the first is composed): each value of a list,
-    ``range`` or ``glob``; the lower bound of an Optuna ``interval``; the value itself when it is no sweep."""
+    """The values a sweep override stands for, as override values (the first is composed; each one, for a config
+    group): each value of a list, ``range`` or ``glob``; the lower bound of an Optuna ``interval``; the value itself
+    when it is no sweep."""
     if not override.is_sweep_override():
         return [override.input_line.split("=", 1)[1]] if "=" in (override.input_line or "") else []
     if override.is_interval_sweep():
@@ -125,8 +132,16 @@ def _keys_around(key: str, config: dict[str, Any]) -> str:
     return f"(keys of {found}: {shown})" if found else f"(top-level keys: {shown})"
 
 
-def _or(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+def _or(names: list[str], word: str = "or") -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {word} {names[-1]}"
+
+
+def _shell_word(text: str) -> str:
+    """``text`` as one word to paste into bash or zsh: as it is, or in double quotes where the shell would expand or
+    strip some of it (quotes, spaces, brackets)."""
+    if not SHELL_SPECIAL.intersection(text):
+        return text
+    return '"' + re.sub(r'(["$`\\])', r"\\\1", text) + '"'
 
 
 def unknown_key_message(key: str, argument: str, config: dict[str, Any]) -> str:
@@ -139,13 +154,16 @@ def unknown_key_message(key: str, argument: str, config: dict[str, Any]) -> str:
     guess = f" Did you mean {_or(similar)}?" if similar else ""
     return (
         f"{key} is not a setting of this config.{guess} {_keys_around(key, config)} To add a new key on purpose, "
-        f"write +{argument.lstrip('+')}."
+        f"write {_shell_word('+' + argument.lstrip('+'))}."
     )
 
 
-def missing_config_message(group: str, name: str, options: list[str], asked_by: str | None = None) -> str:
+def missing_config_message(
+    group: str, name: str, options: list[str], asked_by: str | None = None, group_exists: bool = False
+) -> str:
     """The message for a config ``name`` that config group ``group`` does not have (``options`` are its configs);
-    ``asked_by``: the config file whose defaults list named it, when the command line did not."""
+    ``asked_by``: the config file whose defaults list named it, when the command line did not; ``group_exists``:
+    the group is there even though ``options`` is empty (it holds only other groups)."""
     where = f"{asked_by} asks for {group}={name}" if asked_by else f"{group}={name}"
     plugin = PLUGIN_CONFIGS.get(f"{group}/{name}")
     if plugin:
@@ -155,7 +173,9 @@ def missing_config_message(group: str, name: str, options: list[str], asked_by: 
         )
     close = get_close_matches(name, options, n=1)
     guess = f" Did you mean {close[0]}?" if close else ""
-    choices = f" Choose one of: {', '.join(options)}." if options else f" There is no config group {group}."
+    choices = f" Choose one of: {', '.join(options)}." if options else ""
+    if not options and not group_exists:
+        choices = f" There is no config group {group}."
     return f"{where}: there is no {group} config named {name}.{guess}{choices}"
 
 
@@ -165,16 +185,34 @@ def several_values_message(sweep: Override) -> str:
     message = f"{sweep.input_line} is a sweep over several values: add -m to run one job for each"
     if sweep.value_type != ValueType.SIMPLE_CHOICE_SWEEP:
         return f"{message}."
-    return f"{message}, or write a list as {key}=[{values}] or a text with commas as {key}='{values}'."
+    listed, text = _shell_word(f"{key}=[{values}]"), _shell_word(f"{key}='{values}'")
+    return f"{message}, or write a list as {listed} or a text with commas as {text}."
+
+
+def missing_swept_keys_message(keys: list[str], preset: str | None, choices: str, example: str | None) -> str:
+    """The message for the keys ``hydra.sweeper.params`` sweeps that the config (``choices``: its model and data,
+    ``model=ae, data=digits``) does not have; ``preset``: the ``hparams_search`` config the command line names,
+    ``example``: a choice that has the keys (``experiment=cifar10_cnn_v3``)."""
+    them = "it" if len(keys) == 1 else "them"
+    owner = f"hparams_search={preset}" if preset else "hydra.sweeper.params"
+    use = f"use a model that has {them}, e.g. {example}," if example else f"use a model that has {them}"
+    drop = "drop the preset" if preset else f"drop {them} from hydra.sweeper.params"
+    return f"{owner} sweeps {_or(keys, 'and')}, which this config does not have ({choices}): {use} or {drop}."
 
 
 def _composition_message(exc: Exception, overrides: list[Override], arguments: list[str]) -> str:
     """The ``error:`` paragraph for Hydra's exception ``exc`` composing ``arguments`` (``overrides`` parsed)."""
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and "/" in exc.missing_cfg_file:
         group, _, name = exc.missing_cfg_file.rpartition("/")
-        typed = any(o.key_or_group == group and name in _first_values(o) for o in overrides)
+        typed = any(o.key_or_group == group and name in _named_configs(o) for o in overrides)
         source = re.match(r"In '([^']+)'", str(exc))
-        return missing_config_message(group, name, list(exc.options or []), None if typed or not source else source[1])
+        asked_by = None if typed or not source else source[1]
+        if exc.options:
+            return missing_config_message(group, name, list(exc.options), asked_by)
+        # Hydra lists no options for a config a list names (logger=[tensorbord]): the loader knows them
+        repository = GlobalHydra.instance().config_loader().repository
+        options = repository.get_group_options(group, results_filter=ObjectType.CONFIG)
+        return missing_config_message(group, name, options, asked_by, repository.group_exists(group))
     unknown = re.match(r"Could not override '([^']+)'", str(exc))
     if unknown and isinstance(exc.__cause__, (ConfigAttributeError, ConfigKeyError)):
         key = unknown[1]
@@ -189,6 +227,175 @@ def _composition_message(exc: Exception, overrides: list[Override], arguments: l
     return _one_paragraph(str(exc))
 
 
+def _named_configs(override: Override) -> list[str]:
+    """The config names an override of a config group gives: each value of a sweep, each item of a list."""
+    try:
+        names = _first_values(override)
+        value = None if override.is_sweep_override() else override.value()
+    except HydraException:
+        return []
+    return [*names, *(str(v) for v in value)] if isinstance(value, list) else names
+
+
+def _is_group(key: str, loader: Any) -> bool:
+    """Whether ``key`` (a key of ``hydra.sweeper.params`` or an override) names a config group, not a setting."""
+    return "/" in key or loader.repository.group_exists(key.lstrip("+~"))
+
+
+def _sweep_params(config: Any) -> dict[str, str]:
+    """``hydra.sweeper.params`` of the composed ``config`` as key: override value text (empty without params)."""
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
+    return {str(k): str(v) for k, v in params.items_ex(resolve=False)} if params else {}
+
+
+def _preset(attempt: list[str]) -> str | None:
+    """The ``hparams_search`` preset a command line (``attempt``, one value of each sweep) names, if any."""
+    return next((a.split("=", 1)[1] for a in attempt if re.fullmatch(r"\+{0,2}hparams_search=[\w.-]+", a)), None)
+
+
+def _preset_group_values(params: dict[str, str], overrides: list[Override], loader: Any) -> list[str]:
+    """``group=config`` for each config of a group the sweep's ``params`` sweep (``model/optimizer: sgd,asgd``)
+    that the command line (``overrides``) does not set: each trial composes one of them."""
+    parser, given = OverridesParser.create(), {o.key_or_group for o in overrides}
+    values = []
+    for key, value in params.items():
+        if key in given or key.startswith(("+", "~")) or not _is_group(key, loader):
+            continue
+        try:
+            override = parser.parse_override(f"{key}={value}")
+        except OverrideParseException:  # the sweeper says what is wrong with it
+            continue
+        override.config_loader = loader  # a glob(...) lists the group's configs
+        values += [f"{key}={name}" for name in _named_configs(override) if name != "null"]
+    return values
+
+
+def _config_text(loader: Any, path: str) -> str:
+    """The text of the config file ``path`` (``hparams_search/optuna``), '' when no file or package holds it."""
+    for source in loader.get_sources():
+        if source.scheme() not in ("file", "pkg") or not source.is_config(path):
+            continue
+        module, _, folder = source.path.partition("/")
+        try:
+            root = importlib.resources.files(module) if source.scheme() == "pkg" else Path(source.path)
+            directory = root.joinpath(folder) if source.scheme() == "pkg" and folder else root
+            return directory.joinpath(f"{path}.yaml").read_text()
+        except (ImportError, OSError, ValueError):
+            return ""
+    return ""
+
+
+def _missing_keys(config: Any, keys: list[str]) -> list[str]:
+    return [k for k in keys if OmegaConf.select(config, k, default=ABSENT, throw_on_resolution_failure=False) is ABSENT]
+
+
+def _preset_example(loader: Any, preset: str, keys: list[str]) -> str | None:
+    """An ``experiment=`` or ``model=`` choice that has ``keys`` with the preset: one its header comment runs it
+    with, else the one its defaults list picks; None when neither has them."""
+    text = _config_text(loader, f"hparams_search/{preset}")
+    header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    named = re.findall(r"\b((?:experiment|model)=[\w.-]+)", header)
+    named += [f"{g}={n}" for g, n in re.findall(r"override /(experiment|model):\s*([\w.-]+)", text)]
+    for choice in dict.fromkeys(named):
+        try:
+            config = compose("train", overrides=[f"hparams_search={preset}", choice], return_hydra_config=True)
+        except Exception:  # an example that does not compose is not offered
+            continue
+        if not _missing_keys(config, keys):
+            return choice
+    return None
+
+
+def _missing_swept_keys(config: Any, attempt: list[str], loader: Any) -> str | None:
+    """The message for keys of ``hydra.sweeper.params`` (``model.net.dropout``) that the composed ``config``
+    (composed from ``attempt``) does not have; None when it has them all. Config groups (``model``,
+    ``model/optimizer``) and keys the sweep adds or deletes (``+x``, ``~x``) are not settings of the config."""
+    keys = [k for k in _sweep_params(config) if not k.startswith(("+", "~")) and not _is_group(k, loader)]
+    missing = _missing_keys(config, keys)
+    if not missing:
+        return None
+    preset = _preset(attempt)
+    chosen = OmegaConf.select(config, "hydra.runtime.choices", default={})
+    choices = ", ".join(f"{g}={chosen[g]}" for g in CHOICES_NAMED if chosen.get(g))
+    example = _preset_example(loader, preset, missing) if preset else None
+    return missing_swept_keys_message(missing, preset, choices, example)
+
+
+def _interpolation_texts(node: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, text) of each interpolation in a plain nested container."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+    texts = []
+    for name, child in items:
+        key = f"{prefix}{name}"
+        if isinstance(child, str) and "${" in child:
+            texts.append((key, child))
+        texts += _interpolation_texts(child, f"{key}.")
+    return texts
+
+
+def _set_values(overrides: list[Override], params: dict[str, str], loader: Any) -> dict[str, list[Any]]:
+    """The values the command line (``overrides``) and the sweep's ``params`` give each setting (not a config
+    group), as Hydra reads them: each value of a list or ``range`` sweep, none for an ``interval``."""
+    parser = OverridesParser.create()
+    given = {o.key_or_group: o for o in overrides}
+    for key, value in params.items():
+        if key not in given and not key.startswith(("+", "~")):
+            try:
+                given[key] = parser.parse_override(f"{key}={value}")
+            except OverrideParseException:  # the sweeper says what is wrong with it
+                continue
+    values: dict[str, list[Any]] = {}
+    for key, override in given.items():
+        if override.is_delete() or override.is_interval_sweep() or _is_group(key, loader):
+            continue
+        try:
+            values[key] = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+        except HydraException:
+            continue
+    return values
+
+
+def _unknown_choice(config: Any, values: dict[str, list[Any]], preset: str | None) -> str | None:
+    """The message for a value (``setting=row5``) that an interpolation of the composed ``config`` uses as a key
+    the config lacks (``${settings.${setting}.lr}``); None when each value resolves."""
+    plain = OmegaConf.to_container(config, resolve=False)
+    plain.pop("hydra", None)
+    texts = _interpolation_texts(plain)
+    for key, choices in values.items():
+        used = re.compile(r"\$\{\s*" + re.escape(key) + r"\s*\}")
+        paths = [path for path, text in texts if used.search(text)]
+        for value in choices if paths else []:
+            trial = OmegaConf.create(plain)
+            try:
+                OmegaConf.update(trial, key, value, merge=False)
+                for path in paths:
+                    OmegaConf.select(trial, path, throw_on_resolution_failure=True)
+            except InterpolationKeyError as exc:
+                missing = re.search(r"Interpolation key '([^']+)' not found", str(exc))
+                parent, names = _missing_part(missing[1] if missing else "", plain, str(value))
+                if names is not None:
+                    owner = f"hparams_search={preset}" if preset else "this config"
+                    where = f"the {parent}" if parent else "the top-level keys"
+                    return f"{key}={value} is not one of {where} of {owner}: {', '.join(names)}"
+            except OmegaConfBaseException:  # another problem (a resolver): the run reports it
+                continue
+    return None
+
+
+def _missing_part(key: str, config: dict[str, Any], value: str) -> tuple[str, list[str] | None]:
+    """The part of the missing ``key`` that exists and its keys, when the first missing part is ``value`` (the
+    value a user set); else ('', None)."""
+    node: Any = config
+    parts = key.split(".")
+    for at, part in enumerate(parts):
+        if not isinstance(node, dict):
+            break
+        if part not in node:
+            return (".".join(parts[:at]), [str(k) for k in node]) if part == value else ("", None)
+        node = node[part]
+    return "", None
+
+
 def _composed(arguments: list[str]) -> dict[str, Any]:
     config = compose("train", overrides=arguments, return_hydra_config=True)
     return OmegaConf.to_container(config, resolve=False)
@@ -198,8 +405,11 @@ def check_overrides(argv: list[str]) -> None:
     """Raise ApaError when the config cannot be composed with the overrides in ``argv`` (the command line
     after ``python -m apa_lightning``).
 
-    A sweep is checked with the first value of each swept key, and every value of a swept config group
-    (``model=ae,vae``) must name one of its configs. Command lines Hydra does not compose this tool's config for
+    A sweep is checked with the first value of each swept key, and the config is composed once more for each other
+    value of a swept config group (``model=ae,vae``, or a preset's ``model/optimizer: sgd,asgd``), the other sweeps
+    at their first value. In a multirun, each key ``hydra.sweeper.params`` sweeps must be in the composed config;
+    and each value a key is set or swept to must resolve the interpolations that use it (``setting=row5`` for
+    ``${settings.${setting}.lr}``). Command lines Hydra does not compose this tool's config for
     (``--help``, ``--info``, ``--config-dir``, ...) and ``HYDRA_FULL_ERROR=1`` (Hydra's own report) are left to
     Hydra, and so is an error that is not Hydra's or OmegaConf's (say, a config file that is not YAML).
     """
@@ -221,7 +431,7 @@ def check_overrides(argv: list[str]) -> None:
     except OverrideParseException as exc:
         raise ApaError(
             f"{exc.override} cannot be read as an override: {_one_paragraph(exc.message)} Put a value with spaces, "
-            "commas, brackets or an = in quotes: key='a value'."
+            "commas, brackets or an = in quotes: \"key='a value'\"."
         ) from None
     with initialize_config_module("apa_lightning.conf", version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
@@ -230,6 +440,13 @@ def check_overrides(argv: list[str]) -> None:
         other_values: list[tuple[int, str]] = []  # (position, override) of a swept group's other configs
         for override in overrides:
             override.config_loader = loader  # a glob(...) sweep lists the group's configs
+            group = override.key_or_group
+            if not override.is_delete() and _is_group(group, loader) and "null" in _first_values(override):
+                alone = " (in a command of its own: a sweep cannot leave it out of some jobs)"
+                raise ApaError(  # Hydra raises a ValueError with a traceback
+                    f"{override.input_line}: a config group cannot be null; to leave {group} out, write "
+                    f"{_shell_word('~' + group)}{alone if override.is_sweep_override() else ''}."
+                )
             if not override.is_sweep_override():
                 first.append(override.input_line)
                 continue
@@ -240,13 +457,14 @@ def check_overrides(argv: list[str]) -> None:
             if not values:
                 continue
             key = override.get_key_element()
-            options = loader.get_group_options(override.key_or_group, results_filter=ObjectType.CONFIG)
-            # a value outside the group's configs (or from a search path the overrides add) is composed on its own
-            other_values += [(len(first), f"{key}={v}") for v in values[1:] if options and v not in (*options, "null")]
+            # each config of a swept group is composed (the other sweeps at their first value): one composition
+            # per value, not one per combination
+            if loader.get_group_options(override.key_or_group, results_filter=ObjectType.CONFIG):
+                other_values += [(len(first), f"{key}={v}") for v in values[1:]]
             first.append(f"{key}={values[0]}")
             swept.append(first[-1])
         attempts = [(first, swept), *(([*first[:at], value, *first[at + 1 :]], [value]) for at, value in other_values)]
-        for attempt, checked_with in attempts:
+        for attempt, checked_with in attempts:  # grows by the config groups a preset sweeps
             try:
                 composed = compose("train", overrides=attempt, return_hydra_config=True)
             except (HydraException, OmegaConfBaseException) as exc:
@@ -260,6 +478,14 @@ def check_overrides(argv: list[str]) -> None:
                 return
             if attempt is first:
                 mode = OmegaConf.select(composed, "hydra.mode")
+                multirun = arguments.multirun or getattr(mode, "name", mode) == "MULTIRUN"
+                params = _sweep_params(composed) if multirun else {}  # a run without -m does not sweep them
+                attempts += [([*first, value], [value]) for value in _preset_group_values(params, overrides, loader)]
+                values = _set_values(overrides, params, loader)
+            problem = _missing_swept_keys(composed, attempt, loader) if multirun else None
+            problem = problem or _unknown_choice(composed, values, _preset(attempt))
+            if problem:
+                raise ApaError(problem)
     sweep = next((o for o in overrides if o.is_sweep_override()), None)
     if sweep is not None and not arguments.multirun and getattr(mode, "name", mode) != "MULTIRUN":
         raise ApaError(several_values_message(sweep))

@@ -12,7 +12,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -170,10 +170,13 @@ def build_run(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule
     callbacks = instantiate_each(cfg.get("callbacks"), "callbacks")
     if cfg.trainer.get("enable_progress_bar") is False:  # +trainer.enable_progress_bar=false: no progress_bar either
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    loggers = instantiate_each(cfg.get("logger"), "logger")
+    if not loggers:  # ~logger: the learning rate has no logger to go to (metrics.csv still has it), and
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]  # Lightning refuses one
     trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,
-        logger=instantiate_each(cfg.get("logger"), "logger") or False,
+        logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
         **resolved_precision(cfg.trainer),
         **_single_gpu_trial(cfg),

@@ -189,6 +189,7 @@ def empty_folder(tmp_path: Path) -> list[str]:
 CASES: list[Case] = [
     # checked before the run directory is made (no directory is left behind)
     Case("unknown task", ["task=nonsense"], ["task=nonsense is not a task", "train"], before_run_dir=True),
+    Case("misspelt task", ["task=evl"], ["task=evl is not a task. Did you mean task=eval?"], before_run_dir=True),
     Case(
         "max_epochs not a number",
         ["trainer.max_epochs=abc"],
@@ -410,7 +411,7 @@ def test_a_full_disk_keeps_finished_work_and_names_the_file(monkeypatch, capsys,
         tmp_path,
         ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "logger=csv"],
     )
-    paragraph = assert_one_clear_error(code, stderr, ["the disk is full", "epoch000.ckpt", "paths.log_dir"])
+    paragraph = assert_one_clear_error(code, stderr, ["the disk is full", "epoch001.ckpt", "paths.log_dir"])
     assert_nothing_half_written(tmp_path)
     (run_dir,) = (tmp_path / "outputs" / "runs").glob("*/*")
     assert list((run_dir / "checkpoints").iterdir()) == []  # no truncated checkpoint under a real name
@@ -436,6 +437,7 @@ def test_a_full_disk_keeps_finished_work_and_names_the_file(monkeypatch, capsys,
         (["-m", "model=ae,vae", "model.net.latent_dim=2"], ["model.net.latent_dim is not", "checked with model=ae"]),
         (["model.optimizer.lr=["], ["model.optimizer.lr=[ cannot be read as an override", "in quotes"]),
         (["-m", "--cfg", "job", "lr=1,2"], ["-m and --cfg cannot be given together", "drop -m"]),  # Hydra: traceback
+        (["logger=null"], ['logger=null: a config group cannot be null; to leave logger out, write "~logger".']),
     ],
 )
 def test_a_bad_override_names_the_key_and_the_closest_names(argv, expected, monkeypatch):
@@ -462,7 +464,7 @@ def test_a_bad_override_names_the_key_and_the_closest_names(argv, expected, monk
         ["-m", "hydra/sweeper=optuna", "model.optimizer.lr=tag(log, interval(0.0001, 0.1))"],
         ["-m", "model=cnn_v3", "hparams_search=optuna"],
         ["hparams_search=resnet18_grid", "model.optimizer.lr=0.1,0.01"],  # the preset sets hydra.mode=MULTIRUN
-        ["-m", "logger=csv,null", "model=ae,vae", "model.net.output_batchnorm=true,false"],
+        ["-m", "logger=csv,tensorboard", "model=ae,dae", "model.net.output_batchnorm=true,false"],  # vae: no such key
         ["experiment=mnist_vae", "+callbacks.extra._target_=x.Y", "~logger"],
         ["task=eval", "ckpt_path='/a folder/with spaces/last.ckpt'", "hydra.run.dir='/a b/c=1,d'", "hydra.mode=RUN"],
         ["--cfg", "job", "model=vae"],
@@ -558,3 +560,117 @@ def test_override_messages_for_a_missing_plugin_and_without_the_key_itself_as_su
     key = "hydra.sweeper.params.model.net.dropout"
     config = {"hydra": {"sweeper": {"params": {"model.net.dropout": "interval(0.1, 0.5)", "model.optimizer.lr": 1}}}}
     assert "Did you mean" not in unknown_key_message(key, f"{key}=0.1", config)
+
+
+# Sweeps whose trials would fail: a preset's keys the model lacks, a setting its interpolations lack, a later value
+# of a swept config group; and advice that survives being pasted into a shell.
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (
+            ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2"],
+            "hparams_search=optuna sweeps model.net.dropout, which this config does not have (model=ae, data=digits): "
+            "use a model that has it, e.g. experiment=cifar10_cnn_v3, or drop the preset.",
+        ),
+        (
+            ["-m", "hparams_search=cnn_v3_report", "setting=row5", "data=digits", "trainer.max_epochs=1"],
+            "setting=row5 is not one of the settings of hparams_search=cnn_v3_report: row1, row2, row3, row4",
+        ),
+        (
+            ["-m", "hparams_search=cnn_v3_report", "setting=row1,row5"],
+            "setting=row5 is not one of the settings of hparams_search=cnn_v3_report: row1, row2, row3, row4",
+        ),
+    ],
+)
+def test_a_sweep_over_keys_or_settings_the_config_lacks_is_refused_with_the_names_it_has(argv, expected, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(ApaError) as refused:
+        check_overrides(argv)
+    assert str(refused.value) == expected
+
+
+def test_sweep_params_not_from_a_preset_on_the_command_line_are_named_as_such():
+    from apa_lightning.override_checks import missing_swept_keys_message
+
+    message = missing_swept_keys_message(["model.net.dropout", "model.x"], None, "model=ae, data=digits", None)
+    assert message == (
+        "hydra.sweeper.params sweeps model.net.dropout and model.x, which this config does not have (model=ae, "
+        "data=digits): use a model that has them or drop them from hydra.sweeper.params."
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (
+            ["-m", "model=cnn_base,ae", "model.net.dropout=0.3"],
+            ["model.net.dropout is not a setting", "+model.net.dropout=0.3.", "(The sweep was checked with model=ae.)"],
+        ),
+        (
+            ["-m", "hparams_search=optuna", "model=cnn_v3,ae"],
+            ["hparams_search=optuna sweeps model.net.dropout", "(model=ae, data=digits)"],
+        ),
+        (  # the preset sweeps model/optimizer: sgd,asgd, and ASGD has no momentum
+            ["-m", "hparams_search=resnet18_grid", "model.optimizer.momentum=0.9"],
+            ["model.optimizer.momentum is not a setting", "(The sweep was checked with model/optimizer=asgd.)"],
+        ),
+    ],
+)
+def test_each_config_of_a_swept_group_is_composed(argv, expected, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(ApaError) as refused:
+        check_overrides(argv)
+    for part in expected:
+        assert part in str(refused.value), str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-m", "hparams_search=optuna", "experiment=cifar10_cnn_v3", "hydra.sweeper.n_trials=30"],
+        ["-m", "hparams_search=optuna", "model=cnn_v3,cnn_v2"],
+        ["-m", "hparams_search=cnn_v3_report"],
+        ["hparams_search=cnn_v3_report", "setting=row2"],
+        ["-m", "hparams_search=cnn_v3_report", "setting=row1,row4", "data=digits"],
+        ["-m", "hparams_search=resnet18_grid"],
+        ["-m", "hparams_search=notmnist_code_sizes"],
+        ["-m", "model=ae,vae,dae"],
+    ],
+)
+def test_each_preset_sweep_passes_the_override_check_with_the_models_it_is_for(argv, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    check_overrides(argv)  # raises ApaError for a refused command line
+
+
+def test_a_config_name_in_a_list_gets_the_groups_configs_as_suggestions(monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(ApaError) as refused:
+        check_overrides(["logger=[tensorbord]"])
+    assert str(refused.value) == (
+        "logger=tensorbord: there is no logger config named tensorbord. Did you mean tensorboard? "
+        "Choose one of: csv, tensorboard."
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, advice",
+    [
+        (["model.optimizer.lr=0.1,0.01"], ['"model.optimizer.lr=[0.1,0.01]"', "\"model.optimizer.lr='0.1,0.01'\""]),
+        (["model.optimizer.lr=["], ["\"key='a value'\""]),
+        (
+            ["-m", "model.optimzer.lr=tag(log, interval(0.001, 0.1))"],
+            ['"+model.optimzer.lr=tag(log, interval(0.001, 0.1))"'],
+        ),
+    ],
+)
+def test_quoting_advice_survives_the_shell(argv, advice, monkeypatch):
+    import shlex
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(ApaError) as refused:
+        check_overrides(argv)
+    message = str(refused.value)
+    for part in advice:
+        assert part in message, message
+        (word,) = shlex.split(part)  # what bash hands Python: the single quotes of the value survive
+        assert word == part[1:-1]

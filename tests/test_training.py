@@ -128,3 +128,13 @@ def test_a_run_that_never_validates_says_why_it_tests_the_final_weights(make_cfg
     )
     record = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert record["status"] == "completed" and "test/loss" in record["test"]
+
+
+def test_a_run_without_logger_trains_and_keeps_its_own_records(make_cfg):
+    cfg = make_cfg("~logger", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1")
+    train(cfg)  # Lightning refuses a LearningRateMonitor without a logger: it is left out
+    out = Path(cfg.paths.output_dir)
+    (row,) = list(csv.DictReader(open(out / "metrics.csv")))
+    assert float(row["lr"]) == cfg.model.optimizer.lr  # the learning rate is still recorded
+    assert json.loads((out / "metrics.json").read_text())["status"] == "completed"
+    assert not list(out.glob("**/events.out.tfevents.*"))
