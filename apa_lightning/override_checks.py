@@ -477,6 +477,7 @@ def check_overrides(argv: list[str]) -> None:
             except Exception:  # not a problem of the overrides: Hydra reports it in its own words
                 return
             if attempt is first:
+                first_config = composed
                 mode = OmegaConf.select(composed, "hydra.mode")
                 multirun = arguments.multirun or getattr(mode, "name", mode) == "MULTIRUN"
                 params = _sweep_params(composed) if multirun else {}  # a run without -m does not sweep them
@@ -489,3 +490,26 @@ def check_overrides(argv: list[str]) -> None:
     sweep = next((o for o in overrides if o.is_sweep_override()), None)
     if sweep is not None and not arguments.multirun and getattr(mode, "name", mode) != "MULTIRUN":
         raise ApaError(several_values_message(sweep))
+    if sweep is not None:
+        check_swept_values(first_config, overrides)
+
+
+def check_swept_values(config: Any, overrides: list[Override]) -> None:
+    """Raise ApaError when a value a command-line sweep gives a setting (``model.optimizer.lr=0.1,abc``) is one the
+    config checks refuse (``config_checks.check_config``), before the sweep starts its first job rather than when
+    that value's job does. Each value is put into ``config`` (composed with every sweep at its first value) alone;
+    config groups were composed for each of their values already."""
+    from apa_lightning.config_checks import check_config
+
+    absent = object()
+    for override in overrides:
+        if not override.is_sweep_override() or override.is_interval_sweep():
+            continue
+        key = override.key_or_group.lstrip("+~")
+        node = OmegaConf.select(config, key, default=absent, throw_on_resolution_failure=False)
+        if node is absent or OmegaConf.is_config(node):  # a new key (+key=...), a config group
+            continue
+        for value in override.sweep_iterator():
+            trial = config.copy()
+            OmegaConf.update(trial, key, value, force_add=True)
+            check_config(trial)

@@ -438,6 +438,9 @@ def test_a_full_disk_keeps_finished_work_and_names_the_file(monkeypatch, capsys,
         (["model.optimizer.lr=["], ["model.optimizer.lr=[ cannot be read as an override", "in quotes"]),
         (["-m", "--cfg", "job", "lr=1,2"], ["-m and --cfg cannot be given together", "drop -m"]),  # Hydra: traceback
         (["logger=null"], ['logger=null: a config group cannot be null; to leave logger out, write "~logger".']),
+        # every job's value is checked before the first job starts, not when its own job does
+        (["-m", "model.optimizer.lr=0.1,abc"], ["model.optimizer.lr=abc is not allowed", "a number > 0"]),
+        (["-m", "trainer.max_epochs=range(0,3)"], ["trainer.max_epochs=0 is not allowed"]),
     ],
 )
 def test_a_bad_override_names_the_key_and_the_closest_names(argv, expected, monkeypatch):
