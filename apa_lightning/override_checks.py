@@ -150,6 +150,12 @@ def unknown_key_message(key: str, argument: str, config: dict[str, Any]) -> str:
     found, node = _existing_part(key, config)
     if found and not isinstance(node, dict):
         return f"{key} is not a setting of this config: {found} holds a single value, not settings; set {found}=..."
+    launcher = OmegaConf.select(OmegaConf.create(config), "hydra.launcher._target_", default="") or ""
+    if key.startswith("hydra.launcher.") and launcher.endswith("BasicLauncher"):
+        return (
+            f"{key} is a setting of a launcher this command does not use (it runs Hydra's basic one, one job after "
+            "another): add hydra/launcher=local_parallel (parallel processes: n_jobs) or hydra/launcher=slurm."
+        )
     similar = [k for k in _similar_keys(key, config) if k != key]
     guess = f" Did you mean {_or(similar)}?" if similar else ""
     return (
@@ -512,4 +518,7 @@ def check_swept_values(config: Any, overrides: list[Override]) -> None:
         for value in override.sweep_iterator():
             trial = config.copy()
             OmegaConf.update(trial, key, value, force_add=True)
-            check_config(trial)
+            try:
+                check_config(trial)
+            except OmegaConfBaseException:  # ${hydra:...}, a job's ${oc.env:...}: the trial checks itself
+                continue

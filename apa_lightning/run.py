@@ -69,7 +69,12 @@ def no_checkpoint_reason(trainer: L.Trainer) -> str:
             f"no epoch was validated (trainer.check_val_every_n_epoch={trainer.check_val_every_n_epoch}, "
             f"trainer.max_epochs={trainer.max_epochs}, trainer.limit_val_batches={trainer.limit_val_batches})"
         )
-    return f"{callback.monitor} was never logged"
+    if callback.monitor and callback.monitor not in trainer.callback_metrics:
+        return f"{callback.monitor} was never logged"
+    return (
+        f"the checkpoint callback saved none (callbacks.model_checkpoint.save_top_k={callback.save_top_k}, "
+        f"every_n_epochs={callback.every_n_epochs})"
+    )
 
 
 def _number(value: Any) -> float:

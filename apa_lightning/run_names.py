@@ -100,13 +100,14 @@ def short_names(keys: list[str]) -> dict[str, str]:
 
 
 def short_value(value: str) -> str:
-    """A number written longer than 8 characters to 4 significant digits (an Optuna trial's 0.000123456789... ->
-    0.0001235); any other value as it is."""
+    """A decimal number written longer than 8 characters to 4 significant digits (an Optuna trial's
+    0.000123456789... -> 0.0001235); any other value, integers too (seed=1234567890), as it is."""
+    if len(value) <= 8 or re.fullmatch(r"[+-]?[\d_]+", value):
+        return value
     try:
-        number = float(value)
+        return f"{float(value):.4g}"
     except ValueError:
         return value
-    return f"{number:.4g}" if len(value) > 8 else value
 
 
 def _value_text(value: str) -> str:

@@ -438,6 +438,7 @@ def test_a_full_disk_keeps_finished_work_and_names_the_file(monkeypatch, capsys,
         (["model.optimizer.lr=["], ["model.optimizer.lr=[ cannot be read as an override", "in quotes"]),
         (["-m", "--cfg", "job", "lr=1,2"], ["-m and --cfg cannot be given together", "drop -m"]),  # Hydra: traceback
         (["logger=null"], ['logger=null: a config group cannot be null; to leave logger out, write "~logger".']),
+        (["-m", "hydra.launcher.n_jobs=2", "seed=1,2"], ["a launcher this command does", "local_parallel"]),
         # every job's value is checked before the first job starts, not when its own job does
         (["-m", "model.optimizer.lr=0.1,abc"], ["model.optimizer.lr=abc is not allowed", "a number > 0"]),
         (["-m", "trainer.max_epochs=range(0,3)"], ["trainer.max_epochs=0 is not allowed"]),
@@ -464,6 +465,7 @@ def test_a_bad_override_names_the_key_and_the_closest_names(argv, expected, monk
             "hydra/launcher=joblib",
         ],
         ["-m", "model=ae,vae", "data=glob(*mnist)"],
+        ["-m", "seed=${hydra:job.num}", "model.optimizer.lr=0.1,0.01"],  # resolved only in the job: not checked
         ["-m", "hydra/sweeper=optuna", "model.optimizer.lr=tag(log, interval(0.0001, 0.1))"],
         ["-m", "model=cnn_v3", "hparams_search=optuna"],
         ["hparams_search=resnet18_grid", "model.optimizer.lr=0.1,0.01"],  # the preset sets hydra.mode=MULTIRUN

@@ -14,6 +14,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from apa_lightning import report
 from apa_lightning.distributed import trial_devices
+from apa_lightning.run_names import short_value
 
 from .test_cli import run_cli
 
@@ -69,6 +70,8 @@ def test_summary_sorts_by_the_sweep_metric_and_marks_the_best(tmp_path):
         list(csv.DictReader(open(tmp_path / "summary.csv")))[0]["overrides"]
         == "lr=0.00031489116479568613 optimizer=adam"
     )
+    long_values = ("1234567890", "1_000_000", "2.5e-05", "abcdefghij", "0.00031489116")
+    assert [short_value(v) for v in long_values] == [*long_values[:4], "0.0003149"]  # integers stay whole
 
 
 def test_report_command_rebuilds_the_summary_and_refuses_an_empty_folder(tmp_path, capsys):

@@ -112,20 +112,28 @@ def test_bad_config_values_are_reported_as_user_errors(make_cfg):
     assert "momentum_typo" in user_error(err.value)
 
 
-def test_a_run_that_never_validates_says_why_it_tests_the_final_weights(make_cfg, caplog):
+@pytest.mark.parametrize(
+    "setting, reason",
+    [  # check_val_every_n_epoch: as font_ae's 10 with fewer epochs
+        (
+            "trainer.check_val_every_n_epoch=3",
+            "no epoch was validated (trainer.check_val_every_n_epoch=3, trainer.max_epochs=1, trainer.limit_val",
+        ),
+        ("callbacks.model_checkpoint.save_top_k=0", "the checkpoint callback saved none (callbacks.model_checkpoint."),
+    ],
+)
+def test_a_run_without_a_best_checkpoint_says_why_it_tests_the_final_weights(make_cfg, caplog, setting, reason):
     cfg = make_cfg(
         "logger=csv",
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
         "trainer.limit_test_batches=1",
-        "trainer.check_val_every_n_epoch=3",  # as font_ae's 10 with fewer epochs
+        setting,
     )
     with caplog.at_level("INFO", logger="apa_lightning.run"):
         train(cfg)
-    assert (
-        "No best checkpoint: no epoch was validated (trainer.check_val_every_n_epoch=3, trainer.max_epochs=1, "
-        "trainer.limit_val_batches=" in caplog.text
-    )
+    assert f"No best checkpoint: {reason}" in caplog.text
     record = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert record["status"] == "completed" and "test/loss" in record["test"]
 
