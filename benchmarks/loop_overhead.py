@@ -6,21 +6,22 @@
     python benchmarks/loop_overhead.py --threads 1 --cpu-time        # on a busy shared machine
 
 The trainer round builds the datamodule, module, trainer, callbacks, logger and progress bar from the composed
-config with ``apa_lightning.run.build_run``, exactly as ``python -m apa_lightning`` does, and fits one epoch of
-``--batches`` training batches; its images per second are the Throughput callback's (the training batches, not
-the sanity check, the short validation or what follows a validation, such as the checkpoint at the epoch's end).
+config with ``apa_lightning.run.build_run``, exactly as ``python -m apa_lightning`` does, and fits ``--epochs``
+epochs of ``--batches`` training batches; its images per second are the Throughput callback's (the training
+batches, not the sanity check, the short validations or what follows a validation, such as the checkpoints at the
+epochs' ends).
 The plain round is the textbook loop on the same network (same initialisation), optimizer, data loader and batch
 preparation (``float_images`` with the training augmentation): ``zero_grad``, forward, cross-entropy,
-``backward``, ``step``, with the same speed settings as the trainer side (``matmul_precision``,
-``trainer.benchmark``, ``trainer.precision``, ``model.channels_last``, ``model.compile``). Rounds alternate so
-that both see the same machine load; prints each round, the medians and their ratio. Extra arguments are
-config overrides given to both (``model.channels_last=true``, ``model.compile=true``, ``trainer=gpu``,
-``data/augmentation=standard``).
+``backward``, ``step``, over as many epochs of the loader, with the same speed settings as the trainer side
+(``matmul_precision``, ``trainer.benchmark``, ``trainer.precision``, ``model.channels_last``, ``model.compile``).
+Rounds alternate so that both see the same machine load; prints each round, the medians and their ratio. Extra
+arguments are config overrides given to both (``model.channels_last=true``, ``model.compile=true``,
+``trainer=gpu``, ``data/augmentation=standard``).
 
 Cases: ``fashion_mnist_cnn_v2`` (CPU, batch 128; the Fashion-MNIST IDX files of Debian's dataset-fashion-mnist in
 /usr/share/datasets/fashion-mnist, else synthetic images of the same shape, said so), ``digits_cnn_base`` (CPU,
-the embedded digits at their default batch 16) and, when CUDA is present, ``cifar10_resnet18_gpu`` (ResNet18 on
-synthetic CIFAR-shaped images, batch 128, ``trainer=gpu``).
+the embedded digits at their default batch 16, three epochs a round) and, when CUDA is present,
+``cifar10_resnet18_gpu`` (ResNet18 on synthetic CIFAR-shaped images, batch 128, ``trainer=gpu``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ FASHION_MNIST_IDX = Path("/usr/share/datasets/fashion-mnist")
 @dataclass
 class Case:
     overrides: list[str]
-    batches: int  # training batches per round
+    batches: int  # training batches per epoch
+    epochs: int = 1  # epochs per round: short epochs give rounds long enough to time steadily
     gpu: bool = False
     synthetic: bool = False  # CIFAR-shaped random images instead of the configured dataset
     notes: list[str] = field(default_factory=list)
@@ -66,7 +68,8 @@ def cases() -> dict[str, Case]:
         )
     return {
         "fashion_mnist_cnn_v2": fashion,
-        "digits_cnn_base": Case(["model=cnn_base", "trainer=cpu"], batches=78),  # one epoch of 1,257 images
+        # an epoch of the 1,257 training digits is 78 batches, about 0.2 s: three make a round
+        "digits_cnn_base": Case(["model=cnn_base", "trainer=cpu"], batches=78, epochs=3),
         "cifar10_resnet18_gpu": Case(
             ["model=resnet18", "data=cifar10", "trainer=gpu", "data.batch_size=128"],
             batches=200,
@@ -117,7 +120,7 @@ def round_config(case: Case, root: Path, name: str, extra: list[str]) -> DictCon
             f"paths.root_dir={root}",
             f"paths.data_dir={root / 'data'}",
             f"paths.output_dir={root / name}",
-            "trainer.max_epochs=1",
+            f"trainer.max_epochs={case.epochs}",
             f"trainer.limit_train_batches={case.batches}",
             "trainer.limit_val_batches=2",
             *extra,
@@ -128,7 +131,7 @@ def round_config(case: Case, root: Path, name: str, extra: list[str]) -> DictCon
 def trainer_round(
     case: Case, root: Path, name: str, extra: list[str], seed: int, clock=time.perf_counter
 ) -> tuple[int, float]:
-    """Training images and seconds of one epoch of ``trainer.fit`` as the CLI builds it."""
+    """Training images and seconds of ``trainer.fit`` as the CLI builds it (``case.epochs`` epochs)."""
     cfg = round_config(case, root, name, extra)
     L.seed_everything(seed, workers=True, verbose=False)
     datamodule, model, trainer = build_run(cfg)
@@ -170,20 +173,21 @@ def plain_round(case: Case, root: Path, extra: list[str], seed: int, clock=time.
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     scaler = torch.amp.GradScaler(enabled=dtype is torch.float16)
     images, start = 0, clock()
-    for i, batch in enumerate(datamodule.train_dataloader()):
-        if i == case.batches:
-            break
-        x, y = (t.to(device, non_blocking=True) for t in batch)
-        x = datamodule.float_images(x, augment=True)  # what on_after_batch_transfer gives a training batch
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        optimizer.zero_grad()
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = F.cross_entropy(net(x), y, label_smoothing=label_smoothing)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        images += len(x)
+    for _ in range(case.epochs):
+        for i, batch in enumerate(datamodule.train_dataloader()):
+            if i == case.batches:
+                break
+            x, y = (t.to(device, non_blocking=True) for t in batch)
+            x = datamodule.float_images(x, augment=True)  # what on_after_batch_transfer gives a training batch
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            optimizer.zero_grad()
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                loss = F.cross_entropy(net(x), y, label_smoothing=label_smoothing)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            images += len(x)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return images, clock() - start
@@ -212,7 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", action="append", choices=list(all_cases), help="repeatable; default: every case")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batches", type=int, help="training batches per round (default: the case's)")
+    parser.add_argument("--batches", type=int, help="training batches per epoch (default: the case's)")
+    parser.add_argument("--epochs", type=int, help="epochs per round (default: the case's)")
     parser.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's choice, as a run has)")
     parser.add_argument(
         "--cpu-time",
@@ -235,6 +240,8 @@ def main(argv: list[str] | None = None) -> None:
             continue
         if args.batches:
             case.batches = args.batches
+        if args.epochs:
+            case.epochs = args.epochs
         ratios[name] = run_case(name, case, root, args.rounds, args.overrides, clock)
     print("\n".join(f"{name}: ours / plain = {ratio:.2f}x" for name, ratio in ratios.items()))
 

@@ -318,8 +318,9 @@ def test_loop_benchmark_runs_a_tiny_round_of_both_loops(tmp_path, capsys, monkey
     case.batches = 2
     ratio = bench.run_case("digits_cnn_base", case, tmp_path, rounds=1, extra=[])
     out = capsys.readouterr().out
-    assert "digits_cnn_base round 0   plain: 32 images in" in out
-    assert "digits_cnn_base round 0 trainer: 32 images in" in out
+    # 3 epochs of 2 batches of 16 on both sides
+    assert case.epochs == 3 and "digits_cnn_base round 0   plain: 96 images in" in out
+    assert "digits_cnn_base round 0 trainer: 96 images in" in out
     assert f"ours / plain = {ratio:.2f}x" not in out and f": {ratio:.2f}x" in out and ratio > 0
     bench.main(["--case", "cifar10_resnet18_gpu", "--root", str(tmp_path), "--batches", "2", "--rounds", "1"])
     if not torch.cuda.is_available():
@@ -331,7 +332,7 @@ def test_loop_benchmark_plain_round_applies_the_trainer_sides_speed_settings(
 ):
     bench = load_benchmark(monkeypatch)
     case = bench.cases()["digits_cnn_base"]
-    case.batches = 2
+    case.batches, case.epochs = 2, 1
     nets, inputs, compiled, augmented = [], [], [], []
 
     def instantiate(config, **kwargs):

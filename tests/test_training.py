@@ -146,3 +146,18 @@ def test_a_run_without_logger_trains_and_keeps_its_own_records(make_cfg):
     assert float(row["lr"]) == cfg.model.optimizer.lr  # the learning rate is still recorded
     assert json.loads((out / "metrics.json").read_text())["status"] == "completed"
     assert not list(out.glob("**/events.out.tfevents.*"))
+
+
+def test_checkpoint_names_count_epochs_from_one_and_its_state_key_is_lightnings(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from apa_lightning.callbacks.checkpoints import RunCheckpoint
+
+    settings = {"dirpath": tmp_path, "filename": "epoch{epoch:03d}", "auto_insert_metric_name": False}
+    ours, lightnings = RunCheckpoint(monitor="val/loss", **settings), ModelCheckpoint(monitor="val/loss", **settings)
+    # after the fifth epoch (current_epoch 4): the number metrics.csv and the console lines show
+    assert Path(ours.format_checkpoint_name({"epoch": torch.tensor(4)})).name == "epoch005.ckpt"
+    assert Path(lightnings.format_checkpoint_name({"epoch": torch.tensor(4)})).name == "epoch004.ckpt"
+    # made once, the key Lightning's own property gives (checkpoint files store the callback's state under it)
+    assert ours.state_key == ModelCheckpoint.state_key.fget(ours) == ours.state_key
+    assert ours.state_key.startswith("RunCheckpoint{'monitor': 'val/loss'")

@@ -24,6 +24,14 @@ class RunCheckpoint(ModelCheckpoint):
     repeats exactly the unfinished one.
     """
 
+    @property
+    def state_key(self) -> str:
+        """Lightning's key, made once: its settings are fixed at construction, and Lightning asks for it at every
+        hook call (the profiler's action name), six times a training step."""
+        if "_state_key" not in self.__dict__:
+            self.__dict__["_state_key"] = super().state_key
+        return self.__dict__["_state_key"]
+
     def format_checkpoint_name(self, metrics: dict[str, Any], *args: Any, **kwargs: Any) -> str:
         """The file name of the checkpoint, its ``{epoch}`` counted from 1 (``epoch005.ckpt`` after the fifth
         epoch) as in metrics.csv, the console lines and the progress bar; Lightning counts from 0."""
