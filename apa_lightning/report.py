@@ -141,11 +141,12 @@ def recorded_order(sweep_dir: Path) -> tuple[str | None, bool]:
 DECIMALS = {"wall_time_s": 1, "images_per_s": 0}  # the other numbers are metrics: 4 decimals
 
 
-def _cell(value: Any, column: str) -> str:
+def _cell(value: Any, column: str, shared: frozenset[str] = frozenset()) -> str:
     if value is None:
         return ""
-    if column == "overrides":  # summary.csv keeps the exact values
-        value = " ".join(k + sep + short_value(v) for k, sep, v in (o.partition("=") for o in value.split()))
+    if column == "overrides":  # summary.csv keeps them whole and exact
+        kept = [o for o in value.split() if o not in shared]
+        value = " ".join(k + sep + short_value(v) for k, sep, v in (o.partition("=") for o in kept))
     if isinstance(value, float):
         return f"{value:.{DECIMALS.get(column, 4)}f}" if math.isfinite(value) else str(value)
     return str(value).replace("|", "\\|").replace("\n", " ")
@@ -170,14 +171,23 @@ def write_summary(sweep_dir: str | Path, sort_by: str | None = None, descending:
     writer.writerows(table)
     write_text_atomically(sweep_dir / "summary.csv", rows.getvalue())
     failed = sum(row["status"] != "completed" for row in table)
+    # the overrides every run has say nothing about the differences: once above the table, not in every row
+    shared = (
+        frozenset.intersection(*(frozenset(row["overrides"].split()) for row in table))
+        if len(table) > 1
+        else frozenset()
+    )
+    if not any(row["error"] for row in table):
+        columns = [c for c in columns if c != "error"]
     lines = [
         f"# Sweep summary: {sweep_dir}",
         "",
-        f"{len(table)} runs, {failed} not completed; sorted by {order} marked *.",
+        f"{len(table)} run{'s' if len(table) != 1 else ''}, {failed} not completed; sorted by {order} marked *.",
+        *([f"Every run: {' '.join(sorted(shared))}"] if shared else []),
         "",
         "| " + " | ".join(columns) + " |",
         "|" + "---|" * len(columns),
-        *("| " + " | ".join(_cell(row[c], c) for c in columns) + " |" for row in table),
+        *("| " + " | ".join(_cell(row[c], c, shared) for c in columns) + " |" for row in table),
     ]
     write_text_atomically(sweep_dir / "summary.md", "\n".join(lines) + "\n")
     return table

@@ -98,7 +98,9 @@ def test_main_metrics_naming_nothing_the_model_logs_fails_the_run(make_cfg, sani
         f"+trainer.num_sanity_val_steps={sanity_steps}",
         "callbacks.epoch_metrics.main_metrics=[pnsr,acc]",
     )
-    with pytest.raises(ApaError, match=r"main_metrics=\[pnsr,acc\]: this model logs none .* loss, mse, psnr"):
+    with pytest.raises(
+        ApaError, match=r"main_metrics=\[pnsr,acc\]: this model logs none .* psnr, ssim. Did you mean psnr\?"
+    ):
         train(cfg)
     out = Path(cfg.paths.output_dir)
     # refused after the sanity check's validation, before training; without one at the end of the first epoch

@@ -326,3 +326,14 @@ def test_a_misspelt_sort_column_is_refused_without_writing(tmp_path):
     with pytest.raises(ApaError, match=r"cannot be sorted by 'test/acc_typo'.*test/acc"):
         report.write_summary(tmp_path, sort_by="test/acc_typo")
     assert not (tmp_path / "summary.md").exists()
+
+
+def test_summary_md_names_the_overrides_every_run_shares_once(tmp_path):
+    fake_run(tmp_path, "0", ["model=cnn_base", "lr=0.1", "trainer.max_epochs=1"], completed(0.7, 0.7))
+    fake_run(tmp_path, "1", ["model=cnn_base", "lr=0.01", "trainer.max_epochs=1"], completed(0.8, 0.8))
+    report.write_summary(tmp_path)
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "2 runs, 0 not completed" in markdown and "\nEvery run: model=cnn_base trainer.max_epochs=1\n" in markdown
+    assert "| * | 1 | lr=0.01 | completed |" in markdown and "| error |" not in markdown  # no run failed
+    rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
+    assert rows[0]["overrides"] == "model=cnn_base lr=0.01 trainer.max_epochs=1" and "error" in rows[0]

@@ -7,6 +7,7 @@ import io
 import logging
 import time
 from collections.abc import Sequence
+from difflib import get_close_matches
 from pathlib import Path
 
 import lightning as L
@@ -179,9 +180,11 @@ class EpochMetrics(L.Callback):
         """Raise ApaError when none of ``main_metrics`` is among the ``train/`` or ``val/`` metrics of ``rows``."""
         if main_metric(rows, self.main_metrics) is None:
             logged = sorted({key.split("/", 1)[1] for row in rows for key in row if key.startswith(SPLITS)})
+            close = sorted({c for name in self.main_metrics for c in get_close_matches(name, logged, n=1)})
+            guess = f" Did you mean {' or '.join(close)}?" if close else ""
             raise ApaError(
                 f"callbacks.epoch_metrics.main_metrics=[{','.join(self.main_metrics)}]: this model logs none of them "
-                f"(as train/ or val/ metrics); it logs {', '.join(logged)}. Name one of those, or set "
+                f"(as train/ or val/ metrics); it logs {', '.join(logged)}.{guess} Name one of those, or set "
                 "callbacks.epoch_metrics.main_metrics=null for the model's own."
             )
 
