@@ -24,6 +24,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, InterpolationKeyError, OmegaConfBaseException
 
+from apa_lightning.config_checks import check_config
 from apa_lightning.errors import ApaError
 
 # Hydra options after which the overrides are not composed into this tool's config (help, another config)
@@ -505,15 +506,12 @@ def check_swept_values(config: Any, overrides: list[Override]) -> None:
     config checks refuse (``config_checks.check_config``), before the sweep starts its first job rather than when
     that value's job does. Each value is put into ``config`` (composed with every sweep at its first value) alone;
     config groups were composed for each of their values already."""
-    from apa_lightning.config_checks import check_config
-
-    absent = object()
     for override in overrides:
         if not override.is_sweep_override() or override.is_interval_sweep():
             continue
         key = override.key_or_group.lstrip("+~")
-        node = OmegaConf.select(config, key, default=absent, throw_on_resolution_failure=False)
-        if node is absent or OmegaConf.is_config(node):  # a new key (+key=...), a config group
+        node = OmegaConf.select(config, key, default=ABSENT, throw_on_resolution_failure=False)
+        if node is ABSENT or OmegaConf.is_config(node):  # a new key (+key=...), a config group
             continue
         for value in override.sweep_iterator():
             trial = config.copy()
