@@ -9,8 +9,6 @@ import warnings
 IGNORED_WARNINGS = (
     # torch >= 2.10 deprecates a check inside lightning/pytorch/utilities/_pytree.py, once per process
     (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
-    # run directories are new for every run, so a checkpoint folder with files in it is a resume continuing it
-    (UserWarning, r"Checkpoint directory .* exists and is not empty"),
     # training values are logged once per epoch (FastPathModule.log_training): log_every_n_steps does not apply
     (UserWarning, r"The number of training batches \(\d+\) is smaller than the logging interval"),
 )

@@ -169,6 +169,23 @@ def _umask() -> int:
     return mask
 
 
+def picture_names(files: list[Path]) -> list[str]:
+    """A distinct name (without ``.png``) for each input's picture: its stem; inputs named alike (a.png, a.jpg)
+    keep their suffix (``a_png``, ``a_jpg``), and a name taken already gets ``_2``, ``_3``, ..."""
+    stems = Counter(f.stem for f in files)
+    names: list[str] = []
+    taken: set[str] = set()
+    for file in files:
+        base = file.stem if stems[file.stem] == 1 else f"{file.stem}_{file.suffix.lstrip('.')}"
+        name, n = base, 1
+        while name in taken:
+            n += 1
+            name = f"{base}_{n}"
+        names.append(name)
+        taken.add(name)
+    return names
+
+
 def _write_reconstructions(
     run_dir: Path, files: list[Path], pairs: Iterable[tuple[list[Path], Tensor, Tensor]], grid_images: int
 ) -> list[Path]:
@@ -176,7 +193,7 @@ def _write_reconstructions(
     ``reconstructions.png``: the first ``grid_images`` images, one row each, named, drawn large. ``pairs`` gives
     each chunk's files, inputs and reconstructions in [0, 1]; the pictures go into a hidden folder that becomes
     ``reconstructions/`` once every chunk is done (removed when one fails)."""
-    stems = Counter(f.stem for f in files)
+    names = iter(picture_names(files))
     folder, partial = run_dir / "reconstructions", Path(tempfile.mkdtemp(prefix=".reconstructions-", dir=run_dir))
     partial.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would outlive the rename: the mode mkdir gives
     rows: list[tuple[str, Tensor]] = []
@@ -184,9 +201,7 @@ def _write_reconstructions(
         for chunk, inputs, reconstructions in pairs:
             inputs, reconstructions = inputs.float().clamp(0, 1).cpu(), reconstructions.cpu()
             for file, image, output in zip(chunk, inputs, reconstructions, strict=True):
-                # two inputs named alike (a.png, a.jpg) keep their suffix in the name
-                name = file.stem if stems[file.stem] == 1 else f"{file.stem}_{file.suffix.lstrip('.')}"
-                save_png(partial / f"{name}.png", torch.cat([image, output], dim=-1).expand(3, -1, -1))
+                save_png(partial / f"{next(names)}.png", torch.cat([image, output], dim=-1).expand(3, -1, -1))
                 if len(rows) < grid_images:
                     rows.append((file.name, torch.stack([image, output])))
         if folder.is_dir():  # a run directory used again (hydra.run.dir=...): its earlier pictures give way

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -226,7 +227,10 @@ def _train(cfg: DictConfig) -> float | None:
             use_job_command_for_ddp_children()
         datamodule, model, trainer = build_run(cfg)
         prepare_tensorboard(trainer, model, cfg)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        with warnings.catch_warnings():
+            if ckpt_path:  # a resume continues its own checkpoints folder: Lightning's warning would say so
+                warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         if cfg.get("test") and not trainer.interrupted:
             best = best_checkpoint(trainer)
             if best is None:

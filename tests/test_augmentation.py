@@ -168,6 +168,27 @@ def test_steps_without_a_batched_counterpart_are_refused_by_name():
         batched_step("crop", v2.RandomCrop(8, pad_if_needed=True))
 
 
+def test_a_recipe_from_yaml_gives_torchvision_plain_lists():
+    crop = OmegaConf.create(
+        {"crop": {"_target_": "torchvision.transforms.v2.RandomCrop", "size": 28, "padding": [4, 2]}}
+    )
+    for augment_on in ("device", "workers"):  # RandomCrop refuses a ListConfig padding
+        DigitsDataModule(augmentation=crop, augment_on=augment_on)
+
+
+def test_normalisation_tensors_are_made_once_per_device_and_values():
+    dm = DigitsDataModule(normalize="dataset")
+    dm.setup("fit")
+    x = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    first, again = dm.float_images(x), dm.float_images(x)
+    assert torch.equal(first, again) and len(dm._stats) == 1
+    mean, std = dm._stats_on(torch.device("cpu"))
+    assert torch.allclose(first, (x.float() / 255 - dm.mean[0]) / dm.std[0])
+    assert dm._stats_on(torch.device("cpu"))[0] is mean  # the same tensors, not new ones per batch
+    dm.mean = [0.5]  # changed values (a checkpoint's saved statistics) are not served from the old ones
+    assert dm._stats_on(torch.device("cpu"))[0].item() == 0.5
+
+
 def test_bad_switches_get_one_clear_error(make_cfg):
     with pytest.raises(ApaError, match="data.augment_on=gpu is not allowed: .* device or workers"):
         check_config(make_cfg("data.augment_on=gpu"))
@@ -185,6 +206,10 @@ def test_bad_switches_get_one_clear_error(make_cfg):
     DigitsDataModule(on_device=True, augment_on="workers", augmentation={"flip": None})
     with pytest.raises(ApaError, match="data=font already serves its 32 glyphs as one batch"):
         FontDataModule(on_device=True, image_size=7, channels=1, num_classes=32)
+    # the font's batches become passes on the device, never augmented there: not silently dropped
+    with pytest.raises(ApaError, match="data=font augments its glyphs per image on the loader only"):
+        FontDataModule(augmentation=flip, image_size=7, channels=1, num_classes=32)
+    FontDataModule(augmentation=flip, augment_on="workers", image_size=7, channels=1, num_classes=32)
     dm = instantiate_plain(make_cfg("data.on_device=true").data)
     dm.setup()
     dm.trainer = SimpleNamespace(world_size=2)

@@ -63,7 +63,6 @@ def test_quiet_console_ignores_only_the_listed_warnings():
         quiet_console()
         warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning, stacklevel=1)
         warnings.warn("something else is deprecated", FutureWarning, stacklevel=1)
-        rank_zero_warn("Checkpoint directory /runs/x/checkpoints exists and is not empty.")  # a resume's
         rank_zero_warn("Checkpoint directory /x is missing.")
         rank_zero_warn(  # Lightning's, for a short epoch; training values are logged once per epoch anyway
             "The number of training batches (3) is smaller than the logging interval Trainer(log_every_n_steps=50).",

@@ -469,3 +469,11 @@ def test_the_size_predict_reads_images_at_is_the_size_the_datamodule_stores(data
     datamodule.prepare_data()
     datamodule.setup("fit")
     assert stored_input_shape(datamodule) == tuple(datamodule.train_set.images.shape[1:])
+
+
+def test_every_input_gets_a_picture_name_of_its_own():
+    from apa_lightning.predict import picture_names
+
+    files = [Path("x/a.png"), Path("x/a.jpg"), Path("x/a_png.bmp"), Path("y/b.png"), Path("z/b.png"), Path("c.png")]
+    # a.png and a.jpg keep their suffix; a_png.bmp would take a.png's name, and the two b.png theirs
+    assert picture_names(files) == ["a_png", "a_jpg", "a_png_2", "b_png", "b_png_2", "c"]

@@ -9,6 +9,7 @@ import os
 import shlex
 import signal
 import sys
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -174,6 +175,14 @@ def test_sigint_is_recorded_and_exits_130(monkeypatch, capsys, tmp_path):
     record = json.loads((run_dir / "metrics.json").read_text())
     assert (record["status"], record["signal"]) == ("interrupted", "SIGINT")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after the run
+
+    # the resume continues its checkpoints folder without Lightning's warning that the folder is not empty
+    monkeypatch.setattr(AutoencoderModule, "training_step", original)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, stderr = run_cli(monkeypatch, capsys, root, f"resume={run_dir}")
+    assert code == 0, stderr
+    assert not [w for w in caught if "exists and is not empty" in str(w.message)]
 
 
 def test_sigterm_stops_a_sweep_with_a_summary_of_its_trials(monkeypatch, capsys, tmp_path):

@@ -101,6 +101,11 @@ class FontDataModule(InMemoryImageDataModule):
             )
         if self.on_device:
             raise ApaError("data=font already serves its 32 glyphs as one batch per epoch; drop data.on_device.")
+        if self.batch_augmentation is not None:  # on_after_batch_transfer builds passes, it does not augment
+            raise ApaError(
+                "data=font augments its glyphs per image on the loader only: add data.augment_on=workers to "
+                "data.augmentation (or drop the augmentation)."
+            )
         self.passes, self.shuffle_seed = passes, shuffle_seed
 
     @property

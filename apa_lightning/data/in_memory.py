@@ -186,7 +186,8 @@ class InMemoryImageDataModule(L.LightningDataModule):
             raise ApaError(f"data.normalize=imagenet needs data.channels=3 (got {channels}).")
         if augment_on not in AUGMENT_ON:
             raise ApaError(f"data.augment_on={augment_on!r}; use one of {', '.join(AUGMENT_ON)}.")
-        steps = {name: instantiate(t) for name, t in (augmentation or {}).items() if t}
+        # _convert_: torchvision wants plain lists (RandomCrop's padding=[4, 2])
+        steps = {name: instantiate(t, _convert_="all") for name, t in (augmentation or {}).items() if t}
         if on_device:
             check_on_device(num_workers, augment_on, bool(steps))
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
@@ -196,6 +197,7 @@ class InMemoryImageDataModule(L.LightningDataModule):
         self.train_transform = v2.Compose(list(steps.values())) if on_workers else None
         self.batch_augmentation = BatchAugmentation(steps) if steps and not on_workers else None
         self._device_splits: dict[tuple[int, str], tuple[Tensor, Tensor]] = {}
+        self._stats: dict[tuple[Any, ...], tuple[Tensor, Tensor]] = {}
         self.train_set: ImageTensorDataset | None = None
         self.val_set: ImageTensorDataset | None = None
         self.test_set: ImageTensorDataset | None = None
@@ -307,7 +309,14 @@ class InMemoryImageDataModule(L.LightningDataModule):
             # a real copy: expand's stride-0 view breaks code that calls .view() on it (torchmetrics' SSIM)
             images = images.repeat(1, self.channels, 1, 1)
         if self.mean is not None:
-            mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-            std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+            mean, std = self._stats_on(images.device)
             images = (images - mean) / std
         return images
+
+    def _stats_on(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """``mean`` and ``std`` as ``(1, C, 1, 1)`` tensors on ``device``, made once per device and values: a
+        ``torch.tensor(..., device=cuda)`` per batch would wait for the GPU each time."""
+        key = (str(device), tuple(self.mean), tuple(self.std))
+        if key not in self._stats:
+            self._stats[key] = tuple(torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (self.mean, self.std))
+        return self._stats[key]
