@@ -12,6 +12,11 @@ log = logging.getLogger(__name__)
 MIXED = "mixed"  # trainer.precision=mixed (trainer=gpu): the fastest mixed precision the device supports
 
 
+def gpu_available() -> bool:
+    """Whether Lightning's ``accelerator="gpu"`` has a device: CUDA, or Apple's MPS."""
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
+
+
 def mixed_precision() -> str:
     """``bf16-mixed`` on a CUDA GPU with native bfloat16 (Ampere and newer) and on the CPU, else ``16-mixed``."""
     if torch.cuda.is_available() and not torch.cuda.is_bf16_supported(including_emulation=False):

@@ -26,7 +26,7 @@ from apa_lightning.errors import ApaError, describe, user_error
 from apa_lightning.files import record_failure, run_record, write_metrics
 from apa_lightning.hparams import config_markdown, hparams_for_tensorboard, hparams_summaries
 from apa_lightning.loggers import RunTensorBoardLogger
-from apa_lightning.precision import apply_matmul_precision, resolved_precision
+from apa_lightning.precision import apply_matmul_precision, gpu_available, resolved_precision
 from apa_lightning.run_names import sweep_context
 
 log = logging.getLogger(__name__)
@@ -170,6 +170,12 @@ def seed_run(cfg: DictConfig) -> None:
 def build_run(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     """The datamodule, module and trainer of a training run, built from ``cfg`` as ``python -m apa_lightning``
     builds them (callbacks, loggers, atomic checkpoints, the run-time precision and matmul precision)."""
+    if str(cfg.trainer.get("accelerator")) in ("gpu", "cuda") and not gpu_available():
+        raise ApaError(
+            f"trainer.accelerator={cfg.trainer.accelerator} (trainer=gpu) needs a GPU, and torch finds none here "
+            "(no CUDA device, or a CPU-only torch build); use trainer=cpu, or trainer=default to take a GPU when "
+            "there is one."
+        )
     apply_matmul_precision(cfg.get("matmul_precision"))
     datamodule: L.LightningDataModule = instantiate_plain(cfg.data)
     model: L.LightningModule = instantiate_plain(cfg.model)

@@ -89,6 +89,27 @@ def test_work_after_a_validation_inside_the_epoch_is_not_training_time(make_cfg)
     assert record["epoch_time_s"] - train_seconds >= 2 * SlowAfterValidation.seconds - 0.01
 
 
+def test_the_step_in_which_torch_compiles_is_not_training_speed():
+    from types import SimpleNamespace
+
+    from apa_lightning.callbacks.throughput import Throughput
+
+    now = iter([0.0, 10.0, 10.0, 12.5, 12.5])  # epoch start, the compiling step's end (2 reads), epoch end (2)
+    throughput = Throughput()
+    throughput.clock = lambda: next(now)
+    trainer = SimpleNamespace(world_size=1, loggers=[])
+    module = SimpleNamespace(device=torch.device("cpu"), compiling=True)
+    batch = (torch.zeros(16, 1, 8, 8), torch.zeros(16))
+    throughput.on_train_epoch_start(trainer, module)
+    throughput.on_train_batch_end(trainer, module, None, batch, 0)  # 10 s of compiling: left out
+    module.compiling = False
+    throughput.on_train_batch_end(trainer, module, None, batch, 1)
+    throughput.on_train_batch_end(trainer, module, None, batch, 2)
+    throughput.on_train_epoch_end(trainer, module)  # reads 12.5 twice: the segment's end and the epoch's
+    assert (throughput.images, throughput.train_seconds) == (32, 2.5)  # 10.0 -> 12.5, two batches
+    assert throughput.summary() == {"images_per_s": 32 / 2.5, "epoch_time_s": 12.5}
+
+
 def test_batch_images_counts_plain_batches_and_passes():
     assert batch_images((torch.zeros(16, 1, 28, 28), torch.zeros(16))) == 16
 
@@ -281,6 +302,15 @@ def test_mixed_precision_is_chosen_at_run_time(monkeypatch, caplog):
     assert "trainer.precision=mixed: training with 16-mixed (Tesla T4)" in caplog.text
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert resolved_precision({"precision": "mixed"}) == {"precision": "bf16-mixed"}
+
+
+def test_trainer_gpu_without_a_gpu_is_refused_by_name(make_cfg, monkeypatch):
+    from apa_lightning.run import build_run
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ApaError, match=r"trainer.accelerator=gpu \(trainer=gpu\) needs a GPU.*use trainer=cpu"):
+        build_run(make_cfg("trainer=gpu"))
 
 
 def test_fast_path_values_are_checked(make_cfg):

@@ -28,6 +28,7 @@ class Throughput(L.Callback):
     (or the epoch ends); after a validation the next one opens only at the next training batch, so neither the
     validation nor what follows it (image grids, checkpoint saving in ``on_validation_end``) counts as training;
     that batch's loading and device augmentation, done before ``on_train_batch_start``, are not counted either.
+    With ``model.compile`` the first training step (where torch compiles) and the time before it are left out.
     Per batch it only reads the batch's shape; it waits for the device (``torch.cuda.synchronize``) only when a
     segment ends on a CUDA device, so that queued kernels are counted in their segment. ``clock`` is the wall clock
     (a benchmark on a busy machine may count the process's CPU seconds instead)."""
@@ -49,6 +50,10 @@ class Throughput(L.Callback):
             self._segment_start = self.clock()  # training goes on after a val_check_interval validation
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if getattr(pl_module, "compiling", False):  # model.compile's first step compiles: not training speed
+            self._end_segment(pl_module)
+            self._epoch_train_s, self._segment_start = 0.0, self.clock()
+            return
         self._epoch_images += batch_images(batch) * trainer.world_size
 
     def _end_segment(self, pl_module: L.LightningModule) -> None:
@@ -64,7 +69,7 @@ class Throughput(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._end_segment(pl_module)
-        if self._epoch_start is None or not self._epoch_train_s:
+        if self._epoch_start is None or not self._epoch_train_s or not self._epoch_images:
             return
         epoch_s = self.clock() - self._epoch_start
         self._epoch_start = None

@@ -117,6 +117,12 @@ class FastPathModule(L.LightningModule):
         # checkpoint and early-stopping callbacks and the loggers
         self._log_training_means()
 
+    @property
+    def compiling(self) -> bool:
+        """Whether torch is compiling the network (``model.compile``: from fit's start through the end of the
+        first training step), so that step's time is not training speed (``Throughput`` leaves it out)."""
+        return self._compile_start is not None
+
     def configure_model(self) -> None:
         if self.channels_last and not self._fast_path_ready:
             self.net.to(memory_format=torch.channels_last)
