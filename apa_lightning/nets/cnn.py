@@ -60,22 +60,27 @@ class ConvClassifier(nn.Module):
 
 
 class CNNBase(ConvClassifier):
-    """Base CNN: convs of 8, 32 and 16 filters with max-pooling; FC 128 with dropout."""
+    """Base CNN: convs of 8, 32 and 16 filters (practical work 1, §1.3: "16-32-64-128 instead of 8-32-16") with
+    max-pooling; FC 128 with ``dropout``. The layer list is the assignment's figure 1, which the report does not
+    reproduce: the kernel sizes, the pooling, the FC width (128) and the dropout (0.5) are not stated (our choice).
+    """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, dropout: float = 0.5):
         super().__init__([8, 32, 16], [128], num_classes, in_channels, image_size, dropout)
 
 
 class CNNV2(ConvClassifier):
-    """CNN V2: convs 16-32-64-128, each with BatchNorm and max-pooling; FC 256 with dropout 0.4."""
+    """CNN V2 (practical work 1, §1.3): convs 16-32-64-128, each followed by BatchNorm and max-pooling; FC layers
+    with dropout 0.4. The FC width (256) and the 3x3 kernels are not stated (our choice)."""
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, dropout: float = 0.4):
         super().__init__([16, 32, 64, 128], [256], num_classes, in_channels, image_size, dropout, batch_norm=True)
 
 
 class CNNV3(ConvClassifier):
-    """CNN V3: five conv blocks 32-64-128-256-512 with BatchNorm, max-pooling and dropout rising from 0.2
-    to 0.5; FC 512 with ``dropout``."""
+    """CNN V3 (practical work 1, §1.4): V2's conv blocks 16-32-64-128 plus a fifth block of 512 filters, each
+    with BatchNorm, max-pooling and dropout rising from 0.2 to 0.5. The per-block rates between 0.2 and 0.5
+    (0.3, 0.4, 0.4), the FC width (V2's 256) and its dropout (0.5) are not stated (our choice)."""
 
     def __init__(
         self,
@@ -86,5 +91,5 @@ class CNNV3(ConvClassifier):
         block_dropout: Sequence[float] = (0.2, 0.3, 0.4, 0.4, 0.5),
     ):
         super().__init__(
-            [32, 64, 128, 256, 512], [512], num_classes, in_channels, image_size, dropout, True, block_dropout
+            [16, 32, 64, 128, 512], [256], num_classes, in_channels, image_size, dropout, True, block_dropout
         )
