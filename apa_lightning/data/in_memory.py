@@ -20,7 +20,7 @@ from apa_lightning.data.augmentation import BatchAugmentation
 from apa_lightning.errors import ApaError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-NORMALIZATIONS = ("none", "dataset", "imagenet")
+NORMALIZATIONS = ("none", "dataset", "imagenet", "fixed")
 
 
 class ImageTensorDataset(Dataset):
@@ -149,12 +149,44 @@ def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[list[float], list[
     return mean.tolist(), (squares / count - mean.pow(2)).clamp_min(0).sqrt().tolist()
 
 
+def check_fixed_stats(
+    normalize: str, mean: Sequence[float] | None, std: Sequence[float] | None, channels: int
+) -> tuple[list[float], list[float]] | None:
+    """``(mean, std)`` as lists for ``normalize="fixed"``, None for the other modes. Raises ApaError when
+    ``fixed`` lacks them or they do not hold one number per channel (std above 0), and when another mode is
+    given them (they would be ignored)."""
+    given = [f"data.{name}" for name, value in (("mean", mean), ("std", std)) if value is not None]
+    if normalize != "fixed":
+        if given:
+            raise ApaError(
+                f"{' and '.join(given)} only apply with data.normalize=fixed, but data.normalize={normalize}; "
+                f"add data.normalize=fixed to use them, or drop {' and '.join(given)}."
+            )
+        return None
+    example = "data.mean=[0.4915,0.4823,0.4468] data.std=[0.2470,0.2435,0.2616]"
+    if mean is None or std is None:
+        raise ApaError(
+            f"data.normalize=fixed needs data.mean and data.std, one number per channel ({channels}); e.g. {example}."
+        )
+    try:
+        stats = [float(v) for v in mean], [float(v) for v in std]
+    except (TypeError, ValueError):  # a single number, or text
+        stats = None
+    if stats is None or len(stats[0]) != channels or len(stats[1]) != channels or min(stats[1]) <= 0:
+        raise ApaError(
+            f"data.mean={mean} and data.std={std} need {channels} numbers each (data.channels={channels}), every "
+            f"std above 0; e.g. {example}."
+        )
+    return stats
+
+
 class InMemoryImageDataModule(L.LightningDataModule):
     """Base for image sets held as uint8 tensors.
 
     Batches travel to the device as uint8 and become float images there: in [0, 1], resized to ``image_size``
     and repeated to ``channels`` (1 -> 3) when those differ from the stored images, then normalised by
-    ``normalize``: ``none``, ``dataset`` (the training split's per-channel mean and std) or ``imagenet``.
+    ``normalize``: ``none``, ``dataset`` (the training split's per-channel mean and std), ``imagenet``, or
+    ``fixed`` (the given ``mean`` and ``std``, one number per channel, e.g. a report's published values).
     ``augmentation`` names ``_target_`` configs of torchvision v2 transforms, applied in order to the training
     images only (a null entry is switched off): with ``augment_on="device"`` to the whole float batch in [0, 1]
     after it reached the device, before resizing to ``image_size`` and normalising (``BatchAugmentation``, each
@@ -176,6 +208,8 @@ class InMemoryImageDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         augment_on: str = "device",
         on_device: bool = False,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -184,6 +218,7 @@ class InMemoryImageDataModule(L.LightningDataModule):
             raise ApaError(f"data.normalize={normalize!r}; use one of {', '.join(NORMALIZATIONS)}.")
         if normalize == "imagenet" and channels != 3:
             raise ApaError(f"data.normalize=imagenet needs data.channels=3 (got {channels}).")
+        self.fixed_stats = check_fixed_stats(normalize, mean, std, channels)
         if augment_on not in AUGMENT_ON:
             raise ApaError(f"data.augment_on={augment_on!r}; use one of {', '.join(AUGMENT_ON)}.")
         # _convert_: torchvision wants plain lists (RandomCrop's padding=[4, 2])
@@ -230,6 +265,8 @@ class InMemoryImageDataModule(L.LightningDataModule):
                 self.mean, self.std = self.mean * self.channels, self.std * self.channels
         elif self.normalize == "imagenet":
             self.mean, self.std = list(IMAGENET_MEAN), list(IMAGENET_STD)
+        elif self.normalize == "fixed":
+            self.mean, self.std = self.fixed_stats
 
     def state_dict(self) -> dict[str, Any]:
         """What Lightning saves in checkpoints (under this class's name) so ``task=predict`` needs no dataset: the

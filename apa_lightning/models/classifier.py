@@ -30,6 +30,9 @@ def accuracy_metrics(num_classes: int, prefix: str) -> MetricCollection:
 class ClassifierModule(FastPathModule):
     """Trains ``net`` (images -> class logits) with cross-entropy.
 
+    A ``net`` that ends in LogSoftmax (the VGG16 report's §2.3 variants) trains the same way: log-softmax leaves
+    log-probabilities unchanged, so the cross-entropy of its output is their negative log-likelihood.
+
     Logs ``<split>/loss``, ``acc`` and ``mca``; the test also fills ``test_confusion`` (rows: true class,
     columns: predicted), from which the ClassificationReport callback writes the per-class report.
     ``net``, ``optimizer`` and ``scheduler`` are ``_target_`` configs, kept as plain values in checkpoints;

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from apa_lightning.errors import ApaError
-from apa_lightning.nets.blocks import mlp_head
 from apa_lightning.nets.pretrained import torchvision_net
 
 FREEZE_MODES = ("none", "features")
@@ -57,20 +56,36 @@ def vgg16(
     hidden_widths: Sequence[int] = (4096, 4096),
     dropout: float = 0.5,
     weights_path: str | None = None,
+    log_softmax: bool = False,
 ) -> nn.Module:
-    """torchvision VGG16 with a classifier for ``num_classes``.
+    """torchvision VGG16 whose classifier is, for each of ``hidden_widths``, Linear + ReLU + Dropout(``dropout``),
+    then a new output Linear for ``num_classes`` (and LogSoftmax with ``log_softmax``).
 
-    With the original hidden widths (4096, 4096) the (pretrained) hidden layers stay and only the output
-    layer is new; other widths (e.g. (8192, 8192), (2048, 2048) or three layers) build a new classifier.
+    A hidden layer of torchvision's shape in torchvision's place is torchvision's own layer, with its ImageNet
+    weights when ``pretrained``: the first when it maps 25088 -> 4096, the last when it maps 4096 -> 4096. So the
+    original widths (4096, 4096) keep both hidden layers and only the output layer is new; (8192, 4096, 4096)
+    (the VGG16 report's §2.3 variant 1) keeps the last; (2048, 2048) builds every layer anew.
+
+    ``log_softmax`` ends the classifier with LogSoftmax(dim=1), as the report's §2.3 variants did. The
+    classifier's cross-entropy applies log-softmax once more, which leaves log-probabilities as they are (their
+    logsumexp is 0): the loss is the negative log-likelihood of the network's log-probabilities, and softmax and
+    argmax of its output give the same probabilities and classes as without it.
     """
     check_freeze(freeze)  # before loading (or downloading) any weights
     net = torchvision_net("vgg16", pretrained, weights_path)
     net.features[0] = set_in_channels(net.features[0], in_channels)
-    if tuple(hidden_widths) == (4096, 4096):
-        net.classifier[2].p = net.classifier[5].p = dropout
-        net.classifier[6] = nn.Linear(4096, num_classes)
-    else:
-        net.classifier = mlp_head(512 * 7 * 7, hidden_widths, num_classes, dropout)
+    torchvision_layers = {(0, 512 * 7 * 7, 4096): net.classifier[0], (-1, 4096, 4096): net.classifier[3]}
+    layers: list[nn.Module] = []
+    in_features = 512 * 7 * 7
+    for at, width in enumerate(hidden_widths):
+        place = 0 if at == 0 else -1 if at == len(hidden_widths) - 1 else None
+        linear = torchvision_layers.get((place, in_features, width)) or nn.Linear(in_features, width)
+        layers += [linear, nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        in_features = width
+    layers.append(nn.Linear(in_features, num_classes))
+    if log_softmax:
+        layers.append(nn.LogSoftmax(dim=1))
+    net.classifier = nn.Sequential(*layers)
     return freeze_all_but(net, net.classifier, freeze)
 
 
