@@ -287,7 +287,12 @@ def first_trial(preset: str, *overrides: str) -> list[str]:
 
 
 # preset sweep -> the overrides its documented command adds; each one's first trial runs on the CIFAR-10 fixture
-PRESETS_ON_CIFAR10 = {"cnn_v3_report": [], "resnet18_grid": [], "optuna": ["experiment=cifar10_cnn_v3"]}
+PRESETS_ON_CIFAR10 = {
+    "cnn_v3_report": [],
+    "resnet18_report": [],
+    "resnet18_grid": [],
+    "optuna": ["experiment=cifar10_cnn_v3"],
+}
 # presets whose trials are run by another test module
 PRESETS_RUN_ELSEWHERE = {"notmnist_code_sizes": "tests/test_notmnist.py runs each of its four experiments"}
 
