@@ -17,7 +17,7 @@ CHECKPOINT_FOLDERS = ("checkpoints", "weights")  # <run dir>/checkpoints/*.ckpt,
 NOT_CARRIED = ("task", "task_name", "resume", "ckpt_path", "input", "hydra")
 # the data keys that fix the images the network takes: a checkpoint is refused by a data config that sets them
 # otherwise (trained_model.check_data_fits), and they are carried when the command line picks another data config
-INPUT_KEYS = ("image_size", "image_width", "channels", "normalize", "value_range")
+INPUT_KEYS = ("image_size", "image_width", "channels", "normalize", "mean", "std", "value_range")
 PLAIN_VALUE = re.compile(r"[\w./:@%~+-]*")  # an override value that Hydra's grammar reads as it is
 
 
@@ -168,7 +168,10 @@ def checkpoint_arguments(argv: list[str]) -> list[str]:
         carried += [
             f"data.{k}={data[k]}"
             for k in INPUT_KEYS
-            if f"data.{k}" not in values and k in data and "${" not in str(data[k]) and (keys is None or k in keys)
+            if f"data.{k}" not in values
+            and data.get(k) is not None  # an unset key (data.mean without normalize=fixed) keeps the new config's
+            and "${" not in str(data[k])
+            and (keys is None or k in keys)
         ]
     multirun = any(a in ("-m", "--multirun") for a in argv)
     name = _given_task_name(run_dir) if values["task"] == "eval" and "task_name" not in values else None

@@ -338,3 +338,29 @@ def test_experiment_headers_name_the_section_and_the_unstated_choices(experiment
         assert "taken from part I" in text
     if "variant" in experiment:
         assert "mCA" in text and ("min" in text or " h " in text)
+
+
+def test_eval_on_another_data_config_carries_the_fixed_mean_and_std(make_cfg, tmp_path):
+    from apa_lightning.checkpoint_source import checkpoint_arguments
+
+    run = tmp_path / "vgg16_run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    # a run that set the statistics on its command line: another data config drops those data overrides
+    overrides = ["model=vgg16", "data=cifar10", "data.image_size=64", "data.normalize=fixed"]
+    overrides += ["data.mean=[0.4915,0.4823,0.4468]", "data.std=[0.2470,0.2435,0.2616]"]
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    trained = make_cfg(*overrides)
+    (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(trained))
+    argv = checkpoint_arguments(["task=eval", f"ckpt_path={run}/checkpoints/last.ckpt", "data=cifar10"])
+    assert "data.normalize=fixed" in argv and "data.image_size=64" in argv
+    cfg = make_cfg(*argv)
+    assert (list(cfg.data.mean), list(cfg.data.std)) == (VGG16_REPORT_MEAN, VGG16_REPORT_STD)
+    assert instantiate_plain(cfg.data).fixed_stats == (VGG16_REPORT_MEAN, VGG16_REPORT_STD)
+    # a run without fixed statistics carries no data.mean=None
+    (run / ".hydra" / "overrides.yaml").write_text("- experiment=cifar10_cnn_v2\n")
+    (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(make_cfg("experiment=cifar10_cnn_v2")))
+    argv = checkpoint_arguments(["task=eval", f"ckpt_path={run}/checkpoints/last.ckpt", "data=cifar10"])
+    assert not any(a.startswith(("data.mean", "data.std")) for a in argv)
+    assert instantiate_plain(make_cfg(*argv).data).fixed_stats is None
