@@ -111,7 +111,7 @@ def test_colour_jitter_leaves_hue_alone_on_grey_images_as_torchvision_does():
     assert not torch.allclose(step(colour), colour)  # hue and saturation still act on RGB
 
 
-@pytest.mark.parametrize("preset, size", [("standard", 32), ("report", 64)])
+@pytest.mark.parametrize("preset, size", [("standard", 32), ("report", 64), ("rotate_flip_crop", 64)])
 def test_device_augmentation_gives_every_training_image_its_own_parameters(make_cfg, cifar10_root, preset, size):
     dm = cifar_datamodule(make_cfg, cifar10_root, f"data/augmentation={preset}", f"data.image_size={size}")
     assert dm.train_transform is None and isinstance(dm.batch_augmentation, BatchAugmentation)
