@@ -407,7 +407,7 @@ def test_a_changed_setting_fails_with_the_key_the_values_and_the_row(compose):
 
 def test_the_parser_reads_rows_and_refuses_a_malformed_one():
     header = "| " + " | ".join(HEADER) + " |"
-    row = "| CNN V2 | §1.3 | `experiment=cifar10_cnn_v2` | `trainer.max_epochs=25` (a) | `data.batch_size=128` | x | y |"
+    row = "| CNN V2 | §1.3 | `experiment=cifar10_cnn_v2` | `trainer.max_epochs=25` | `data.batch_size=128` | x | y |"
     page = f"## 001 — Practical work 1\n\n{header}\n|---|---|---|---|---|---|---|\n{row}\n\nprose `not=a check`\n"
     (parsed,) = parse_page(page)
     assert (parsed.document, parsed.name, parsed.runs) == ("001", "CNN V2", (("experiment=cifar10_cnn_v2",),))
