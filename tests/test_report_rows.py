@@ -366,7 +366,7 @@ def test_every_measured_figure_names_its_measurement():
         refs = re.findall(r"\[(m\d+)\]", row.measured)
         assert refs, f"{row.where}: 'Measured here' is a figure without a [mN] reference: {row.measured}"
         for ref in refs:
-            entry = re.search(rf"^- \*\*{ref}\*\*(.*)$", text, re.MULTILINE)
+            entry = re.search(rf"^- \*\*{ref}\*\*(.*?)(?=^- \*\*|^## |\Z)", text, re.MULTILINE | re.DOTALL)
             assert entry, f"{row.where}: measurement {ref} is not described under Measurements"
             assert re.search(r"commit `[0-9a-f]{7,40}`", entry.group(1)), f"{ref} names no commit"
             assert re.search(r"`[^`]*python[^`]*`", entry.group(1)), f"{ref} names no command"
