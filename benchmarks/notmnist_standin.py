@@ -29,6 +29,16 @@ def font_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in {".ttf", ".otf"})
 
 
+def draws_every_letter(font_path: Path) -> bool:
+    """Whether the font draws each of A-J with some ink (symbol fonts and display-only fonts draw nothing)."""
+    font = ImageFont.truetype(str(font_path), SIZE * SCALE)
+    for letter in LETTERS:
+        left, top, right, bottom = font.getbbox(letter)
+        if right <= left or bottom <= top:
+            return False
+    return True
+
+
 def render(font_path: Path, letter: str, rng: np.random.Generator) -> Image.Image:
     """``letter`` in ``font_path`` as a 28x28 grey image: the glyph's box scaled to a random share of the frame,
     rotated and shifted a little."""
@@ -54,10 +64,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-font", type=int, default=50, help="drawings of each letter in each font")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    fonts = font_files(args.fonts)
+    found = font_files(args.fonts)
+    fonts = [f for f in found if draws_every_letter(f)]
     if not fonts:
-        print(f"error: no .ttf or .otf font under {args.fonts}; give a folder of fonts with --fonts.", file=sys.stderr)
+        print(
+            f"error: no .ttf or .otf font under {args.fonts} draws the letters A-J; name a folder of text fonts "
+            "with --fonts.",
+            file=sys.stderr,
+        )
         return 1
+    if len(fonts) < len(found):
+        print(
+            f"left out {len(found) - len(fonts)} fonts that do not draw A-J: "
+            f"{', '.join(f.name for f in found if f not in fonts)}"
+        )
     target = args.folder / "notMNIST_small"
     if target.exists():
         print(f"error: {target} already exists; remove it or name another folder.", file=sys.stderr)
