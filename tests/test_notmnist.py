@@ -264,3 +264,34 @@ def test_code_size_sweep_writes_a_summary_ordered_by_code_size(notmnist_dir, tmp
         ("experiment=notmnist_code1", 32, 196),
     ]
     assert "sorted by test/code_bits (descending)" in (sweep / "summary.md").read_text()
+
+
+def test_standin_renderer_writes_a_folder_the_datamodule_reads_and_refuses_to_overwrite_it(tmp_path, capsys):
+    import importlib.util
+
+    import matplotlib
+
+    path = Path(__file__).parents[1] / "benchmarks" / "notmnist_standin.py"
+    spec = importlib.util.spec_from_file_location("notmnist_standin", path)
+    standin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(standin)
+    fonts = tmp_path / "fonts"  # matplotlib's fonts: the test needs no system font
+    fonts.mkdir()
+    for name in ("DejaVuSans.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSansDisplay.ttf"):  # the last draws no letters
+        shutil.copy(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name, fonts)
+    count = 2
+    assert standin.main([str(tmp_path), "--fonts", str(fonts), "--per-font", "2"]) == 0
+    assert "left out 1 fonts that do not draw A-J: DejaVuSansDisplay.ttf" in capsys.readouterr().out
+    dm = NotMNISTDataModule(data_dir=str(tmp_path), split_dir=str(tmp_path / "split"))
+    dm.setup()
+    images = torch.cat([dm.train_set.images, dm.val_set.images, dm.test_set.images])
+    assert images.shape == (10 * count * 2, 1, 28, 28) and dm.classes == list(LETTERS)
+    assert images[:, :, 0, :].float().mean() < 10 and images.float().amax() > 200  # white glyphs on black
+    assert len(images.unique()) > 50  # grey edges, as notMNIST's
+    assert not (tmp_path / "notMNIST_small.partial").exists()
+    first = sorted((tmp_path / "notMNIST_small" / "A").iterdir())[0].read_bytes()
+    assert standin.main([str(tmp_path), "--fonts", str(fonts)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert sorted((tmp_path / "notMNIST_small" / "A").iterdir())[0].read_bytes() == first
+    assert standin.main([str(tmp_path / "other"), "--fonts", str(tmp_path / "split")]) == 1
+    assert "no .ttf or .otf font under" in capsys.readouterr().err
