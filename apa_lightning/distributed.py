@@ -39,6 +39,19 @@ def hydra_ddp_child_command(local_rank: int) -> tuple[Sequence[str], str]:
     return command, get_original_cwd()
 
 
+def srun_rank_overrides() -> list[str]:
+    """The overrides that rank N > 0 of a job step srun started with several tasks adds to its command line.
+
+    There every rank runs the same command (``srun python -m apa_lightning trainer=ddp ...``, DDP over the tasks)
+    and finds the same run directory (``__main__._run_id``); like the ranks Lightning starts itself
+    (``hydra_ddp_child_command``) it logs into ``run_rankN.log`` and leaves ``.hydra`` to rank 0.
+    """
+    rank = int(os.environ.get("SLURM_PROCID") or 0)
+    if rank == 0 or int(os.environ.get("SLURM_NTASKS") or 1) < 2:
+        return []
+    return [f"hydra.job.name=run_rank{rank}", "hydra.output_subdir=null"]
+
+
 def use_job_command_for_ddp_children() -> None:
     """Make Lightning start DDP ranks with ``hydra_ddp_child_command`` (Lightning only offers its own)."""
     from lightning.pytorch.strategies.launchers import subprocess_script
