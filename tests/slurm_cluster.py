@@ -182,8 +182,13 @@ def start(timeout: float = 60) -> tuple[str, str | None]:
     return name, STARTED
 
 
-def stop(timeout: float = 20) -> None:
-    """End slurmctld and slurmd (``scontrol shutdown``) and munged; return once the controller no longer answers."""
+def stop(timeout: float = 30) -> None:
+    """End the jobs left (a sweep returns once its trials' results are written, before their job steps end), then
+    slurmctld and slurmd (``scontrol shutdown``) and munged; return once the controller no longer answers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _run("squeue", "--noheader").stdout.strip():
+        time.sleep(0.5)
+    _run("scancel", "--full", f"--partition={PARTITION}")  # after the timeout
     _run("scontrol", "shutdown")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _run("scontrol", "ping").stdout.count("UP"):

@@ -102,14 +102,15 @@ def sbatch(script: Path, cwd: Path) -> str:
 def test_a_requeued_batch_job_continues_its_run_directory_from_last_ckpt(slurm_node, tmp_path):
     script = tmp_path / "train.sh"
     command = [sys.executable, "-m", "apa_lightning", f"paths.root_dir={tmp_path}", "logger=csv"]
-    command += ["trainer.max_epochs=4", "trainer.limit_train_batches=5", "trainer.limit_val_batches=1"]
+    command += ["trainer.max_epochs=6", "trainer.limit_train_batches=5", "trainer.limit_val_batches=1"]
     script.write_text(
         "#!/bin/bash\n#SBATCH --cpus-per-task=1 --mem=1G --output=job.out --open-mode=append\n"
         f"exec {' '.join(command)}\n"
     )
     job = sbatch(script, tmp_path)
     output = tmp_path / "job.out"
-    wait_for(lambda: output.is_file() and "epoch 2/4" in output.read_text(), 300, "the job's second epoch")
+    # four epochs to go: the requeue lands long before the run could end
+    wait_for(lambda: output.is_file() and "epoch 2/6" in output.read_text(), 300, "the job's second epoch")
     subprocess.run(["scontrol", "requeue", job], check=True)  # what a preemption does: SIGTERM, back to the queue
     wait_for(lambda: not in_queue(job), 600, f"job {job} to end", every=1)
 
@@ -120,12 +121,12 @@ def test_a_requeued_batch_job_continues_its_run_directory_from_last_ckpt(slurm_n
     assert "Interrupted by SIGTERM" in text and f"SLURM requeued this job: continuing {run_dir} from {last}." in text
     assert not any(noise in text for noise in NOISE), text
     record = json.loads((run_dir / "metrics.json").read_text())
-    assert (record["status"], record["epochs"], record["resumed_from"]) == ("completed", 4, str(last))
-    # every epoch once: the first start's two and the requeued job's two
+    assert (record["status"], record["epochs"], record["resumed_from"]) == ("completed", 6, str(last))
+    # every epoch once: the first start's two and the requeued job's four
     with open(run_dir / "metrics.csv", newline="") as f:
-        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [1, 2, 3, 4]
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [1, 2, 3, 4, 5, 6]
     with open(run_dir / "csv" / "metrics.csv", newline="") as f:
-        assert [int(row["epoch"]) for row in csv.DictReader(f) if row["val/loss"]] == [0, 1, 2, 3]
+        assert [int(row["epoch"]) for row in csv.DictReader(f) if row["val/loss"]] == [0, 1, 2, 3, 4, 5]
 
 
 @pytest.mark.slow
