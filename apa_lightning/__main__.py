@@ -6,7 +6,6 @@ the training code is imported inside the task.
 
 import hashlib
 import logging
-import os
 import secrets
 import shlex
 import signal
@@ -22,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from apa_lightning.checkpoint_source import checkpoint_arguments, hydra_value, override_key, unquoted
 from apa_lightning.config_checks import check_before_task
 from apa_lightning.console import quiet_console
-from apa_lightning.distributed import srun_rank_overrides
+from apa_lightning.distributed import requeue_on_sigusr1, slurm_job_id, srun_rank_overrides
 from apa_lightning.errors import ApaError, Interrupted, describe, user_error
 from apa_lightning.files import run_record, write_metrics
 from apa_lightning.override_checks import check_overrides
@@ -38,9 +37,7 @@ def _run_id() -> str:
     preempted node, Lightning's requeue on SIGUSR1), the same command finds the same directory and continues it
     (see ``run.requeued_checkpoint``), while different commands of one job script keep directories of their own.
     """
-    job = os.environ.get("SLURM_JOB_ID")
-    if os.environ.get("SLURM_ARRAY_JOB_ID"):
-        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '0')}"
+    job = slurm_job_id()
     if job:
         command = [a for a in sys.argv[1:] if a not in srun_rank_overrides()]  # every rank of a step: one directory
         return f"slurm{job}_{hashlib.sha1(' '.join(command).encode()).hexdigest()[:6]}"
@@ -141,7 +138,7 @@ def main(cfg: DictConfig) -> float | None:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
 
     try:
-        with signals_interrupt():
+        with signals_interrupt(), requeue_on_sigusr1():
             check_before_task(cfg)  # a sweep trial's own values; a single run was checked before its directory
             module, function = TASKS[cfg.task].split(":")
             task = getattr(importlib.import_module(module), function)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from apa_lightning.__main__ import _run_id
 from apa_lightning.distributed import srun_rank_overrides
@@ -93,13 +94,27 @@ def test_a_sweep_runs_as_a_slurm_job_array_and_writes_its_summary(slurm_node, tm
         assert json.loads((sweep / job / "metrics.json").read_text())["status"] == "completed"
 
 
+def saved_epoch(checkpoints) -> int | None:
+    """The epoch (from 0) of the one checkpoint in ``checkpoints``, None while there is none."""
+    found = list(checkpoints)
+    return torch.load(found[0], map_location="cpu", weights_only=True)["epoch"] if found else None
+
+
 def sbatch(script: Path, cwd: Path) -> str:
     done = subprocess.run(["sbatch", "--parsable", str(script)], cwd=cwd, capture_output=True, text=True, check=True)
     return done.stdout.strip().split(";")[0]
 
 
 @pytest.mark.slow
-def test_a_requeued_batch_job_continues_its_run_directory_from_last_ckpt(slurm_node, tmp_path):
+@pytest.mark.parametrize(
+    "requeue",
+    [
+        ["scontrol", "requeue"],  # what a preemption does: SIGTERM, back to the queue
+        ["scancel", "--signal=USR1", "--batch"],  # what #SBATCH --signal=B:USR1@120 sends before the time limit
+    ],
+    ids=["scontrol_requeue", "sigusr1"],
+)
+def test_a_requeued_batch_job_continues_its_run_directory_from_last_ckpt(slurm_node, tmp_path, requeue):
     script = tmp_path / "train.sh"
     command = [sys.executable, "-m", "apa_lightning", f"paths.root_dir={tmp_path}", "logger=csv"]
     command += ["trainer.max_epochs=6", "trainer.limit_train_batches=5", "trainer.limit_val_batches=1"]
@@ -108,18 +123,20 @@ def test_a_requeued_batch_job_continues_its_run_directory_from_last_ckpt(slurm_n
         f"exec {' '.join(command)}\n"
     )
     job = sbatch(script, tmp_path)
-    output = tmp_path / "job.out"
-    # four epochs to go: the requeue lands long before the run could end
-    wait_for(lambda: output.is_file() and "epoch 2/6" in output.read_text(), 300, "the job's second epoch")
-    subprocess.run(["scontrol", "requeue", job], check=True)  # what a preemption does: SIGTERM, back to the queue
+    last = f"outputs/runs/ae_digits/slurm{job}_*/checkpoints/last.ckpt"
+    # once last.ckpt holds the second epoch (the console's "epoch 2/6" comes just before it is written); four epochs
+    # to go: the requeue lands long before the run could end
+    wait_for(lambda: saved_epoch(tmp_path.glob(last)) == 1, 300, "the second epoch's last.ckpt")
+    subprocess.run([*requeue, job], check=True)
     wait_for(lambda: not in_queue(job), 600, f"job {job} to end", every=1)
 
-    text = output.read_text()
+    text = (tmp_path / "job.out").read_text()
     (run_dir,) = (tmp_path / "outputs" / "runs" / "ae_digits").iterdir()
     assert run_dir.name.startswith(f"slurm{job}_")
     last = run_dir / "checkpoints" / "last.ckpt"
     assert "Interrupted by SIGTERM" in text and f"SLURM requeued this job: continuing {run_dir} from {last}." in text
     assert not any(noise in text for noise in NOISE), text
+    assert (f"SIGUSR1: requeued SLURM job {job}" in text) == ("--signal=USR1" in requeue)
     record = json.loads((run_dir / "metrics.json").read_text())
     assert (record["status"], record["epochs"], record["resumed_from"]) == ("completed", 6, str(last))
     # every epoch once: the first start's two and the requeued job's four
