@@ -6,7 +6,6 @@ the training code is imported inside the task.
 
 import hashlib
 import logging
-import os
 import secrets
 import shlex
 import signal
@@ -22,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from apa_lightning.checkpoint_source import checkpoint_arguments, hydra_value, override_key, unquoted
 from apa_lightning.config_checks import check_before_task
 from apa_lightning.console import quiet_console
+from apa_lightning.distributed import requeue_on_sigusr1, slurm_job_id, srun_rank_overrides
 from apa_lightning.errors import ApaError, Interrupted, describe, user_error
 from apa_lightning.files import run_record, write_metrics
 from apa_lightning.override_checks import check_overrides
@@ -37,11 +37,10 @@ def _run_id() -> str:
     preempted node, Lightning's requeue on SIGUSR1), the same command finds the same directory and continues it
     (see ``run.requeued_checkpoint``), while different commands of one job script keep directories of their own.
     """
-    job = os.environ.get("SLURM_JOB_ID")
-    if os.environ.get("SLURM_ARRAY_JOB_ID"):
-        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '0')}"
+    job = slurm_job_id()
     if job:
-        return f"slurm{job}_{hashlib.sha1(' '.join(sys.argv[1:]).encode()).hexdigest()[:6]}"
+        command = [a for a in sys.argv[1:] if a not in srun_rank_overrides()]  # every rank of a step: one directory
+        return f"slurm{job}_{hashlib.sha1(' '.join(command).encode()).hexdigest()[:6]}"
     return f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
 
 
@@ -139,7 +138,7 @@ def main(cfg: DictConfig) -> float | None:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
 
     try:
-        with signals_interrupt():
+        with signals_interrupt(), requeue_on_sigusr1():
             check_before_task(cfg)  # a sweep trial's own values; a single run was checked before its directory
             module, function = TASKS[cfg.task].split(":")
             task = getattr(importlib.import_module(module), function)
@@ -181,7 +180,8 @@ def cli() -> None:
     the ``ckpt_path`` of ``task=eval`` / ``task=predict`` given its run's config (``checkpoint_arguments``).
     Overrides the config cannot be composed with (an unknown key or config) end it with an ``error:`` paragraph
     and status 1 before Hydra makes a directory (``check_overrides``)."""
-    sys.argv = [sys.argv[0], *checkpoint_arguments(resumed_arguments(sys.argv[1:]))]
+    sys.argv = [sys.argv[0], *checkpoint_arguments(resumed_arguments(sys.argv[1:])), *srun_rank_overrides()]
+    quiet_console()  # a SLURM sweep's polls of sacct happen in this process
     try:
         check_overrides(sys.argv[1:])
     except ApaError as exc:

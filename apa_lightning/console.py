@@ -11,6 +11,9 @@ IGNORED_WARNINGS = (
     (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
     # training values are logged once per epoch (FastPathModule.log_training): log_every_n_steps does not apply
     (UserWarning, r"The number of training batches \(\d+\) is smaller than the logging interval"),
+    # Lightning's hint, 2-3 times a run on any machine with SLURM installed, to every run srun did not start,
+    # though only DDP over a SLURM job's tasks needs srun (docs/cluster.md says when)
+    (UserWarning, r"The `srun` command is available on your system but is not used"),
 )
 
 LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")  # those Lightning gives handlers
@@ -32,8 +35,18 @@ class DropTips(logging.Filter):
         return not record.getMessage().startswith("💡 Tip:")
 
 
+class DropAccountingPolls(logging.Filter):
+    """Drops submitit's "Bypassing sacct error" warnings (three copies of each, on stdout and stderr): a cluster
+    without job accounting fails every status poll of a ``hydra/launcher=slurm`` sweep, and submitit then learns
+    that a trial ended from its result file (docs/cluster.md)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Bypassing sacct error" not in record.getMessage()
+
+
 def quiet_console() -> None:
-    """Keep Lightning's messages but print each one once, drop its tips and ignore ``IGNORED_WARNINGS``.
+    """Keep Lightning's messages but print each one once, drop its tips and submitit's failed accounting polls, and
+    ignore ``IGNORED_WARNINGS``.
 
     ``import lightning`` gives its loggers console handlers of their own (and stops them from propagating when
     the root logger had no handlers yet). When the root logger has handlers (Hydra's console and the run's log
@@ -49,5 +62,8 @@ def quiet_console() -> None:
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # where rank_zero_info logs
     if not any(isinstance(f, DropTips) for f in rank_zero.filters):
         rank_zero.addFilter(DropTips())
+    submitit = logging.getLogger("submitit")  # the launching process of a SLURM sweep; submitit need not be imported
+    if not any(isinstance(f, DropAccountingPolls) for f in submitit.filters):
+        submitit.addFilter(DropAccountingPolls())
     for category, message in IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)

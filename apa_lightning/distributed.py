@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import __main__
+from apa_lightning.errors import Interrupted
+
+log = logging.getLogger(__name__)
 
 # What Lightning's DDP launcher writes into the launching process's environment.
 LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
@@ -39,6 +45,19 @@ def hydra_ddp_child_command(local_rank: int) -> tuple[Sequence[str], str]:
     return command, get_original_cwd()
 
 
+def srun_rank_overrides() -> list[str]:
+    """The overrides that rank N > 0 of a job step srun started with several tasks adds to its command line.
+
+    There every rank runs the same command (``srun python -m apa_lightning trainer=ddp ...``, DDP over the tasks)
+    and finds the same run directory (``__main__._run_id``); like the ranks Lightning starts itself
+    (``hydra_ddp_child_command``) it logs into ``run_rankN.log`` and leaves ``.hydra`` to rank 0.
+    """
+    rank = int(os.environ.get("SLURM_PROCID") or 0)
+    if rank == 0 or int(os.environ.get("SLURM_NTASKS") or 1) < 2:
+        return []
+    return [f"hydra.job.name=run_rank{rank}", "hydra.output_subdir=null"]
+
+
 def use_job_command_for_ddp_children() -> None:
     """Make Lightning start DDP ranks with ``hydra_ddp_child_command`` (Lightning only offers its own)."""
     from lightning.pytorch.strategies.launchers import subprocess_script
@@ -64,3 +83,41 @@ def ddp_job_scope() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def slurm_job_id() -> str | None:
+    """This SLURM job's id as ``scontrol`` takes it (``<array job>_<task>`` in a job array), None outside SLURM."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '0')}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+@contextmanager
+def requeue_on_sigusr1() -> Iterator[None]:
+    """While inside, in a SLURM job, SIGUSR1 (``#SBATCH --signal=B:USR1@120``: the time limit is near) requeues the
+    job (``scontrol requeue``): SLURM stops it with SIGTERM, recorded as an interruption, and starts it again, and
+    the run continues from its ``last.ckpt`` (``run.requeued_checkpoint``). When the requeue is refused the run
+    stops as on SIGTERM (exit 138).
+
+    Without this, SIGUSR1 ends a run that srun did not start at once, with no record (Python's default action);
+    in a job step srun started, Lightning's handler would save an ``hpc_ckpt_N.ckpt`` this tool never reads.
+    """
+    job = slurm_job_id()
+    if job is None:
+        yield
+        return
+
+    def requeue(signum: int, frame: object) -> None:
+        if int(os.environ.get("SLURM_PROCID") or 0) != 0:  # DDP over srun's tasks: every rank gets it, rank 0 acts
+            return
+        done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+        if done.returncode != 0:
+            log.error("SIGUSR1: scontrol requeue %s failed (%s); stopping.", job, done.stderr.strip())
+            raise Interrupted(signum)
+        log.info("SIGUSR1: requeued SLURM job %s; it continues from the last finished epoch.", job)
+
+    previous = signal.signal(signal.SIGUSR1, requeue)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
