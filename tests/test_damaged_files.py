@@ -1,0 +1,171 @@
+"""Damaged or misplaced files a run reads (its own run directory on a resume, a sweep's directory, KITTI files, a
+data folder that cannot be written): each ends with one ``error:`` paragraph naming the file, the cause and the
+way out, before any training, instead of a traceback or advice that leads back to the same file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .test_bad_inputs import assert_one_clear_error
+from .test_resume import run_cli
+
+TRAINED = [
+    "trainer.accelerator=cpu",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "logger=csv",
+]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished two-epoch run directory of the default autoencoder (checkpoints epoch002.ckpt and last.ckpt)."""
+    import sys
+
+    root = tmp_path_factory.mktemp("finished")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["apa_lightning", *TRAINED, f"paths.root_dir={root}"])
+        from apa_lightning.__main__ import cli
+
+        cli()
+    (run_dir,) = (root / "outputs" / "runs").glob("*/*")
+    return run_dir
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path) -> Path:
+    """A copy of the finished run, to damage."""
+    return Path(shutil.copytree(finished_run, tmp_path / "run"))
+
+
+def resume(monkeypatch, capsys, tmp_path: Path, run_dir: Path) -> tuple[int, str]:
+    return run_cli(monkeypatch, capsys, tmp_path, f"resume={run_dir}", "trainer.max_epochs=3")
+
+
+def assert_nothing_trained(run_dir: Path) -> None:
+    """The refused resume started no epoch: no third checkpoint, last.ckpt untouched."""
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) <= ["epoch002.ckpt", "last.ckpt"]
+    assert not (run_dir / "checkpoints" / "epoch003.ckpt").exists()
+
+
+def test_resume_with_a_damaged_metrics_json_is_refused_before_training(run_copy, monkeypatch, capsys, tmp_path):
+    (run_copy / "metrics.json").write_text('{"status": "comp')
+    before = (run_copy / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    code, stderr = resume(monkeypatch, capsys, tmp_path, run_copy)
+    assert_one_clear_error(code, stderr, [f"{run_copy / 'metrics.json'} is damaged", "JSON", "line 1", "delete it"])
+    assert (run_copy / "checkpoints" / "last.ckpt").stat().st_mtime_ns == before
+    assert_nothing_trained(run_copy)
+
+
+@pytest.mark.parametrize("content", ["- model=ae\n- [trainer.max_epochs=2\n", "\xff\xfe garbage", "just: a mapping\n"])
+def test_resume_with_damaged_overrides_names_the_file(content, run_copy, monkeypatch, capsys, tmp_path):
+    (run_copy / ".hydra" / "overrides.yaml").write_bytes(content.encode("latin-1"))
+    code, stderr = resume(monkeypatch, capsys, tmp_path, run_copy)
+    paragraph = assert_one_clear_error(
+        code, stderr, [f"{run_copy / '.hydra' / 'overrides.yaml'} is damaged", "hydra.overrides.task"]
+    )
+    assert "model=" not in paragraph.split("damaged")[1].split("(")[0]
+    assert_nothing_trained(run_copy)
+
+
+def test_resume_without_overrides_yaml_names_it_instead_of_blaming_an_override(run_copy, monkeypatch, capsys, tmp_path):
+    (run_copy / ".hydra" / "overrides.yaml").unlink()
+    code, stderr = resume(monkeypatch, capsys, tmp_path, run_copy)
+    paragraph = assert_one_clear_error(code, stderr, [f"{run_copy / '.hydra' / 'overrides.yaml'} is missing"])
+    assert "drop the model=" not in paragraph
+    assert_nothing_trained(run_copy)
+    assert not list((tmp_path / "outputs").glob("runs/*/*")), "a new run directory was made"
+
+
+def test_a_deleted_last_ckpt_points_to_the_epoch_checkpoint(run_copy, monkeypatch, capsys, tmp_path):
+    (run_copy / "checkpoints" / "last.ckpt").unlink()
+    code, stderr = resume(monkeypatch, capsys, tmp_path, run_copy)
+    epoch = run_copy / "checkpoints" / "epoch002.ckpt"
+    paragraph = assert_one_clear_error(code, stderr, ["has no checkpoints/last.ckpt", f"cp {epoch}", "2 finished"])
+    assert "not a run directory" not in paragraph
+
+
+def test_a_truncated_last_ckpt_points_to_another_intact_checkpoint_or_says_it_cannot_resume(
+    run_copy, monkeypatch, capsys, tmp_path
+):
+    last = run_copy / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:3000])
+    code, stderr = resume(monkeypatch, capsys, tmp_path, run_copy)
+    paragraph = assert_one_clear_error(code, stderr, [f"{last} is damaged", "epoch002.ckpt", f"cp {last.parent}"])
+    assert "e.g. <run dir>/checkpoints/last.ckpt" not in paragraph
+
+    (run_copy / "checkpoints" / "epoch002.ckpt").unlink()
+    code, stderr = resume(monkeypatch, capsys, tmp_path, run_copy)
+    assert_one_clear_error(code, stderr, [f"{last} is damaged", "cannot be continued", "start it again"])
+
+
+def fake_sweep(root: Path) -> Path:
+    """A sweep's directory: multirun.yaml and two trials, one completed, one failed."""
+    sweep = root / "multiruns" / "2026-01-01_00-00-00_abcdef"
+    for number, status in ((0, "completed"), (1, "failed")):
+        trial = sweep / f"{number}_lr={0.1 / (number + 1)}"
+        (trial / ".hydra").mkdir(parents=True)
+        (trial / ".hydra" / "overrides.yaml").write_text(f"- model.optimizer.lr={0.1 / (number + 1)}\n")
+        (trial / "metrics.json").write_text(json.dumps({"status": status}))
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    return sweep
+
+
+@pytest.mark.parametrize("key", ["resume", "ckpt_path"])
+def test_a_sweep_directory_is_named_as_such_with_its_trials(key, monkeypatch, capsys, tmp_path):
+    sweep = fake_sweep(tmp_path)
+    task = ["task=eval"] if key == "ckpt_path" else []
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, *task, f"{key}={sweep}")
+    assert_one_clear_error(
+        code,
+        stderr,
+        ["is a sweep's directory", "0_lr=0.1 (completed)", "1_lr=0.05 (failed)", f"e.g. {key}={sweep}/0_lr=0.1)"],
+    )
+
+
+def test_eval_of_a_run_with_a_damaged_config_yaml_names_it(run_copy, monkeypatch, capsys, tmp_path):
+    (run_copy / ".hydra" / "config.yaml").write_text("data: {image_size: 28\n")
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, "task=eval", f"ckpt_path={run_copy}")
+    assert_one_clear_error(code, stderr, [f"{run_copy / '.hydra' / 'config.yaml'} is damaged", "YAML", "ckpt_path="])
+
+
+OPTUNA = ["-m", "hparams_search=optuna", "model=cnn_base", "trainer=debug", "logger=csv", "hydra.sweeper.n_trials=2"]
+
+
+def test_an_optuna_study_whose_trials_all_fail_ends_with_a_summary_and_one_error(monkeypatch, capsys, tmp_path):
+    # every trial fails when its Trainer is built (a key the Trainer does not take)
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, *OPTUNA, "+trainer.max_epoch=1")
+    assert_one_clear_error(code, stderr, ["all 2 trials failed", "summary.md"])
+    (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
+    summary = (sweep / "summary.md").read_text()
+    assert summary.count("| failed |") == 2 and "trainer.max_epoch is not a parameter" in summary
+
+
+def test_the_templates_optuna_test_with_trainer_debug_completes(monkeypatch, capsys, tmp_path):
+    # lightning-hydra-template's tests/test_sweeps.py::test_optuna_sweep: fast_dev_run trials give their one score
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, *OPTUNA, "hydra.sweeper.sampler.n_startup_trials=1")
+    assert code == 0, stderr
+    (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
+    scores = [json.loads(p.read_text())["best_score"] for p in sweep.glob("*/metrics.json")]
+    assert len(scores) == 2 and all(isinstance(s, float) for s in scores)
+    assert (sweep / "optimization_results.yaml").is_file() and (sweep / "summary.md").is_file()
+
+
+def test_a_glob_sweep_gets_its_summary_and_the_report_rebuilds_it(monkeypatch, capsys, tmp_path):
+    from apa_lightning.report import main as report
+
+    argv = ["-m", "experiment=glob(font_*)", "trainer=debug", "logger=csv"]
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, *argv)
+    assert code == 0, stderr
+    (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
+    assert "experiment=font_ae" in (sweep / "summary.md").read_text()
+    (sweep / "summary.md").unlink()
+    report([str(sweep)])
+    summary = (sweep / "summary.md").read_text()
+    assert "experiment=font_ae" in summary and "experiment=font_dae" in summary
