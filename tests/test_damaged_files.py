@@ -8,7 +8,10 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from apa_lightning.errors import ApaError, user_error
 
 from .test_bad_inputs import assert_one_clear_error
 from .test_resume import run_cli
@@ -169,3 +172,147 @@ def test_a_glob_sweep_gets_its_summary_and_the_report_rebuilds_it(monkeypatch, c
     report([str(sweep)])
     summary = (sweep / "summary.md").read_text()
     assert "experiment=font_ae" in summary and "experiment=font_dae" in summary
+
+
+def digits_classifier(tmp_path: Path) -> Path:
+    """A checkpoint of an untrained CNN classifier of 28x28 grey images of the ten digits, with the class names and
+    normalisation a digits run saves."""
+    import torch
+
+    from apa_lightning.models.classifier import ClassifierModule
+
+    model = ClassifierModule(
+        net={"_target_": "apa_lightning.nets.cnn.CNNBase", "num_classes": 10, "in_channels": 1, "image_size": 28},
+        optimizer={"_target_": "torch.optim.Adam", "lr": 0.001},
+    )
+    data = {"image_size": 28, "channels": 1, "normalize": "none"}
+    state = {"classes": [str(d) for d in range(10)], "mean": None, "std": None}
+    path = tmp_path / "digits.ckpt"
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": dict(model.hparams),
+            "datamodule_hyper_parameters": data,
+            "DigitsDataModule": state,
+        },
+        path,
+    )
+    return path
+
+
+@pytest.mark.parametrize("channels", [[], ["data.channels=3"]])
+def test_eval_of_a_grey_network_on_colour_data_says_it_takes_grey_images(channels, monkeypatch, capsys, tmp_path):
+    from .test_bad_inputs import eurosat_folder
+
+    data = eurosat_folder(tmp_path, corrupt=False)
+    checkpoint = digits_classifier(tmp_path)
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, "task=eval", f"ckpt_path={checkpoint}", *data, *channels)
+    paragraph = assert_one_clear_error(code, stderr, ["1-channel (grey) images", "EuroSATDataModule", "data=digits"])
+    assert "set data.channels" not in paragraph and "use data.channels" not in paragraph
+    assert not list((tmp_path / "outputs").glob("runs/*/*")), "refused after the run directory was made"
+
+
+def test_the_data_check_of_eval_resolves_only_the_keys_it_compares(tmp_path):
+    from omegaconf import OmegaConf
+
+    from apa_lightning.trained_model import check_data_fits
+
+    data = OmegaConf.create(
+        {
+            "_target_": "apa_lightning.data.notmnist.NotMNISTDataModule",
+            "split_dir": "${oc.env:APA_TEST_VARIABLE_THAT_IS_NEVER_SET}",  # like ${hydra:runtime.output_dir}
+            "image_size": 28,
+            "channels": 1,
+        }
+    )
+    checkpoint = {"datamodule_hyper_parameters": {"image_size": 28, "channels": 1}}
+    check_data_fits(checkpoint, data, tmp_path / "x.ckpt")  # no InterpolationResolutionError
+    data.image_size = 32
+    with pytest.raises(ApaError, match="trained on data.image_size=28, but data.image_size=32"):
+        check_data_fits(checkpoint, data, tmp_path / "x.ckpt")
+
+
+def test_eval_of_a_digits_classifier_on_letters_is_refused_naming_both_class_lists(monkeypatch, capsys, tmp_path):
+    from .test_notmnist import write_notmnist
+
+    write_notmnist(tmp_path / "letters" / "notMNIST_small")
+    checkpoint = digits_classifier(tmp_path)
+    overrides = ["task=eval", f"ckpt_path={checkpoint}", "data=notmnist", f"data.data_dir={tmp_path / 'letters'}"]
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, *overrides, "trainer=debug", "logger=csv")
+    assert_one_clear_error(code, stderr, ["classes 0, 1, 2", "NotMNISTDataModule has the classes A, B, C", "predict"])
+    (run_dir,) = (tmp_path / "outputs" / "runs").glob("*/*")
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "failed" and record["test"] == {}
+
+
+def test_a_data_dir_that_cannot_be_written_is_named(monkeypatch, capsys, tmp_path):
+    # root may write anywhere: a regular file where the dataset's folder belongs makes the path unwritable for
+    # anyone (ENOTDIR), deterministically; a read-only folder (EACCES, EROFS) gets the same message
+    from .conftest import write_idx
+
+    source = tmp_path / "idx"
+    source.mkdir()
+    for split, n in (("train", 40), ("t10k", 20)):
+        write_idx(source / f"{split}-images-idx3-ubyte", np.zeros((n, 28, 28)), compress=True)
+        write_idx(source / f"{split}-labels-idx1-ubyte", np.arange(n) % 10, compress=True)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "MNIST").write_text("a file where MNIST's folder belongs")
+    overrides = ["data=mnist", f"data.source_dir={source}", f"paths.data_dir={data_dir}", "trainer=debug"]
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, *overrides, "logger=csv")
+    assert_one_clear_error(
+        code, stderr, [f"{data_dir / 'MNIST' / 'raw'} cannot be written", "ENOTDIR", "paths.data_dir"]
+    )
+
+
+def test_read_only_and_file_in_the_way_errors_are_user_errors_and_others_are_not():
+    import errno
+
+    from apa_lightning.errors import user_error
+
+    assert "make that folder writable" in user_error(PermissionError(errno.EACCES, "Permission denied", "/d/x"))
+    assert "EROFS" in user_error(OSError(errno.EROFS, "Read-only file system", "/d/x"))
+    assert user_error(OSError(errno.EIO, "Input/output error", "/d/x")) is None
+    assert user_error(PermissionError(errno.EACCES, "Permission denied")) is None  # no file named: a bug
+
+
+def kitti(tmp_path: Path) -> Path:
+    from .test_detection import write_kitti
+
+    return write_kitti(tmp_path / "kitti", count=3)
+
+
+def test_a_kitti_label_file_that_is_not_text_is_named_with_its_line(tmp_path):
+    from apa_lightning.detection.kitti import KittiDetectionData
+
+    root = kitti(tmp_path)
+    label = root / "training" / "label_2" / "000002.txt"
+    label.write_bytes(label.read_bytes() + b"Car \xff\xfe 0 -1.5 10 10 20 40 1.5 1.6 3.9 1.0 1.7 20.0 -1.5\n")
+    lines = label.read_bytes().count(b"\n")
+    with pytest.raises(ApaError, match=f"{label}, line {lines}: not text") as error:
+        KittiDetectionData(str(root), {"Car": "car"}).prepare(tmp_path)
+    assert user_error(error.value) and not (root / "yolo").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_kitti_boxes_that_are_not_finite_are_refused_with_file_and_line(value, tmp_path):
+    from apa_lightning.detection.kitti import KittiDetectionData
+
+    root = kitti(tmp_path)
+    label = root / "training" / "label_2" / "000002.txt"
+    label.write_text(label.read_text() + f"Car 0.0 0 -1.5 10 10 {value} 40 1.5 1.6 3.9 1.0 1.7 20.0 -1.5\n")
+    lines = label.read_text().count("\n")
+    with pytest.raises(ApaError, match=f"{label}, line {lines}: not a KITTI label line .*finite"):
+        KittiDetectionData(str(root), {"Car": "car"}).prepare(tmp_path)
+    assert not (root / "yolo").exists()
+
+
+def test_an_empty_kitti_image_is_named(tmp_path):
+    from apa_lightning.detection.kitti import KittiDetectionData
+
+    root = kitti(tmp_path)
+    image = root / "training" / "image_2" / "000001.png"
+    image.write_bytes(b"")
+    with pytest.raises(ApaError, match=f"{image} cannot be read as an image .*0 bytes"):
+        KittiDetectionData(str(root), {"Car": "car"}).prepare(tmp_path)
+    assert not (root / "yolo").exists() and not list(root.glob(".yolo.partial-*"))

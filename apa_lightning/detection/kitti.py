@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from apa_lightning.errors import ApaError
+from apa_lightning.errors import ApaError, describe
 from apa_lightning.files import write_text_atomically
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,13 @@ class KittiDetectionData:
     def _converted(self, fingerprint: str) -> bool:
         """Whether ``yolo_dir`` holds a finished conversion of these files with these settings."""
         stamp = self.yolo_dir / STAMP
-        return stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint
+        if not stamp.is_file():
+            return False
+        try:
+            return json.loads(stamp.read_bytes().decode()).get("fingerprint") == fingerprint
+        except (ValueError, UnicodeDecodeError, AttributeError) as exc:  # a damaged stamp: the folder is remade
+            log.info("%s is damaged (%s): converting KITTI again.", stamp, describe(exc))
+            return False
 
     def _check_yolo_dir(self) -> None:
         """Raise ApaError unless ``yolo_dir`` may be (re)written: outside KITTI's ``training`` folder, and either
