@@ -316,3 +316,30 @@ def test_an_empty_kitti_image_is_named(tmp_path):
     with pytest.raises(ApaError, match=f"{image} cannot be read as an image .*0 bytes"):
         KittiDetectionData(str(root), {"Car": "car"}).prepare(tmp_path)
     assert not (root / "yolo").exists() and not list(root.glob(".yolo.partial-*"))
+
+
+@pytest.mark.parametrize(
+    ("override", "allowed"),
+    [
+        ("data.val_size=abc", "an integer >= 1"),
+        ("data.test_size=-3", "an integer >= 1"),
+        ("data.split_seed=abc", "an integer"),
+        ("callbacks.epoch_seed.seed=abc", "an integer, or null"),
+        ("callbacks.model_checkpoint.mode=best", "min or max"),
+        ("callbacks.model_checkpoint.save_top_k=-3", "an integer >= -1"),
+        ("callbacks.model_checkpoint.save_last=maybe", "true, false or link"),
+        ("callbacks.lr_monitor.logging_interval=batch", "step, epoch or null"),
+        ("callbacks.progress_bar.min_interval_s=abc", "a number of seconds >= 0"),
+        ("callbacks.image_grids.num_images=-3", "an integer >= 1"),
+        ("callbacks.image_grids.num_samples=abc", "an integer >= 1"),
+        ("optimized_mode=maximise", "min or max"),
+    ],
+)
+def test_settings_that_reached_the_run_unchecked_are_refused_by_name(override, allowed, make_cfg):
+    # found by the pass over every setting of conf/ (docs/errors.md): each gave a traceback, a message naming
+    # another key, or nothing until training
+    from apa_lightning.config_checks import check_config
+
+    key, _, value = override.partition("=")
+    with pytest.raises(ApaError, match=f"{key}={value} is not allowed: {key} must be {allowed}"):
+        check_config(make_cfg(override))
