@@ -333,6 +333,9 @@ def test_an_empty_kitti_image_is_named(tmp_path):
         ("callbacks.image_grids.num_images=-3", "an integer >= 1"),
         ("callbacks.image_grids.num_samples=abc", "an integer >= 1"),
         ("optimized_mode=maximise", "min or max"),
+        ("callbacks.model_summary.depth=abc", "an integer >= 0"),
+        ("trainer.gradient_clip_val=-1", "a number >= 0, or null"),
+        ("eda.samples_per_class=-3", "an integer >= 1"),
     ],
 )
 def test_settings_that_reached_the_run_unchecked_are_refused_by_name(override, allowed, make_cfg):
