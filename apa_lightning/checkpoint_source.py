@@ -155,13 +155,12 @@ def read_overrides(run_dir: Path) -> list[str]:
 
 
 def sweep_trials(directory: Path) -> list[Path]:
-    """The trial directories of a sweep's directory (``multirun.yaml``, ``<job>/.hydra/``), in job order; empty
-    for any other directory."""
+    """The run directories right inside ``directory`` (a sweep's trials, the runs of one task name), in job
+    order."""
+    from apa_lightning.run_names import job_number  # run_names imports this module
+
     trials = [p.parent.parent for p in directory.glob("*/.hydra/overrides.yaml")]
-    if not trials and not (directory / "multirun.yaml").is_file():
-        return []
-    number = {t: t.name.split("_", 1)[0] for t in trials}
-    return sorted(trials, key=lambda t: (not number[t].isdigit(), int(number[t]) if number[t].isdigit() else 0, t.name))
+    return sorted(trials, key=lambda p: (job_number(p) is None, job_number(p) or 0, p.name))
 
 
 def refuse_sweep_directory(directory: Path, key: str) -> None:
