@@ -18,7 +18,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from apa_lightning.checkpoint_source import checkpoint_arguments, hydra_value, override_key, unquoted
+from apa_lightning.checkpoint_source import (
+    checkpoint_arguments,
+    hydra_value,
+    missing_overrides,
+    override_key,
+    read_overrides,
+    refuse_sweep_directory,
+    unquoted,
+)
 from apa_lightning.config_checks import check_before_task
 from apa_lightning.console import quiet_console
 from apa_lightning.distributed import requeue_on_sigusr1, slurm_job_id, srun_rank_overrides
@@ -75,15 +83,15 @@ def resumed_arguments(argv: list[str]) -> list[str]:
         return argv
     if values.get("resume"):
         run_dir = Path(values["resume"])
+        refuse_sweep_directory(run_dir, "resume")
     elif values.get("ckpt_path") and Path(values["ckpt_path"]).name in RESUMABLE:
         run_dir = Path(values["ckpt_path"]).parent.parent
     else:
         return argv
-    overrides = run_dir / ".hydra" / "overrides.yaml"
-    if not overrides.is_file():
+    if not (run_dir / ".hydra" / "overrides.yaml").is_file() and not missing_overrides(run_dir):
         return argv  # not a run directory of this tool: the task says so
     given = set(values) | set(RESUME_KEYS)
-    original = [o for o in OmegaConf.to_container(OmegaConf.load(overrides)) if override_key(o) not in given]
+    original = [o for o in read_overrides(run_dir) if override_key(o) not in given]
     # next to the resume argument: argparse wants the overrides in one run, not split by a flag such as --cfg
     at = next(i for i, a in enumerate(argv) if override_key(a) in ("resume", "ckpt_path")) + 1
     # hydra.mode=RUN: a trial of a preset sweep (hparams_search=...) would otherwise start the whole sweep again
@@ -180,9 +188,9 @@ def cli() -> None:
     the ``ckpt_path`` of ``task=eval`` / ``task=predict`` given its run's config (``checkpoint_arguments``).
     Overrides the config cannot be composed with (an unknown key or config) end it with an ``error:`` paragraph
     and status 1 before Hydra makes a directory (``check_overrides``)."""
-    sys.argv = [sys.argv[0], *checkpoint_arguments(resumed_arguments(sys.argv[1:])), *srun_rank_overrides()]
     quiet_console()  # a SLURM sweep's polls of sacct happen in this process
     try:
+        sys.argv = [sys.argv[0], *checkpoint_arguments(resumed_arguments(sys.argv[1:])), *srun_rank_overrides()]
         check_overrides(sys.argv[1:])
     except ApaError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from apa_lightning.errors import ApaError
+from apa_lightning.files import read_run_record
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -31,6 +33,57 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             "run's checkpoints/ folder, e.g. <run dir>/checkpoints/last.ckpt."
         )
     return checkpoint
+
+
+def intact_checkpoints(folder: Path, leave_out: Path | None = None) -> list[tuple[Path, int]]:
+    """The checkpoints in ``folder`` (but ``leave_out``) that can be read, with their finished epochs, most epochs
+    first."""
+    found = []
+    for path in folder.glob("*.ckpt") if folder.is_dir() else []:
+        if leave_out is not None and path.resolve() == leave_out.resolve():
+            continue
+        try:
+            found.append((path, finished_epochs(read_checkpoint(path))))
+        except ApaError:
+            continue
+    return sorted(found, key=lambda item: (-item[1], item[0].name))
+
+
+def _newest(kept: list[tuple[Path, int]]) -> str:
+    path, epochs = kept[0]
+    return f"its {path.parent.name}/ holds {path.name}, an intact checkpoint after {epochs} finished epoch(s)"
+
+
+def _continue_from(path: Path) -> str:
+    """How to continue a run from ``path``, another checkpoint of its own: make it the run's ``last.ckpt``."""
+    run_dir, last = path.parent.parent, path.parent / "last.ckpt"
+    return (
+        f"to continue from it, copy it to last.ckpt ({shlex.join(['cp', str(path), str(last)])}) and run "
+        f"{shlex.join(['python', '-m', 'apa_lightning', f'resume={run_dir}'])} again; the epochs after it are "
+        "trained again."
+    )
+
+
+def read_resumed_checkpoint(path: Path) -> dict[str, Any]:
+    """``read_checkpoint`` for a run to continue: when ``path`` cannot be read, the ApaError names the newest intact
+    checkpoint beside it to continue from instead, or says that the run cannot be continued."""
+    try:
+        return read_checkpoint(path)
+    except ApaError as exc:
+        if not isinstance(exc.__cause__, Exception) or path.parent.name != "checkpoints":
+            raise
+        kept = intact_checkpoints(path.parent, leave_out=path)
+        cause = type(exc.__cause__).__name__
+        damaged = (
+            f"{path} is damaged: it cannot be read as a checkpoint ({cause}; cut short by a full disk, a kill or an "
+            "interrupted copy?)"
+        )
+        if kept:
+            raise ApaError(f"{damaged}. But {_newest(kept)}: {_continue_from(kept[0][0])}") from exc
+        raise ApaError(
+            f"{damaged}, and no other checkpoint in {path.parent} is intact, so this run cannot be continued: start "
+            "it again (the same command without resume=)."
+        ) from exc
 
 
 def finished_epochs(checkpoint: dict[str, Any]) -> int:
@@ -54,6 +107,11 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
             raise ApaError(f"resume={resume} does not exist; pass a run directory such as outputs/runs/<name>/<id>.")
         ckpt_path = str(Path(resume) / "checkpoints" / "last.ckpt")
         if not Path(ckpt_path).is_file():
+            kept = intact_checkpoints(Path(ckpt_path).parent)
+            if kept:
+                raise ApaError(
+                    f"resume={resume} has no checkpoints/last.ckpt, but {_newest(kept)}; {_continue_from(kept[0][0])}"
+                )
             raise ApaError(
                 f"resume={resume} has no checkpoints/last.ckpt: it is not a run directory of this tool, or the run "
                 "stopped before its first epoch ended (then start it again)."
@@ -62,7 +120,10 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
         return None
     if not Path(ckpt_path).is_file():
         raise ApaError(f"ckpt_path={ckpt_path} is not a file; pass one such as <run dir>/checkpoints/last.ckpt.")
-    checkpoint = read_checkpoint(ckpt_path)
+    checkpoint = read_resumed_checkpoint(Path(ckpt_path))
+    run_dir = Path(ckpt_path).parent.parent
+    if Path(ckpt_path).parent.name == "checkpoints" and (run_dir / "metrics.json").is_file():
+        read_run_record(run_dir / "metrics.json")  # the run extends it when it ends: refused now, not after training
     made_with = checkpoint["hyper_parameters"].get("net", {}).get("_target_")
     wanted = OmegaConf.select(cfg, "model.net._target_")
     if made_with != wanted:

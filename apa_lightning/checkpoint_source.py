@@ -3,13 +3,15 @@ the command line that gives them the data config of the checkpoint's run. Torch-
 
 from __future__ import annotations
 
-import json
 import re
+import shlex
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from apa_lightning.errors import ApaError
+from apa_lightning.files import read_json_record, read_yaml
 
 CHECKPOINT_TASKS = ("eval", "predict")
 CHECKPOINT_FOLDERS = ("checkpoints", "weights")  # <run dir>/checkpoints/*.ckpt, YOLO's <run dir>/weights/*.pt
@@ -19,6 +21,7 @@ NOT_CARRIED = ("task", "task_name", "resume", "ckpt_path", "input", "hydra")
 # otherwise (trained_model.check_data_fits), and they are carried when the command line picks another data config
 INPUT_KEYS = ("image_size", "image_width", "channels", "normalize", "mean", "std", "value_range")
 PLAIN_VALUE = re.compile(r"[\w./:@%~+-]*")  # an override value that Hydra's grammar reads as it is
+TRIALS_LISTED = 10  # trials of a sweep named in the message for resume=<sweep directory>
 
 
 def override_key(argument: str) -> str:
@@ -68,13 +71,8 @@ def run_checkpoint(run_dir: Path) -> Path:
     candidates = []
     metrics = run_dir / "metrics.json"
     if metrics.is_file():
-        try:
-            best = json.loads(metrics.read_text()).get("best_checkpoint")
-        except (ValueError, AttributeError) as exc:
-            raise ApaError(
-                f"{metrics} cannot be read ({exc}); pass the checkpoint itself, e.g. "
-                f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}."
-            ) from exc
+        fix = f"Pass the checkpoint itself, e.g. ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}."
+        best = read_json_record(metrics, fix).get("best_checkpoint")
         if best:
             candidates += [run_dir / Path(best).parent.name / Path(best).name, Path(best)]
     candidates += [run_dir / "checkpoints" / "last.ckpt", *(run_dir / "weights" / n for n in ("best.pt", "last.pt"))]
@@ -98,6 +96,7 @@ def checkpoint_file(ckpt_path: str | None, task: str) -> Path:
         )
     path = Path(ckpt_path).expanduser().resolve()
     if path.is_dir():
+        refuse_sweep_directory(path, "ckpt_path")
         return run_checkpoint(path)
     if not path.is_file():
         raise ApaError(
@@ -123,8 +122,81 @@ def _given_task_name(run_dir: Path) -> str | None:
     """The ``task_name`` the run was given (``task_name=my_exp``) as its saved config holds it, or None when it
     kept the default (an interpolation there) or has no saved config."""
     config = run_dir / ".hydra" / "config.yaml"
-    name = OmegaConf.to_container(OmegaConf.load(config)).get("task_name") if config.is_file() else None
+    saved = read_run_config(run_dir) if config.is_file() else {}
+    name = saved.get("task_name") if isinstance(saved, dict) else None
     return str(name) if name and "${" not in str(name) else None
+
+
+def read_run_config(run_dir: Path) -> Any:
+    """The plain content of the run's ``.hydra/config.yaml``. Raises ApaError when it is damaged."""
+    return read_yaml(
+        run_dir / ".hydra" / "config.yaml",
+        "It is the run's composed config, written when the run started: restore it from a copy of the run, or pass "
+        "the checkpoint file itself (ckpt_path=<run dir>/checkpoints/<name>.ckpt) with the data config on the "
+        "command line (data=...).",
+    )
+
+
+def read_overrides(run_dir: Path) -> list[str]:
+    """The run's own command-line overrides, from its ``.hydra/overrides.yaml``. Raises ApaError when the file is
+    missing, damaged, or not a list of ``key=value`` texts."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    fix = (
+        "It lists the run's own overrides, which resume=, task=eval and task=predict bring back: recreate it as a "
+        "YAML list with one '- key=value' line per override (.hydra/hydra.yaml lists them under "
+        "hydra.overrides.task)."
+    )
+    if not path.is_file():
+        raise ApaError(f"{path} is missing, so {run_dir} cannot go on with the settings it was started with. {fix}")
+    overrides = read_yaml(path, fix)
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise ApaError(f"{path} is damaged: it holds no list of overrides. {fix}")
+    return overrides
+
+
+def sweep_trials(directory: Path) -> list[Path]:
+    """The run directories right inside ``directory`` (a sweep's trials, the runs of one task name), in job
+    order."""
+    from apa_lightning.run_names import job_number  # run_names imports this module
+
+    trials = [p.parent.parent for p in directory.glob("*/.hydra/overrides.yaml")]
+    return sorted(trials, key=lambda p: (job_number(p) is None, job_number(p) or 0, p.name))
+
+
+def refuse_sweep_directory(directory: Path, key: str) -> None:
+    """Raise ApaError when ``directory`` (given as ``key=``) is a sweep's directory rather than one run's, naming
+    its trials and their status."""
+    if (directory / ".hydra" / "overrides.yaml").is_file():
+        return
+    trials = sweep_trials(directory)
+    if not trials and not (directory / "multirun.yaml").is_file():
+        return
+    listed = []
+    for trial in trials[:TRIALS_LISTED]:
+        metrics = trial / "metrics.json"
+        try:
+            status = read_json_record(metrics, "").get("status", "?") if metrics.is_file() else "unfinished"
+        except ApaError:
+            status = "metrics.json damaged"
+        listed.append(f"{trial.name} ({status})")
+    more = f", ... ({len(trials)} in all)" if len(trials) > TRIALS_LISTED else ""
+    example = f"e.g. {shlex.quote(f'{key}={trials[0]}')}" if trials else "none has started"
+    if (directory / "multirun.yaml").is_file():
+        what, kind = "a sweep's directory", "trials"
+    else:
+        what, kind = "a folder of runs", "runs"
+    listing = f" Its {kind}: {', '.join(listed)}{more}." if trials else ""
+    raise ApaError(
+        f"{key}={directory} is {what}, not one run's: pass the directory of one of its {kind} ({example}).{listing}"
+    )
+
+
+def missing_overrides(run_dir: Path) -> bool:
+    """Whether ``run_dir`` looks like a run directory of this tool (a ``.hydra/`` folder or a ``metrics.json``)
+    that lost its ``.hydra/overrides.yaml``."""
+    if (run_dir / ".hydra" / "overrides.yaml").is_file():
+        return False
+    return (run_dir / ".hydra").is_dir() or (run_dir / "metrics.json").is_file()
 
 
 def checkpoint_arguments(argv: list[str]) -> list[str]:
@@ -159,11 +231,12 @@ def checkpoint_arguments(argv: list[str]) -> list[str]:
     switched = "data" in values
     carried = [
         o
-        for o in OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
+        for o in read_overrides(run_dir)
         if override_key(o) not in values and _group(o) not in NOT_CARRIED and not (switched and _group(o) == "data")
     ]
     if switched:
-        data = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml")).get("data") or {}
+        saved = read_run_config(run_dir)
+        data = (saved.get("data") if isinstance(saved, dict) else None) or {}
         keys = _data_config_keys(values["data"])
         carried += [
             f"data.{k}={data[k]}"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import inspect
+import os
 import re
 import signal
 import sys
@@ -68,6 +70,8 @@ def user_error(exc: BaseException) -> str | None:
         if isinstance(seen, fixable):
             return str(seen)
         seen = seen.__cause__
+    if isinstance(exc, OSError) and file_system_error(exc):
+        return file_system_error(exc)
     if isinstance(exc, InstantiationException):  # a wrong key or value in a _target_ config
         return unexpected_argument(exc) or " ".join(str(exc).split())
     return None
@@ -141,3 +145,25 @@ def unexpected_argument(exc: InstantiationException) -> str | None:
 def describe(exc: BaseException) -> str:
     """``Type: message`` of an unexpected error, for metrics.json."""
     return f"{type(exc).__name__}: {exc}"
+
+
+# errors of the file system's state (permissions, a file where a folder belongs), not of this tool's code
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+FILE_IN_THE_WAY = (errno.ENOTDIR, errno.EISDIR, errno.EEXIST)
+
+
+def file_system_error(exc: OSError) -> str | None:
+    """The message for an OSError on a named path that the user fixes in the file system or the paths config (a
+    read-only ``data_dir``, a file where a folder belongs); None for other OSErrors."""
+    if not exc.filename or exc.errno not in (*NOT_WRITABLE, *FILE_IN_THE_WAY):
+        return None
+    where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+    cause = f"{exc.strerror or os.strerror(exc.errno)} ({errno.errorcode[exc.errno]})"
+    if exc.errno in NOT_WRITABLE:
+        fix = "make that folder writable for this user"
+    else:
+        fix = "a file stands where a folder is needed on that path (or a folder where a file is): move it away"
+    return (
+        f"{where} cannot be written: {cause}. Either {fix}, or set paths.data_dir (datasets) or paths.log_dir "
+        "(runs) to another folder (APA_ROOT holds both)."
+    )

@@ -38,7 +38,9 @@ def evaluate(cfg: DictConfig) -> None:
         with open_dict(cfg):
             cfg.model = model_config(checkpoint, path)
         datamodule, model, trainer = build_run(cfg)
-        trainer.callbacks.append(SavedDataState(checkpoint, path))  # the normalisation the network was trained with
+        # the normalisation the network was trained with; a classifier is refused data of other classes
+        classifier = cfg.model._target_.endswith(".ClassifierModule")
+        trainer.callbacks.append(SavedDataState(checkpoint, path, same_classes=classifier))
         prepare_tensorboard(trainer, model, cfg)
         load_weights(model, checkpoint, path)
         trainer.test(model, datamodule=datamodule, verbose=False)  # log_summary shows the metrics

@@ -81,3 +81,53 @@ def record_failure(record: dict[str, Any], exc: BaseException) -> None:
     if signal_name:
         record["signal"] = signal_name
     record["error"] = f"interrupted by {signal_name}" if signal_name else (user_error(exc) or describe(exc))
+
+
+def _cause(exc: BaseException) -> str:
+    """Where and why a JSON or YAML file could not be parsed, from the exception's attributes."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} (line {exc.lineno}, column {exc.colno})"
+    mark = getattr(exc, "problem_mark", None)  # yaml's MarkedYAMLError
+    if mark is not None:
+        return f"{getattr(exc, 'problem', None) or type(exc).__name__} (line {mark.line + 1}, column {mark.column + 1})"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"byte {exc.start} is not UTF-8 text"
+    return describe(exc)
+
+
+def read_json_record(path: str | Path, fix: str) -> dict[str, Any]:
+    """The JSON object in ``path`` (a run's ``metrics.json``, a conversion stamp). Raises ApaError naming the file,
+    where it is damaged, and ``fix`` when it cannot be read or holds no JSON object."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_bytes().decode())
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ApaError(f"{path} is damaged: it cannot be read as JSON ({_cause(exc)}). {fix}") from exc
+    if not isinstance(record, dict):
+        raise ApaError(f"{path} is damaged: it holds a JSON {type(record).__name__}, not an object. {fix}")
+    return record
+
+
+def read_yaml(path: str | Path, fix: str) -> Any:
+    """The plain content (dicts, lists, values; interpolations kept as text) of the YAML file ``path``. Raises
+    ApaError naming the file, where it is damaged, and ``fix`` when it cannot be parsed."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    path = Path(path)
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path))
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as exc:
+        raise ApaError(f"{path} is damaged: it cannot be read as YAML ({_cause(exc)}). {fix}") from exc
+
+
+RECORD_FIX = (
+    "It is the run's record, which the resumed run extends: delete it (the run then writes a new one, whose "
+    "wall_time_s counts only the time from now on), then run the command again."
+)
+
+
+def read_run_record(path: str | Path) -> dict[str, Any]:
+    """A run's ``metrics.json`` as the run continues it (a resume, a requeued SLURM job). Raises ApaError when it is
+    damaged."""
+    return read_json_record(path, RECORD_FIX)

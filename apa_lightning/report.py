@@ -14,6 +14,8 @@ import io
 import json
 import math
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +51,25 @@ def planned_jobs(sweep_dir: Path) -> list[list[str]]:
     params = [f"{key}={value}" for key, value in (OmegaConf.select(sweep, "hydra.sweeper.params") or {}).items()]
     try:
         overrides = OverridesParser.create().parse_overrides([*params, *sweep.hydra.overrides.task])
-    except HydraException:
+        with _config_loader() as loader:
+            for override in overrides:
+                override.config_loader = loader  # a glob(...) sweep lists the group's configs
+            return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    except HydraException:  # a sweep these configs cannot expand (a config group that is gone): no planned jobs
         return []
-    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
+@contextmanager
+def _config_loader() -> Iterator[Any]:
+    """Hydra's config loader: the running sweep's (its config search path), else one for this tool's configs."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        yield GlobalHydra.instance().config_loader()
+        return
+    with initialize_config_module("apa_lightning.conf", version_base="1.3"):
+        yield GlobalHydra.instance().config_loader()
 
 
 def collect_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
@@ -218,6 +236,28 @@ class SweepSummary(Callback):
                 f"\nerror: all {failed} trials failed; their errors are in {sweep_dir / 'summary.md'}.", file=sys.stderr
             )
             raise SystemExit(1)
+
+    def on_job_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """After an Optuna study's last trial: when no trial gave a number (each failed, or its metric was NaN),
+        write the summary and end the sweep with an ``error:`` paragraph, status 1. Optuna's sweeper would otherwise
+        ask the study for its best trial and stop with a traceback (ValueError) before ``on_multirun_end``."""
+        sweeper = OmegaConf.select(config, "hydra.sweeper", default=None)
+        if sweeper is None or not str(sweeper.get("_target_", "")).endswith("OptunaSweeper"):
+            return
+        if OmegaConf.select(config, "hydra.job.num") != sweeper.get("n_trials", 0) - 1:
+            return
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = collect_runs(sweep_dir)
+        if not rows or any(_score(row) is not None for row in rows):
+            return
+        write_summary(sweep_dir, self.sort_by, self.descending)
+        metric = next((r["optimized_metric"] for r in rows if r.get("optimized_metric")), "the sweep metric")
+        print(
+            f"\nerror: all {len(rows)} trials failed (none gave a number for {metric}, so Optuna has no best trial); "
+            f"their errors are in {sweep_dir / 'summary.md'}.",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

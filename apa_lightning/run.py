@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -23,7 +22,7 @@ from apa_lightning.checkpoint_files import resume_checkpoint
 from apa_lightning.console import quiet_console
 from apa_lightning.distributed import ddp_job_scope, trial_devices, use_job_command_for_ddp_children
 from apa_lightning.errors import ApaError, describe, user_error
-from apa_lightning.files import record_failure, run_record, write_metrics
+from apa_lightning.files import read_run_record, record_failure, run_record, write_metrics
 from apa_lightning.hparams import config_markdown, hparams_for_tensorboard, hparams_summaries
 from apa_lightning.loggers import RunTensorBoardLogger
 from apa_lightning.precision import apply_matmul_precision, gpu_available, resolved_precision
@@ -89,7 +88,7 @@ def requeued_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
     if int(os.environ.get("SLURM_RESTART_COUNT") or 0) < 1 or cfg.get("ckpt_path") or cfg.get("resume"):
         return None
     metrics, last = output_dir / "metrics.json", output_dir / "checkpoints" / "last.ckpt"
-    if metrics.is_file() and json.loads(metrics.read_text()).get("status") == "completed":
+    if metrics.is_file() and read_run_record(metrics).get("status") == "completed":
         return "completed"
     return str(last) if last.is_file() else None
 
@@ -218,7 +217,7 @@ def _train(cfg: DictConfig) -> float | None:
     requeued = requeued_checkpoint(cfg, output_dir)
     if requeued == "completed":
         log.info("This requeued SLURM job's run %s had already completed: nothing to do.", output_dir)
-        return json.loads((output_dir / "metrics.json").read_text()).get("best_score")
+        return read_run_record(output_dir / "metrics.json").get("best_score")
     if requeued:
         log.info("SLURM requeued this job: continuing %s from %s.", output_dir, requeued)
         cfg.ckpt_path = requeued
@@ -226,7 +225,7 @@ def _train(cfg: DictConfig) -> float | None:
     ckpt_path = resume_checkpoint(cfg)
     if ckpt_path:
         record["resumed_from"] = ckpt_path
-    start, trainer = time.perf_counter(), None
+    start, trainer, fixed = time.perf_counter(), None, {}
     try:
         seed_run(cfg)
         if HydraConfig.initialized():
@@ -237,6 +236,7 @@ def _train(cfg: DictConfig) -> float | None:
             if ckpt_path:  # a resume continues its own checkpoints folder: Lightning's warning would say so
                 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        fixed = _fast_dev_run_score(trainer, cfg.get("optimized_metric"))
         if cfg.get("test") and not trainer.interrupted:
             best = best_checkpoint(trainer)
             if best is None:
@@ -245,14 +245,22 @@ def _train(cfg: DictConfig) -> float | None:
         record["status"] = "interrupted" if trainer.interrupted else "completed"
     except BaseException as exc:
         record_failure(record, exc)
-        save_record(output_dir, record, trainer, start, quiet=True)
+        save_record(output_dir, record, trainer, start, quiet=True, **fixed)
         raise
-    save_record(output_dir, record, trainer, start)
+    save_record(output_dir, record, trainer, start, **fixed)
     if trainer.is_global_zero:
         log_final_hparams(trainer, cfg, record)
         log_summary(record)
     best_score = record["best_score"]
     return None if best_score is None or math.isnan(best_score) else best_score
+
+
+def _fast_dev_run_score(trainer: L.Trainer, metric: str | None) -> dict[str, float]:
+    """``{"best_score": ...}`` after a fit with ``fast_dev_run`` (``trainer=debug``), which validates one batch and
+    saves no checkpoint: that one value of ``metric`` is the best seen, and a sweep (Optuna's) needs a number. Empty
+    otherwise (the checkpoint callback tracks the best). Read before the test resets the trainer's metrics."""
+    value = trainer.callback_metrics.get(metric) if trainer.fast_dev_run and metric else None
+    return {} if value is None else {"best_score": _number(value)}
 
 
 def save_record(
@@ -271,9 +279,7 @@ def save_record(
     path = output_dir / "metrics.json"
     try:
         if record.get("resumed_from") and path.is_file():
-            record["wall_time_s"] = round(
-                record["wall_time_s"] + (json.loads(path.read_text()).get("wall_time_s") or 0), 2
-            )
+            record["wall_time_s"] = round(record["wall_time_s"] + (read_run_record(path).get("wall_time_s") or 0), 2)
         if trainer is None or trainer.is_global_zero:
             write_metrics(path, record)
     except (OSError, ValueError, ApaError) as exc:

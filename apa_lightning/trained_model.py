@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from apa_lightning.checkpoint_files import read_checkpoint
@@ -87,13 +88,60 @@ def check_data_fits(checkpoint: dict[str, Any], data: DictConfig, path: Path) ->
     """Raise ApaError when ``data`` serves other images than the checkpoint's run did (``INPUT_KEYS`` that both
     have): the network takes what it was trained on."""
     trained = checkpoint.get("datamodule_hyper_parameters") or {}
-    now = OmegaConf.to_container(data, resolve=True)
+    check_channels_servable(trained.get("channels"), data, path)
     for key in INPUT_KEYS:
-        if key in trained and key in now and _plain(trained[key]) != _plain(now[key]):
+        if key not in trained or key not in data:
+            continue
+        # each key alone: another of the data config's values may need the Hydra run (split_dir: its directory)
+        now = OmegaConf.select(data, key, throw_on_resolution_failure=False)
+        now = OmegaConf.to_container(now, resolve=True) if OmegaConf.is_config(now) else now
+        if _plain(trained[key]) != _plain(now):
             raise ApaError(
-                f"{path} was trained on data.{key}={_plain(trained[key])}, but data.{key}={_plain(now[key])}; the "
+                f"{path} was trained on data.{key}={_plain(trained[key])}, but data.{key}={_plain(now)}; the "
                 f"network takes the images it was trained on: set data.{key}={_plain(trained[key])}."
             )
+
+
+GREY_DATA = "data=digits, mnist, fashion_mnist, notmnist or flowers"
+
+
+def check_channels_servable(channels: int | None, data: DictConfig, path: Path) -> None:
+    """Raise ApaError when the network takes grey images (``channels`` 1) and ``data``'s dataset stores colour ones:
+    ``data.channels`` only repeats a grey channel to three, it never turns colour into grey."""
+    target = data.get("_target_")
+    try:
+        stored = getattr(get_class(str(target)), "stored_channels", None) if target else None
+    except Exception:  # hydra raises several types for a name it cannot locate; instantiating the data says why
+        return
+    if channels == 1 and stored == 3:
+        name = str(target).rsplit(".", 1)[-1]
+        raise ApaError(
+            f"{path} holds a network for 1-channel (grey) images, but {name} stores 3-channel (colour) images, and "
+            "data.channels cannot make colour images grey (it only repeats a grey channel to three): this network "
+            f"cannot be tested on this data. Test it on grey images ({GREY_DATA}), or train a network on this data."
+        )
+
+
+def _class_key(name: str) -> str:
+    """A class name as datasets of the same classes share it: torchvision's MNIST ``0 - zero`` is the digits' ``0``."""
+    return name.split(" - ", 1)[0].strip().casefold()
+
+
+def check_same_classes(trained: list[str], now: list[str], path: Path, data_name: str) -> None:
+    """Raise ApaError when a classifier trained on the classes ``trained`` would be scored on data whose classes
+    (``now``) differ: its test metrics would compare predictions of one set of classes with labels of another."""
+    if [_class_key(c) for c in trained] == [_class_key(c) for c in now]:
+        return
+    shown = 12
+
+    def listing(names: list[str]) -> str:
+        return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "")
+
+    raise ApaError(
+        f"{path} is a classifier of the classes {listing(trained)}, but {data_name} has the classes {listing(now)}: "
+        "its test metrics would score one set of classes against labels of another. Test it on data with its own "
+        "classes, or see what it makes of these images with task=predict ckpt_path=<it> input=<images>."
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -136,9 +184,16 @@ class SavedDataState(L.Callback):
     """Applies ``use_saved_data_state`` once the datamodule has set itself up (Lightning calls the datamodule's
     ``setup``, which computes its own statistics, before the callbacks'), so a test normalises as training did."""
 
-    def __init__(self, checkpoint: dict[str, Any], path: Path) -> None:
-        self.checkpoint, self.path = checkpoint, path
+    def __init__(self, checkpoint: dict[str, Any], path: Path, same_classes: bool = False) -> None:
+        self.checkpoint, self.path, self.same_classes = checkpoint, path, same_classes
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if trainer.datamodule is not None:
-            use_saved_data_state(trainer.datamodule, self.checkpoint, self.path)
+        """With ``same_classes`` (a classifier's test), raise ApaError when the data's classes are not the ones
+        the checkpoint's run saved (``check_same_classes``)."""
+        if trainer.datamodule is None:
+            return
+        state = saved_data_state(self.checkpoint)
+        classes = getattr(trainer.datamodule, "classes", None)
+        if self.same_classes and state and state.get("classes") and classes:
+            check_same_classes(list(state["classes"]), list(classes), self.path, type(trainer.datamodule).__name__)
+        use_saved_data_state(trainer.datamodule, self.checkpoint, self.path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -15,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from apa_lightning.errors import ApaError
+from apa_lightning.errors import ApaError, describe
 from apa_lightning.files import write_text_atomically
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,19 @@ class KittiObject:
 
 
 def read_label_file(path: Path) -> list[KittiObject]:
-    """The objects of one KITTI label file. Raises ApaError naming the file and line of a malformed line."""
+    """The objects of one KITTI label file. Raises ApaError naming the file and line of a malformed line: not
+    text, not 15 fields, a field that is no number, or a box, truncation or occlusion that is not finite."""
+    data = path.read_bytes()
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ApaError(
+            f"{path}, line {line}: not text (byte {exc.start} is not UTF-8); the file is damaged or not a KITTI "
+            "label file. Replace it with the original from KITTI's training labels (data_object_label_2.zip)."
+        ) from None
     objects = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -50,6 +61,8 @@ def read_label_file(path: Path) -> list[KittiObject]:
             if len(fields) not in (15, 16):  # 16: a results file with a score at the end
                 raise ValueError(f"{len(fields)} fields instead of 15")
             truncated, occluded, _, left, top, right, bottom, *_ = (float(v) for v in fields[1:])
+            if not all(math.isfinite(v) for v in (truncated, occluded, left, top, right, bottom)):
+                raise ValueError("truncated, occluded and the box must be finite numbers")
         except ValueError as exc:
             raise ApaError(
                 f"{path}, line {number}: not a KITTI label line ({exc}): {line.strip()!r}. Each line needs 15 "
@@ -205,7 +218,13 @@ class KittiDetectionData:
     def _converted(self, fingerprint: str) -> bool:
         """Whether ``yolo_dir`` holds a finished conversion of these files with these settings."""
         stamp = self.yolo_dir / STAMP
-        return stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint
+        if not stamp.is_file():
+            return False
+        try:
+            return json.loads(stamp.read_bytes().decode()).get("fingerprint") == fingerprint
+        except (ValueError, UnicodeDecodeError, AttributeError) as exc:  # a damaged stamp: the folder is remade
+            log.info("%s is damaged (%s): converting KITTI again.", stamp, describe(exc))
+            return False
 
     def _check_yolo_dir(self) -> None:
         """Raise ApaError unless ``yolo_dir`` may be (re)written: outside KITTI's ``training`` folder, and either
@@ -280,8 +299,15 @@ class KittiDetectionData:
             label_file = self.label_dir / f"{image.stem}.txt"
             if not label_file.is_file():
                 raise ApaError(f"{image} has no label file {label_file}; unzip KITTI's training labels there.")
-            with Image.open(image) as opened:  # reads the header only
-                width, height = opened.size
+            try:
+                with Image.open(image) as opened:  # reads the header only
+                    width, height = opened.size
+            except Exception as exc:  # PIL's errors, or those of the opener ultralytics patches in (pi_heif)
+                raise ApaError(
+                    f"{image} cannot be read as an image ({type(exc).__name__}; {image.stat().st_size} bytes): it is "
+                    "damaged or cut short. Replace it with the original from KITTI's left colour images "
+                    "(data_object_image_2.zip), or move it and its label file out of the folder."
+                ) from None
             labels[image.stem] = yolo_lines(
                 read_label_file(label_file),
                 width,

@@ -8,7 +8,6 @@ and ``images/``.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import pickle
@@ -34,6 +33,7 @@ from apa_lightning.detection.yolo import (
 )
 from apa_lightning.errors import ApaError, describe, user_error
 from apa_lightning.files import (
+    read_run_record,
     record_failure,
     run_record,
     write_atomically,
@@ -261,6 +261,8 @@ def resumable_checkpoint(cfg: DictConfig) -> tuple[Path, int] | None:
             f"trainer.max_epochs={planned}, or start a new run from its weights: model.weights={path} "
             "(without resume / ckpt_path)."
         )
+    if path.parent.name == "weights" and (path.parent.parent / "metrics.json").is_file():
+        read_run_record(path.parent.parent / "metrics.json")  # extended when the run ends: refused now, not then
     return path, checkpoint["epoch"] + 1
 
 
@@ -282,8 +284,14 @@ def _prepare_resume(checkpoint: Path, finished: int, run_dir: Path) -> Path:
                     write_atomically(target, lambda f, original=original: shutil.copyfileobj(original, f))
     results = run_dir / "results.csv"
     if results.is_file():
-        header, *rows = results.read_text().splitlines(keepends=True)
-        kept = [row for row in rows if int(float(row.split(",")[0])) <= finished]
+        try:
+            header, *rows = results.read_bytes().decode().splitlines(keepends=True)
+            kept = [row for row in rows if int(float(row.split(",")[0])) <= finished]
+        except (ValueError, UnicodeDecodeError) as exc:  # empty, not text, or a row without an epoch number
+            raise ApaError(
+                f"{results} is damaged ({describe(exc)}): it is ultralytics' table of the epochs, which the resumed "
+                "run continues. Delete it (the earlier epochs then leave the table and the curves), then resume again."
+            ) from exc
         write_text_atomically(results, "".join([header, *kept]))
     for event_file in run_dir.glob("events.out.tfevents.*"):
         event_file.unlink()
@@ -415,10 +423,7 @@ def _save_record(
             }
         )
         if record.get("resumed_from") and path.is_file():  # resumed in place: count the earlier time
-            try:
-                record["wall_time_s"] += json.loads(path.read_text()).get("wall_time_s") or 0
-            except (ValueError, AttributeError) as exc:  # a damaged earlier record: this run's time only
-                log.warning("Could not read the earlier wall time from %s: %s", path, exc)
+            record["wall_time_s"] += read_run_record(path).get("wall_time_s") or 0  # checked before training
         write_metrics(path, record)
     except Exception as exc:
         if not quiet:
