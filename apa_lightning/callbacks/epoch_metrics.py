@@ -14,7 +14,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from apa_lightning.errors import ApaError
 from apa_lightning.figures import save_figure
@@ -91,6 +91,9 @@ def curves_figure(rows: Sequence[Row], metric: str | None, best: int | None = No
                 values += [value for _, value in points]
         if name == "loss" and values and min(values) > 0:
             ax.set_yscale("log")
+            plain = FuncFormatter(lambda y, _: f"{y:g}")  # 0.01, not 10^-2
+            ax.yaxis.set_major_formatter(plain)  # within a decade only the 2..9 ticks show: labelled too
+            ax.yaxis.set_minor_formatter(plain if max(values) / min(values) < 10 else NullFormatter())
         if best is not None:
             ax.axvline(best, color="0.3", linestyle="--", linewidth=1, label=f"best (epoch {best})")
         ax.set(xlabel="epoch", ylabel=f"{name} (dB)" if name == "psnr" else name, title=name)
