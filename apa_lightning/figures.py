@@ -22,6 +22,7 @@ FONT_SIZE = 14
 MARGIN = 6  # pixels between a label and what surrounds it
 CARD_WIDTH = 300  # pixels: TensorBoard's Images tab shrinks a wider picture to about this width by default
 READABLE_SIZE = 11  # pixels: text at least this size once shrunk to CARD_WIDTH stays readable
+MAX_FONT_SIZE = 40  # pixels: long row labels would otherwise grow the font without end
 
 
 @cache
@@ -62,11 +63,23 @@ def _fit(text: str, width: int, size: int = FONT_SIZE) -> str:
 
 
 def _grid_width(rows: Sequence[tuple[str, Tensor]], title: str, cell_w: int, size: int) -> tuple[int, int]:
-    """(label column width, picture width) of a labelled grid at font ``size``."""
+    """(label column width, picture width) of a labelled grid at font ``size``, widened to hold ``title``."""
     labels = [label for label, _ in rows]
     label_w = max(text_width(label, size) for label in labels) + 2 * MARGIN if any(labels) else 0
     columns = max(len(images) for _, images in rows)
     return label_w, max(label_w + GAP + columns * (cell_w + GAP), text_width(title, size) + 2 * MARGIN if title else 0)
+
+
+def _wrap(text: str, width: int, size: int) -> list[str]:
+    """``text`` broken at spaces into lines of at most ``width`` pixels at font ``size`` (a longer word alone)."""
+    lines = [""]
+    for word in text.split():
+        joined = f"{lines[-1]} {word}".strip()
+        if lines[-1] and text_width(joined, size) > width:
+            lines.append(word)
+        else:
+            lines[-1] = joined
+    return lines
 
 
 def labelled_grid(
@@ -82,7 +95,8 @@ def labelled_grid(
     shorter side) and framed by ``GAP`` white pixels; ``title`` is a line on top (the picture widens to hold it)
     and ``column_labels`` are written above the columns (shortened to a column's width). Rows may be shorter than
     the longest one. The text is ``FONT_SIZE`` pixels, or with ``readable_at`` (TensorBoard's ``CARD_WIDTH``) as
-    large as it takes to stay ``READABLE_SIZE`` pixels when the picture is shrunk to that width. Returns
+    large as it takes to stay ``READABLE_SIZE`` pixels when the picture is shrunk to that width (at most
+    ``MAX_FONT_SIZE``), the title then wrapped to the picture's width. Returns
     ``(3, height, width)`` in [0, 1], for TensorBoard's ``add_image`` and ``save_png``.
     """
     channels, height, width = rows[0][1].shape[1:]
@@ -90,14 +104,16 @@ def labelled_grid(
     cell_h, cell_w = height * scale, width * scale
     size = FONT_SIZE
     for _ in range(10):  # a larger font widens the label column, and so the picture: a few rounds settle it
-        label_w, picture_w = _grid_width(rows, title, cell_w, size)
-        needed = math.ceil(READABLE_SIZE * picture_w / readable_at) if readable_at else size
+        label_w, picture_w = _grid_width(rows, "" if readable_at else title, cell_w, size)
+        needed = min(MAX_FONT_SIZE, math.ceil(READABLE_SIZE * picture_w / readable_at)) if readable_at else size
         if needed <= size:
             break
         size = needed
+    # a title wider than the picture: wrapped for TensorBoard (widening would shrink all text), else it widens it
+    title_lines = _wrap(title, picture_w - 2 * MARGIN, size) if title and readable_at else [title] if title else []
     labels = [label for label, _ in rows]
     line = line_height(size)
-    top = line * (bool(title) + bool(column_labels))
+    top = line * (len(title_lines) + bool(column_labels))
     canvas = torch.full((3, top + GAP + len(rows) * (cell_h + GAP), picture_w), 255, dtype=torch.uint8)
     for r, (_, images) in enumerate(rows):
         pixels = images.detach().float().cpu().clamp(0, 1).mul(255).round().to(torch.uint8)
@@ -109,8 +125,8 @@ def labelled_grid(
             canvas[:, y : y + cell_h, x : x + cell_w] = image
     picture = Image.fromarray(canvas.permute(1, 2, 0).numpy())
     draw, font = ImageDraw.Draw(picture), label_font(size)
-    if title:
-        draw.text((MARGIN, line / 2), title, fill="black", font=font, anchor="lm")
+    for i, text in enumerate(title_lines):
+        draw.text((MARGIN, line * (i + 0.5)), text, fill="black", font=font, anchor="lm")
     for c, text in enumerate(column_labels):
         x = label_w + GAP + c * (cell_w + GAP) + cell_w / 2
         draw.text((x, top - line / 2), _fit(text, cell_w, size), fill="black", font=font, anchor="mm")

@@ -91,13 +91,22 @@ def test_grids_for_tensorboard_write_labels_readable_at_the_card_width():
     ink_width = int(ink.max() - ink.min() + 1)
     assert ink_width * CARD_WIDTH / width >= text_width("reconstruction", READABLE_SIZE) - 2
     assert width > plain.shape[2]  # larger text than the file-only grids' FONT_SIZE, so a wider label column
+    # a long title is wrapped, not widening the picture (which would shrink everything on the card)
+    titled = labelled_grid(rows, title="decoded along the line between the codes of the first two images " * 2)
+    wrapped = labelled_grid(
+        rows,
+        title="decoded along the line between the codes of the first two images " * 2,
+        column_labels=[str(d) for d in range(8)],
+        readable_at=CARD_WIDTH,
+    )
+    assert titled.shape[2] > plain.shape[2] and wrapped.shape[2] == width and wrapped.shape[1] > grid.shape[1]
 
 
 @pytest.mark.parametrize("count", [36, 1000])
 def test_confusion_matrix_numbers_are_readable_and_fit_their_cells_at_the_card_width(count):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from apa_lightning.metrics.classification import confusion_figure
+    from apa_lightning.metrics.classification import confusion_figure, per_class_figure
 
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     confusion = torch.full((10, 10), 3) + torch.eye(10, dtype=torch.long) * count
@@ -114,3 +123,9 @@ def test_confusion_matrix_numbers_are_readable_and_fit_their_cells_at_the_card_w
     assert size >= (READABLE_SIZE if count < 100 else 7.5)  # four digits: as large as fits a ~22 px cell
     labels = [*ax.get_xticklabels(), *ax.get_yticklabels(), ax.title, ax.xaxis.label]
     assert all(label.get_fontsize() * figure.dpi / 72 * shrink >= READABLE_SIZE - 0.01 for label in labels)
+    rows = [{"class": name, "precision": 0.5, "recall": 0.5, "f1": 0.5} for name in names]
+    bars = per_class_figure(rows)
+    shrink = CARD_WIDTH / (bars.get_figwidth() * bars.dpi)
+    (ax,) = bars.axes
+    labels = [*ax.get_xticklabels(), *ax.get_yticklabels(), ax.title, *ax.get_legend().get_texts()]
+    assert all(label.get_fontsize() * bars.dpi / 72 * shrink >= READABLE_SIZE - 0.01 for label in labels)

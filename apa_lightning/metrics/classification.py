@@ -152,15 +152,18 @@ def confusion_figure(confusion: Tensor, class_names: Sequence[str]) -> Figure:
 
 
 def per_class_figure(rows: list[dict[str, float | str]]) -> Figure:
-    """Grouped bars of precision, recall and F1 for every class."""
+    """Grouped bars of precision, recall and F1 for every class, its text readable at TensorBoard's card width."""
     classes = [row for row in rows if row["class"] not in AVERAGES]
-    figure = Figure(figsize=(max(6, 0.7 * len(classes)), 4))
+    figure = Figure(figsize=(max(6, 0.7 * len(classes)), 4), dpi=100)
+    points = readable_points(figure)
     ax = figure.add_subplot()
     for offset, key in zip((-0.25, 0, 0.25), ("precision", "recall", "f1"), strict=True):
         ax.bar([i + offset for i in range(len(classes))], [row[key] for row in classes], width=0.25, label=key)
     ax.set_xticks(range(len(classes)))
-    ax.set_xticklabels([row["class"] for row in classes], rotation=45, ha="right")
-    ax.set(ylim=(0, 1), title="Per-class metrics")
-    ax.legend(loc="lower right")
+    ax.set_xticklabels([row["class"] for row in classes], rotation=45, ha="right", fontsize=points)
+    ax.tick_params(axis="y", labelsize=points)
+    ax.set_ylim(0, 1)
+    ax.set_title("Per-class metrics", fontsize=points)
+    ax.legend(loc="lower right", fontsize=points)
     figure.tight_layout()
     return figure
