@@ -433,8 +433,10 @@ def test_an_unreadable_image_in_a_later_chunk_leaves_no_results(runs, tmp_path):
     with pytest.raises(SystemExit):
         predict(tmp_path, runs["ae"], folder, "data.batch_size=2")
     (run_dir,) = (tmp_path / "outputs" / "runs" / "predict_ae").iterdir()
-    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "run.log"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "metrics.json", "run.log"]  # no pictures
     assert "z_broken.png cannot be read as an image" in (run_dir / "run.log").read_text()
+    record = metrics(run_dir)  # the failure recorded, as every failed run's
+    assert record["status"] == "failed" and "z_broken.png cannot be read as an image" in record["error"]
 
 
 def test_predict_reads_images_in_the_channels_the_dataset_stores(tmp_path, monkeypatch):
