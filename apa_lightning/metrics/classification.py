@@ -162,8 +162,9 @@ def per_class_figure(rows: list[dict[str, float | str]]) -> Figure:
     ax.set_xticks(range(len(classes)))
     ax.set_xticklabels([row["class"] for row in classes], rotation=45, ha="right", fontsize=points)
     ax.tick_params(axis="y", labelsize=points)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.3)  # the legend in a strip above the bars, which end at 1
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1])
     ax.set_title("Per-class metrics", fontsize=points)
-    ax.legend(loc="lower right", fontsize=points)
+    ax.legend(loc="upper center", ncols=3, fontsize=points)
     figure.tight_layout()
     return figure
