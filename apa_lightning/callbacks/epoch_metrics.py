@@ -7,14 +7,14 @@ import io
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from difflib import get_close_matches
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from apa_lightning.errors import ApaError
 from apa_lightning.figures import save_figure
@@ -75,6 +75,18 @@ def best_epoch(rows: Sequence[Row], monitor: str | None, mode: str) -> int | Non
     return next(epoch for value, epoch in scored if value == best)
 
 
+def minor_label(span: float) -> Callable[[float, int], str]:
+    """A tick formatter for the 2..9 ticks between a log axis's powers of ten: all labelled over less than a
+    decade (``span`` = largest / smallest value), the 2s and 5s over up to three, none over more."""
+    digits = "23456789" if span < 10 else "25" if span < 1000 else ""
+
+    def label(y: float, _: int) -> str:
+        text = f"{y:g}"
+        return text if text.lstrip("0.")[:1] in digits else ""
+
+    return label
+
+
 def curves_figure(rows: Sequence[Row], metric: str | None, best: int | None = None) -> Figure:
     """The loss and ``metric`` per epoch, training and validation, one panel each; the loss on a log scale (when
     all its values are positive: the first epoch's would flatten the rest), and the ``best`` epoch (that of the
@@ -91,9 +103,8 @@ def curves_figure(rows: Sequence[Row], metric: str | None, best: int | None = No
                 values += [value for _, value in points]
         if name == "loss" and values and min(values) > 0:
             ax.set_yscale("log")
-            plain = FuncFormatter(lambda y, _: f"{y:g}")  # 0.01, not 10^-2
-            ax.yaxis.set_major_formatter(plain)  # within a decade only the 2..9 ticks show: labelled too
-            ax.yaxis.set_minor_formatter(plain if max(values) / min(values) < 10 else NullFormatter())
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))  # 0.01, not 10^-2
+            ax.yaxis.set_minor_formatter(FuncFormatter(minor_label(max(values) / min(values))))
         if best is not None:
             ax.axvline(best, color="0.3", linestyle="--", linewidth=1, label=f"best (epoch {best})")
         ax.set(xlabel="epoch", ylabel=f"{name} (dB)" if name == "psnr" else name, title=name)
