@@ -133,7 +133,7 @@ def test_a_preset_sweep_names_each_job_by_its_preset_params(monkeypatch, tmp_pat
         "3_optimizer=asgd,lr=0.001",
     ]
     keys = json.loads((sweep / jobs[2] / "hparams.json").read_text())
-    assert keys[:2] == ["model/optimizer", "model/optimizer/lr"]
+    assert keys[:2] == ["(swept) model/optimizer", "(swept) model/optimizer/lr"]
 
 
 def test_an_optuna_sweep_names_each_trial_by_its_sampled_and_command_line_values(monkeypatch, tmp_path):
