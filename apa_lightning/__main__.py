@@ -134,8 +134,9 @@ def main(cfg: DictConfig) -> float | None:
     returns the best ``cfg.optimized_metric`` for sweepers), summarise the dataset (``eda``), test a checkpoint
     (``eval``), or predict with one (``predict``).
 
-    In a sweep a failed trial is logged with its error (and recorded in its ``metrics.json``) and returns None,
-    so the other trials go on and an Optuna study marks it failed; a single run exits with status 1.
+    A failure the task did not record (refused at start, before its ``metrics.json``) is recorded there, status
+    ``failed`` with the error. In a sweep a failed trial is logged with its error and returns None, so the other
+    trials go on and an Optuna study marks it failed; a single run exits with status 1.
     """
     import importlib
 
@@ -170,12 +171,12 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as exc:
         message = user_error(exc)
         _log_to_file(f"Failed: {message or repr(exc)}")
+        error = message or describe(exc)
+        if not (output_dir / "metrics.json").is_file():  # refused before the task could record it
+            record = {**run_record(cfg, output_dir), "status": "failed", "error": error}
+            write_metrics(output_dir / "metrics.json", {**record, "best_score": None, "test": {}})
         if sweep:
-            error = message or describe(exc)
             log.error("Trial %s failed: %s", HydraConfig.get().job.num, error, exc_info=message is None)
-            if not (output_dir / "metrics.json").is_file():  # refused before the task could record it
-                record = {**run_record(cfg, output_dir), "status": "failed", "error": error}
-                write_metrics(output_dir / "metrics.json", {**record, "best_score": None, "test": {}})
             return None  # not a number: the Optuna sweeper records a failed trial (a NaN would crash it)
         if message is None:  # a bug, not a bad command: show the traceback
             raise

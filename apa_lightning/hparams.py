@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -24,34 +25,47 @@ def _class_name(target: str) -> str:
     return target.rsplit(".", 1)[-1]
 
 
+SWEPT = "(swept) "  # before a swept key's name: "(" sorts before every letter, so TensorBoard lists it first
+
+
 def hparams_for_tensorboard(
     cfg: DictConfig, swept: Sequence[str] = (), choices: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """The run's hyperparameters as flat ``section/key`` entries of the types TensorBoard's HParams tab takes.
 
-    First the ``swept`` keys (``model.optimizer.lr`` -> ``model/optimizer/lr``; a config group such as
-    ``model/optimizer`` or ``experiment`` by its option's name from Hydra's group ``choices``), so the tab shows what a
-    sweep varies; then the seed, the epoch budget and the model and data configs. An object's ``_target_``
-    becomes its class name under the object's key (``model/optimizer: Adam``); other instantiation keys, paths
-    and data-loading settings (``num_workers``, ``download``) are left out.
+    First the ``swept`` keys, named ``(swept) <key>`` (``model.optimizer.lr`` -> ``(swept) model/optimizer/lr``;
+    a config group such as ``model/optimizer`` or ``experiment`` by its option's name from Hydra's group
+    ``choices``), then the seed, the epoch budget and the model and data configs (a swept key is not repeated
+    under its plain name). TensorBoard's HParams tab ticks the first five hyperparameters whose values differ
+    between the runs of its logdir, in name order: the prefix puts the swept keys there even when other runs
+    beside the sweep differ in many constants. An object's ``_target_`` becomes its class name under the
+    object's key (``model/optimizer: Adam``); other instantiation keys, paths and data-loading settings
+    (``num_workers``, ``download``) are left out.
     """
     flat: dict[str, Any] = {}
+    plain = set()
     for key in swept:
         value = (choices or {}).get(key)  # a swept config group by its option's name (model=ae,dae)
         if value is None:
             node = OmegaConf.select(cfg, key.replace("/", "."), default=None)
             value = _class_name(node["_target_"]) if isinstance(node, DictConfig) and "_target_" in node else node
         if value is not None:
-            flat[key.replace(".", "/")] = _plain(value)
-    flat.setdefault("seed", _plain(cfg.get("seed")))
-    flat.setdefault("trainer/max_epochs", _plain(cfg.trainer.get("max_epochs")))
+            flat[SWEPT + key.replace(".", "/")] = _plain(value)
+            plain.add(key.replace(".", "/"))
+
+    def add(key: str, value: Any) -> None:
+        if key not in plain:
+            flat.setdefault(key, _plain(value))
+
+    add("seed", cfg.get("seed"))
+    add("trainer/max_epochs", cfg.trainer.get("max_epochs"))
 
     def walk(prefix: str, node: Any) -> None:
         if not isinstance(node, dict):
-            flat.setdefault(prefix, _plain(node))
+            add(prefix, node)
             return
         if "_target_" in node:
-            flat.setdefault(prefix, _class_name(str(node["_target_"])))
+            add(prefix, _class_name(str(node["_target_"])))
         for key, value in node.items():
             if key not in INSTANTIATION_KEYS and key not in PLUMBING and not PATH_KEY.search(key):
                 walk(f"{prefix}/{key}", value)
@@ -61,21 +75,31 @@ def hparams_for_tensorboard(
     return flat
 
 
-def hparams_summaries(params: dict[str, Any], metrics: dict[str, float], swept: Sequence[str] = ()) -> list[Any]:
-    """The HParams plugin's three summaries of a run (experiment, session start, session end), with the ``swept``
-    keys marked as differing: TensorBoard's HParams tab orders its columns differing first, then by name (without
-    the mark, the alphabetically first ``data/...`` columns push the swept ones out of view)."""
+def trial_name(run_dir: Path) -> str:
+    """The run's name in the HParams tab's Trial ID column (about 20 characters wide), its differing part first:
+    a sweep's job ``<sweep id>/3_lr=0.001`` as ``3_lr=0.001 (<sweep id>)``, another run ``<task>/<run id>`` as
+    ``<task>/<run id>``. Unique, as run directories are."""
+    if run_dir.parent.parent.name == "multiruns":
+        return f"{run_dir.name} ({run_dir.parent.name})"
+    return f"{run_dir.parent.name}/{run_dir.name}"
+
+
+def hparams_summaries(params: dict[str, Any], trial: str) -> list[Any]:
+    """The HParams plugin's session start and end summaries of a run, its session group named ``trial``.
+
+    No experiment summary: TensorBoard takes the first one it finds in a logdir as the whole logdir's columns
+    (another run's, without this run's swept keys, when several lie there); without any it makes the columns from
+    all runs' hyperparameters and marks those whose values differ, which it shows first. Its metric columns are
+    then the runs' scalars (``best/val/loss`` first, then ``epoch`` and the ``test/`` metrics)."""
     from tensorboard.plugins.hparams import plugin_data_pb2
     from torch.utils.tensorboard.summary import hparams
 
-    experiment, start, end = hparams(params, metrics)
-    value = experiment.value[0]
+    _, start, end = hparams(params, {})
+    value = start.value[0]
     data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
-    names = {key.replace(".", "/") for key in swept}
-    for info in data.experiment.hparam_infos:
-        info.differs = info.name in names
+    data.session_start_info.group_name = trial
     value.metadata.plugin_data.content = data.SerializeToString()
-    return [experiment, start, end]
+    return [start, end]
 
 
 def config_markdown(cfg: DictConfig) -> str:

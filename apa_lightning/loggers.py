@@ -36,7 +36,8 @@ class RunTensorBoardLogger(TensorBoardLogger):
     """Lightning's TensorBoardLogger, except that each split's ``loss`` is written under a tag naming its kind
     (``val/loss_mse``, ``val/loss_elbo_bce``, ``val/loss_cross_entropy``), so that losses of different kinds never
     share a chart, and that the first write adds a custom-scalars layout charting train and val of the loss and
-    of the main metric together. ``describe`` gives the kind and the metric (``run.py``, before fit); without it
+    of the main metric together, and that the ``epoch`` scalar counts from 1 and is written once per epoch
+    (``epoch_number``). ``describe`` gives the kind and the metric (``run.py``, before fit); without it
     the tags stay ``<split>/loss``. With ``name=""`` and ``version=""`` (``conf/logger/tensorboard.yaml``) the
     event files go into the run directory, which TensorBoard then names the run after."""
 
@@ -45,6 +46,7 @@ class RunTensorBoardLogger(TensorBoardLogger):
         self.loss_kind: str | None = None
         self.main_metric: str | None = None
         self._layout_written = False
+        self._last_epoch: float | None = None  # the last `epoch` value written
 
     def describe(self, loss_kind: str | None, main_metric: str | None) -> None:
         """Set what the module's loss is (``mse``) and the metric to chart next to it (``psnr``, ``acc``)."""
@@ -72,4 +74,19 @@ class RunTensorBoardLogger(TensorBoardLogger):
         if not self._layout_written:
             self.experiment.add_custom_scalars(self.layout())
             self._layout_written = True
+        metrics = dict(metrics)
+        if "epoch" in metrics:
+            metrics["epoch"] = self.epoch_number(metrics)
+            if metrics["epoch"] == self._last_epoch:  # the same epoch again (val end, train end, test after fit)
+                del metrics["epoch"]
+            else:
+                self._last_epoch = metrics["epoch"]
         super().log_metrics({self.tag(name): value for name, value in metrics.items()}, step)
+
+    @staticmethod
+    def epoch_number(metrics: Mapping[str, float]) -> float:
+        """The ``epoch`` scalar counted from 1, as metrics.csv, the checkpoints and the console count. Lightning
+        adds the 0-based ``trainer.current_epoch`` to the metrics of the epoch being trained and validated, and
+        after fit, to the test's, the number of epochs finished: the former get 1 added."""
+        testing = any(name.startswith("test/") for name in metrics)
+        return metrics["epoch"] if testing else metrics["epoch"] + 1

@@ -67,16 +67,20 @@ def predict(cfg: DictConfig) -> None:
     run_dir = Path(cfg.paths.output_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     chunks = network_inputs(files, datamodule, cfg.data.batch_size)
+    shown = cfg.predict.show
     with torch.no_grad():
         if classifier:
             probabilities = torch.cat([model(x).float().softmax(1) for _, x in chunks])
+            table = classification_table(files[:shown], probabilities[:shown], datamodule.classes, cfg.predict.top_k)
             written = [_write_predictions(run_dir, files, probabilities, datamodule.classes, cfg.predict.top_k)]
             shape = stored_input_shape(datamodule)
             n = cfg.predict.grid_images
             written.append(_write_prediction_grid(run_dir, files[:n], probabilities[:n], datamodule.classes, shape))
         else:
-            pairs = ((chunk, model.to_unit(x), _reconstruct(model, x)) for chunk, x in chunks)
+            errors: list[float] = []  # each image's mean squared reconstruction error, for the console table
+            pairs = _measured(((chunk, model.to_unit(x), _reconstruct(model, x)) for chunk, x in chunks), errors)
             written = _write_reconstructions(run_dir, files, pairs, cfg.predict.grid_images)
+            table = reconstruction_table(files[:shown], errors[:shown])
             if isinstance(model, VAEModule) and cfg.predict.samples > 0:
                 if cfg.get("seed") is not None:
                     torch.manual_seed(cfg.seed)
@@ -85,7 +89,52 @@ def predict(cfg: DictConfig) -> None:
                 save_png(run_dir / "samples.png", labelled_grid(rows, title="samples from the prior"))
                 written.append(run_dir / "samples.png")
     listing = "".join(f"  {p}\n" for p in written)
-    print(f"\n{len(files)} image(s) through {path}:\n{listing}Run directory: {run_dir}")
+    first = f" (the first {shown})" if len(files) > shown else ""
+    print(f"\n{len(files)} image(s) through {path}{first}:\n{table}\n\n{listing}Run directory: {run_dir}")
+
+
+def _measured(
+    pairs: Iterable[tuple[list[Path], Tensor, Tensor]], errors: list[float]
+) -> Iterator[tuple[list[Path], Tensor, Tensor]]:
+    """``pairs`` (files, inputs, reconstructions) passed on, each image's mean squared error appended to
+    ``errors``."""
+    for chunk, inputs, outputs in pairs:
+        errors.extend((inputs.float().clamp(0, 1) - outputs).pow(2).flatten(1).mean(1).tolist())
+        yield chunk, inputs, outputs
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    """``header`` and ``rows`` as left-aligned columns, two spaces apart, each line indented by two."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]
+    )
+
+
+def classification_table(files: list[Path], probabilities: Tensor, classes: list[str], k: int) -> str:
+    """The console's table of predictions: per image its file name, most probable class and probability, and the
+    next ``k - 1`` classes with theirs (as ``predictions.csv``, rounded)."""
+    top, index = probabilities.topk(min(k, probabilities.shape[1]), dim=1)
+    rows = [
+        [
+            file.name,
+            classes[i[0]],
+            f"{p[0]:.3f}",
+            ", ".join(f"{classes[j]} {q:.3f}" for j, q in zip(i[1:], p[1:], strict=True)),
+        ]
+        for file, p, i in zip(files, top.tolist(), index.tolist(), strict=True)
+    ]
+    return text_table(["image", "class", "probability", "next"], rows)
+
+
+def reconstruction_table(files: list[Path], errors: list[float]) -> str:
+    """The console's table of reconstructions: per image its file name, mean squared error and PSNR (of pixels in
+    [0, 1], as ``test/mse`` and ``test/psnr``)."""
+    rows = [
+        [file.name, f"{e:.5f}", f"{10 * math.log10(1 / e):.2f}" if e > 0 else "inf"]
+        for file, e in zip(files, errors, strict=True)
+    ]
+    return text_table(["image", "mse", "psnr (dB)"], rows)
 
 
 def stored_input_shape(datamodule: LightningDataModule) -> tuple[int, int, int]:

@@ -23,7 +23,7 @@ from apa_lightning.console import quiet_console
 from apa_lightning.distributed import ddp_job_scope, trial_devices, use_job_command_for_ddp_children
 from apa_lightning.errors import ApaError, describe, user_error
 from apa_lightning.files import read_run_record, record_failure, run_record, write_metrics
-from apa_lightning.hparams import config_markdown, hparams_for_tensorboard, hparams_summaries
+from apa_lightning.hparams import config_markdown, hparams_for_tensorboard, hparams_summaries, trial_name
 from apa_lightning.loggers import RunTensorBoardLogger
 from apa_lightning.precision import apply_matmul_precision, gpu_available, resolved_precision
 from apa_lightning.run_names import sweep_context
@@ -105,7 +105,8 @@ def prepare_tensorboard(trainer: L.Trainer, model: L.LightningModule, cfg: DictC
 
 def log_final_hparams(trainer: L.Trainer, cfg: DictConfig, record: dict[str, Any]) -> None:
     """Put the run into TensorBoard's HParams tab with its best validation score and test metrics; the swept
-    hyperparameters come first (see ``hparams_for_tensorboard``)."""
+    hyperparameters come first (see ``hparams_for_tensorboard``) and the Trial ID names the run by what differs
+    (``trial_name``)."""
     metrics = dict(record["test"])
     if record["best_score"] is not None:
         metrics[f"best/{record['optimized_metric']}"] = record["best_score"]
@@ -114,9 +115,8 @@ def log_final_hparams(trainer: L.Trainer, cfg: DictConfig, record: dict[str, Any
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger) and metrics:
             logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("best/")}, trainer.global_step)
-            tag = logger.tag if isinstance(logger, RunTensorBoardLogger) else str  # the scalars' names in the file
             writer = logger.experiment._get_file_writer()  # the writer Lightning's own log_hyperparams uses
-            for summary in hparams_summaries(params, {tag(k): v for k, v in metrics.items()}, swept):
+            for summary in hparams_summaries(params, trial_name(Path(trainer.default_root_dir))):
                 writer.add_summary(summary)
             logger.experiment.flush()
 

@@ -100,3 +100,20 @@ def test_eda_writes_grid_distribution_and_channel_statistics(make_cfg, cifar10_r
     # a row of 3 per class under its name, drawn 64 pixels (2 x 32), under a title
     assert Image.open(out / "samples_per_class.png").size == grid_size(CIFAR_CLASSES, 3, 10, (64, 64), top_lines=1)
     assert (out / "class_distribution.png").is_file()
+
+
+def test_a_run_refused_at_start_records_its_error_in_metrics_json(monkeypatch, capsys, tmp_path):
+    import sys
+
+    from apa_lightning.__main__ import cli
+
+    monkeypatch.setattr(sys, "argv", ["apa_lightning", "task=eda", "data=cifar10", f"paths.root_dir={tmp_path}"])
+    with pytest.raises(SystemExit) as exit_status:
+        cli()  # offline, no CIFAR-10 under data/: refused once the run directory exists
+    assert exit_status.value.code == 1
+    paragraph = capsys.readouterr().err.strip()
+    assert paragraph.startswith("error: ") and "cifar" in paragraph.lower()
+    (run_dir,) = (tmp_path / "outputs" / "runs" / "eda_cifar10").iterdir()
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "failed" and record["error"] == paragraph.removeprefix("error: ")
+    assert record["task_name"] == "eda_cifar10" and record["run_dir"] == str(run_dir)

@@ -10,7 +10,14 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
-from apa_lightning.callbacks.epoch_metrics import EpochMetrics, csv_text, main_metric
+from apa_lightning.callbacks.epoch_metrics import (
+    EpochMetrics,
+    best_epoch,
+    csv_text,
+    curves_figure,
+    main_metric,
+    shown_on_console,
+)
 from apa_lightning.errors import ApaError
 from apa_lightning.run import compose_config, train
 
@@ -115,3 +122,56 @@ def test_main_metrics_given_as_one_name_and_a_run_that_never_validates(caplog):
     with caplog.at_level(logging.WARNING):
         callback.on_train_end(SimpleNamespace(is_global_zero=False), None)
     assert "main_metrics=['pnsr']: no epoch was validated and training logged none of them" in caplog.text
+
+
+def test_curves_draw_the_loss_on_a_log_scale_and_mark_the_best_epoch():
+    losses = [2.0, 0.5, 0.1, 0.2]  # epoch 3 is best: its checkpoint is the one tested
+    rows = [
+        {"epoch": float(e), "train/loss": loss * 1.1, "val/loss": loss, "val/acc": 0.9 - loss / 10}
+        for e, loss in enumerate(losses, start=1)
+    ]
+    assert best_epoch(rows, "val/loss", "min") == 3
+    assert best_epoch(rows, "val/acc", "max") == 3
+    assert best_epoch(rows, None, "min") is None and best_epoch(rows, "val/psnr", "min") is None
+    figure = curves_figure(rows, "acc", best_epoch(rows, "val/loss", "min"))
+    loss_ax, acc_ax = figure.axes
+    assert (loss_ax.get_yscale(), acc_ax.get_yscale()) == ("log", "linear")
+    for ax in (loss_ax, acc_ax):
+        (marker,) = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+        assert list(marker.get_xdata()) == [3, 3] and marker.get_label() == "best (epoch 3)"
+    # train and val apart by colour; a loss that is not positive everywhere stays linear
+    train_line, val_line = loss_ax.get_lines()[:2]
+    assert train_line.get_color() != val_line.get_color()
+    negative = [{**row, "val/loss": -row["val/loss"]} for row in rows]
+    assert curves_figure(negative, None).axes[0].get_yscale() == "linear"
+
+
+def test_long_runs_print_fewer_epoch_lines_and_keep_every_epoch_in_the_log(make_cfg, caplog, tmp_path):
+    assert [e for e in range(1, 101) if shown_on_console(e, 100, 20)] == [1, *range(5, 101, 5)]
+    assert all(shown_on_console(e, 12, 20) for e in range(1, 13))  # short runs: every epoch
+    assert all(shown_on_console(e, 100, 0) for e in range(1, 101))
+    cfg = make_cfg("model=ae", *SHORT, "trainer.max_epochs=6", "callbacks.epoch_metrics.console_lines=2")
+    cfg.model.optimizer.lr = 0.0  # nothing learnt: the first epoch's val/loss stays the best (first of equals)
+    run_log = logging.FileHandler(tmp_path / "run.log")
+    logging.getLogger().addHandler(run_log)
+    try:
+        with caplog.at_level(logging.INFO, logger="apa_lightning"):
+            train(cfg)
+    finally:
+        logging.getLogger().removeHandler(run_log)
+        run_log.close()
+    console = [r.getMessage() for r in caplog.records if r.name == "apa_lightning.callbacks.epoch_metrics"]
+    assert [line.split()[1] for line in console] == ["1/6", "3/6", "6/6"]  # first, every 3rd, last; best is 1
+    logged = [line.split()[1] for line in (tmp_path / "run.log").read_text().splitlines() if line.startswith("epoch")]
+    assert logged == [f"{e}/6" for e in range(1, 7)]
+
+
+def test_a_best_epoch_left_off_the_console_is_printed_at_the_end(caplog):
+    callback = EpochMetrics(console_lines=2)
+    callback.rows = [{"epoch": float(e), "val/loss": 1.0 - abs(e - 4) / 10, "time_s": 1.0} for e in range(1, 7)]
+    callback.rows[3]["val/loss"] = 0.1  # epoch 4: not one of those shown (1, 3, 6)
+    callback._checkpoint_monitor, callback._shown, callback._plotted_rows = "val/loss", {1, 3, 6}, 6
+    trainer = SimpleNamespace(is_global_zero=True, progress_bar_callback=None, max_epochs=6)
+    with caplog.at_level(logging.INFO, logger="apa_lightning"):
+        callback.on_train_end(trainer, None)
+    assert caplog.messages == ["best epoch 4/6  val/loss 0.1000  1.0 s"]

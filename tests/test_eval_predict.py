@@ -261,14 +261,30 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_predict_with_a_classifier_writes_sorted_top_k_probabilities(runs, tmp_path):
+def test_predict_with_a_classifier_writes_sorted_top_k_probabilities(runs, tmp_path, capsys):
     images = digit_test_images(7)
     folder = tmp_path / "photos"
     files = write_image_folder(folder, images)
+    capsys.readouterr()
     run_dir = predict(
-        tmp_path, runs["classifier"], folder, "predict.top_k=4", "data.batch_size=2", "predict.grid_images=6"
+        tmp_path,
+        runs["classifier"],
+        folder,
+        "predict.top_k=4",
+        "data.batch_size=2",
+        "predict.grid_images=6",
+        "predict.show=5",
     )  # 4 chunks
     rows = read_rows(run_dir / "predictions.csv")
+    # the console's table: the first five, as predictions.csv has them
+    out = capsys.readouterr().out
+    assert "7 image(s) through" in out and "(the first 5):" in out
+    lines = out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.split() == ["image", "class", "probability", "next"])
+    for line, row in zip(lines[head + 1 : head + 6], rows[:5], strict=True):
+        nexts = ", ".join(f"{row[f'class_{r}']} {float(row[f'probability_{r}']):.3f}" for r in (2, 3, 4))
+        assert line.split(None, 3) == [Path(row["file"]).name, row["class"], f"{float(row['probability']):.3f}", nexts]
+    assert not lines[head + 6].strip()  # five rows, then the files written
     # predictions.png: the first six as read (28x28 grey, drawn 3x), a row each named with its class and probability
     labels = [f"{Path(r['file']).name}: {r['class']} {float(r['probability']):.2f}" for r in rows[:6]]
     title = "as the network reads them: predicted class, probability"
@@ -310,11 +326,16 @@ def test_predict_from_a_bare_checkpoint_reads_the_class_names_from_the_data_conf
     assert len(first) == 1 and first == again and len(first[0]) == 3 + 2 * 2  # top_k 3 by default
 
 
-def test_predict_with_an_autoencoder_draws_input_beside_reconstruction(runs, tmp_path):
+def test_predict_with_an_autoencoder_draws_input_beside_reconstruction(runs, tmp_path, capsys):
     images = digit_test_images(7)
     folder = tmp_path / "photos"
     write_image_folder(folder, images)
+    capsys.readouterr()
     run_dir = predict(tmp_path, runs["ae"], folder, "predict.grid_images=6", "data.batch_size=3")  # 3 chunks
+    lines = capsys.readouterr().out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.split() == ["image", "mse", "psnr", "(dB)"])
+    table = [line.split() for line in lines[head + 1 : head + 8]]
+    assert [row[0] for row in table] == sorted(p.name for p in folder.iterdir())  # all 7: fewer than show=10
     assert sorted(p.name for p in run_dir.glob(".*")) == [".hydra"]  # the chunks' folder became reconstructions/
     # with the mode of the run's other folders, not mkdtemp's owner-only 0700
     assert (run_dir / "reconstructions").stat().st_mode & 0o777 == (run_dir / ".hydra").stat().st_mode & 0o777
@@ -329,6 +350,9 @@ def test_predict_with_an_autoencoder_draws_input_beside_reconstruction(runs, tmp
         pixels = np.asarray(pair)[..., 0]
     assert np.array_equal(pixels[:, :28], images[0, 0].numpy())
     assert np.abs(pixels[:, 28:] - expected.mul(255).numpy()).max() <= 1
+    mse = float(((images[0, 0].float() / 255 - expected) ** 2).mean())
+    assert float(table[0][1]) == pytest.approx(mse, abs=1e-5)  # the console's error of the first image
+    assert float(table[0][2]) == pytest.approx(10 * np.log10(1 / mse), abs=0.01)
     with Image.open(run_dir / "reconstructions.png") as grid:  # a row per image, drawn at least 64 pixels large
         assert grid.height > 6 * 64 and 2 * 64 < grid.width < grid.height
     assert not (run_dir / "samples.png").exists() and not (run_dir / "predictions.csv").exists()
@@ -409,8 +433,10 @@ def test_an_unreadable_image_in_a_later_chunk_leaves_no_results(runs, tmp_path):
     with pytest.raises(SystemExit):
         predict(tmp_path, runs["ae"], folder, "data.batch_size=2")
     (run_dir,) = (tmp_path / "outputs" / "runs" / "predict_ae").iterdir()
-    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "run.log"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "metrics.json", "run.log"]  # no pictures
     assert "z_broken.png cannot be read as an image" in (run_dir / "run.log").read_text()
+    record = metrics(run_dir)  # the failure recorded, as every failed run's
+    assert record["status"] == "failed" and "z_broken.png cannot be read as an image" in record["error"]
 
 
 def test_predict_reads_images_in_the_channels_the_dataset_stores(tmp_path, monkeypatch):

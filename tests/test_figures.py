@@ -9,7 +9,16 @@ import torch
 from PIL import Image
 
 from apa_lightning.eda import explore
-from apa_lightning.figures import GAP, MARGIN, labelled_grid, line_height, text_width, upscale_factor
+from apa_lightning.figures import (
+    CARD_WIDTH,
+    GAP,
+    MARGIN,
+    READABLE_SIZE,
+    labelled_grid,
+    line_height,
+    text_width,
+    upscale_factor,
+)
 
 
 def grid_size(
@@ -69,3 +78,54 @@ def test_eda_rows_are_named_by_class(make_cfg):
     for r in range(10):  # each class's name left of its row
         y = line_height() + GAP + r * (84 + GAP)
         assert (picture[y : y + 84, :label_w] < 128).any()
+
+
+def test_grids_for_tensorboard_write_labels_readable_at_the_card_width():
+    rows = [("input", torch.rand(8, 1, 28, 28)), ("reconstruction", torch.rand(8, 1, 28, 28))]
+    plain = labelled_grid(rows, column_labels=[str(d) for d in range(8)])
+    grid = labelled_grid(rows, column_labels=[str(d) for d in range(8)], readable_at=CARD_WIDTH)
+    width = grid.shape[2]
+    # the row label's ink, measured in the picture: as wide as the label font draws it at a readable size
+    band = grid[0, -(84 + GAP) : -GAP, : width - 8 * (84 + GAP)] < 0.5  # the last row's label column
+    ink = band.any(0).nonzero()
+    ink_width = int(ink.max() - ink.min() + 1)
+    assert ink_width * CARD_WIDTH / width >= text_width("reconstruction", READABLE_SIZE) - 2
+    assert width > plain.shape[2]  # larger text than the file-only grids' FONT_SIZE, so a wider label column
+    # a long title is wrapped, not widening the picture (which would shrink everything on the card)
+    titled = labelled_grid(rows, title="decoded along the line between the codes of the first two images " * 2)
+    wrapped = labelled_grid(
+        rows,
+        title="decoded along the line between the codes of the first two images " * 2,
+        column_labels=[str(d) for d in range(8)],
+        readable_at=CARD_WIDTH,
+    )
+    assert titled.shape[2] > plain.shape[2] and wrapped.shape[2] == width and wrapped.shape[1] > grid.shape[1]
+
+
+@pytest.mark.parametrize("count", [36, 1000])
+def test_confusion_matrix_numbers_are_readable_and_fit_their_cells_at_the_card_width(count):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from apa_lightning.metrics.classification import confusion_figure, per_class_figure
+
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    confusion = torch.full((10, 10), 3) + torch.eye(10, dtype=torch.long) * count
+    figure = confusion_figure(confusion, names)
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    shrink = CARD_WIDTH / (figure.get_figwidth() * figure.dpi)  # TensorBoard draws it CARD_WIDTH wide
+    (ax,) = figure.axes
+    cell = ax.transData.transform((1, 0))[0] - ax.transData.transform((0, 0))[0]
+    numbers = ax.texts
+    assert len(numbers) == 100
+    for text in numbers:
+        assert text.get_window_extent(renderer).width < cell  # inside its cell
+    size = numbers[0].get_fontsize() * figure.dpi / 72 * shrink  # pixels on screen
+    assert size >= (READABLE_SIZE if count < 100 else 7.5)  # four digits: as large as fits a ~22 px cell
+    labels = [*ax.get_xticklabels(), *ax.get_yticklabels(), ax.title, ax.xaxis.label]
+    assert all(label.get_fontsize() * figure.dpi / 72 * shrink >= READABLE_SIZE - 0.01 for label in labels)
+    rows = [{"class": name, "precision": 0.5, "recall": 0.5, "f1": 0.5} for name in names]
+    bars = per_class_figure(rows)
+    shrink = CARD_WIDTH / (bars.get_figwidth() * bars.dpi)
+    (ax,) = bars.axes
+    labels = [*ax.get_xticklabels(), *ax.get_yticklabels(), ax.title, *ax.get_legend().get_texts()]
+    assert all(label.get_fontsize() * bars.dpi / 72 * shrink >= READABLE_SIZE - 0.01 for label in labels)

@@ -114,7 +114,8 @@ def test_a_command_line_sweep_names_each_job_by_its_swept_values(monkeypatch, tm
         "3_lr=0.0001,dropout=0.5",
     ]
     keys = json.loads((sweep / jobs[0] / "hparams.json").read_text())
-    assert keys[:2] == ["model/optimizer/lr", "model/net/dropout"]  # the swept keys first
+    assert keys[:2] == ["(swept) model/optimizer/lr", "(swept) model/net/dropout"]  # the swept keys first
+    assert "model/optimizer/lr" not in keys  # not twice
     assert not [k for k in keys if "_target_" in k or k.endswith(("_dir", "num_workers"))]
     assert "model/optimizer" in keys and "model/net" in keys  # the classes, under their objects' keys
     # the summary numbers the jobs as before
@@ -132,7 +133,7 @@ def test_a_preset_sweep_names_each_job_by_its_preset_params(monkeypatch, tmp_pat
         "3_optimizer=asgd,lr=0.001",
     ]
     keys = json.loads((sweep / jobs[2] / "hparams.json").read_text())
-    assert keys[:2] == ["model/optimizer", "model/optimizer/lr"]
+    assert keys[:2] == ["(swept) model/optimizer", "(swept) model/optimizer/lr"]
 
 
 def test_an_optuna_sweep_names_each_trial_by_its_sampled_and_command_line_values(monkeypatch, tmp_path):
@@ -210,19 +211,25 @@ def test_tensorboard_files_each_loss_under_its_kind_with_a_train_and_val_chart(t
 
 
 def test_hparams_hold_real_hyperparameters_and_the_config_is_a_text_entry(trained):
-    run = events(trained("ae"))
+    run_dir = trained("ae")
+    run = events(run_dir)
     content = run.PluginTagToContent("hparams")
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    names = [info.name for info in experiment.hparam_infos]
-    assert names[:2] == ["seed", "trainer/max_epochs"]  # nothing swept: the budget first
-    assert {"model/optimizer/lr", "model/net/in_channels", "data/batch_size"} <= set(names)
-    assert not [n for n in names if "_target_" in n or n.endswith(("num_workers", "_dir"))]
+    # no experiment summary: TensorBoard would take one run's as the columns of every run in its logdir
+    assert set(content) == {"_hparams_/session_start_info", "_hparams_/session_end_info"}
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    names = list(start.hparams)
+    assert {"seed", "trainer/max_epochs", "model/optimizer/lr", "model/net/in_channels", "data/batch_size"} <= set(
+        names
+    )
+    assert not [n for n in names if "_target_" in n or n.endswith(("num_workers", "_dir"))]
     assert (start.hparams["model/optimizer"].string_value, start.hparams["model/net"].string_value) == (
         "Adam",
         "ConvAutoencoder",
     )
-    assert {m.name.tag for m in experiment.metric_infos} >= {"best/val/loss", "test/loss_mse", "test/psnr"}
+    assert start.group_name == f"{run_dir.parent.name}/run"  # the HParams tab's Trial ID
+    # the epoch scalar counts from 1, once per epoch, as metrics.csv does
+    epochs = [(event.step, event.value) for event in run.Scalars("epoch")]
+    assert [value for _, value in epochs] == [1, 2]
 
     assert "model_summary/text_summary" in run.Tags()["tensors"]  # callbacks/model_summary.py's Text entry
     (text,) = run.Tensors("config/text_summary")
@@ -232,17 +239,36 @@ def test_hparams_hold_real_hyperparameters_and_the_config_is_a_text_entry(traine
     assert "_target_: apa_lightning.models.autoencoder.AutoencoderModule" in markdown
 
 
-def test_tensorboard_lists_the_swept_hyperparameters_first():
-    from tensorboard.plugins.hparams.backend_context import _sort_and_reduce_to_hparams_limit
+def test_tensorboard_shows_the_swept_hyperparameters_beside_other_runs(tmp_path):
+    from tensorboard.plugins.hparams.backend_context import Context
 
-    from apa_lightning.hparams import hparams_summaries
+    from apa_lightning.hparams import SWEPT, hparams_summaries, trial_name
 
-    params = {"data/batch_size": 16, "data/channels": 1, "model/net/dropout": 0.3, "model/optimizer/lr": 0.001}
-    experiment, *_ = hparams_summaries(params, {"best/val/loss": 0.1}, ["model.optimizer.lr", "model.net.dropout"])
-    content = experiment.value[0].metadata.plugin_data.content
-    parsed = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
-    _sort_and_reduce_to_hparams_limit(parsed, 2)  # what TensorBoard's HParams tab does with the run's experiment
-    assert [info.name for info in parsed.hparam_infos] == ["model/net/dropout", "model/optimizer/lr"]
+    def content(params: dict, run_dir: Path) -> dict[str, bytes]:
+        summaries = hparams_summaries(params, trial_name(run_dir))
+        return {s.value[0].tag: s.value[0].metadata.plugin_data.content for s in summaries}
+
+    sweep = tmp_path / "outputs" / "multiruns" / "2026-01-02_03-04-05_abcdef"
+    constants = {f"data/{key}": 1 for key in ("batch_size", "channels", "image_size", "normalize", "split_seed")}
+    runs = {
+        f"sweep{i}": content({f"{SWEPT}model/optimizer/lr": lr, **constants}, sweep / f"{i}_lr={lr}")
+        for i, lr in enumerate((0.001, 0.01))
+    }
+    other = tmp_path / "outputs" / "runs" / "cnn_base_digits" / "2026-01-02_03-04-06_fedcba"
+    runs["other"] = content({"model/optimizer/lr": 0.1, **{k: 2 for k in constants}}, other)
+    # what TensorBoard 2.21 does with the runs of a logdir: the backend makes the experiment (no run has one), the
+    # HParams tab sorts differing hyperparameters first (stable) and ticks the first five
+    experiment = Context(None).experiment_from_metadata(None, "", False, runs, None)
+    ticked = [info.name for info in sorted(experiment.hparam_infos, key=lambda info: not info.differs)][:5]
+    assert ticked[0] == "(swept) model/optimizer/lr"
+    # the Trial ID column (about 20 characters) starts with what differs
+    names = [trial_name(sweep / "0_lr=0.001"), trial_name(sweep / "1_lr=0.01"), trial_name(other)]
+    assert names == [
+        "0_lr=0.001 (2026-01-02_03-04-05_abcdef)",
+        "1_lr=0.01 (2026-01-02_03-04-05_abcdef)",
+        "cnn_base_digits/2026-01-02_03-04-06_fedcba",
+    ]
+    assert len({name[:12] for name in names}) == 3
 
 
 def test_a_swept_config_group_shows_its_option_in_the_hparams(make_cfg):
@@ -250,5 +276,6 @@ def test_a_swept_config_group_shows_its_option_in_the_hparams(make_cfg):
 
     cfg = make_cfg("model=dae")
     flat = hparams_for_tensorboard(cfg, ["model", "model.optimizer.lr"], {"model": "dae", "model/optimizer": "adam"})
-    assert list(flat)[:2] == ["model", "model/optimizer/lr"]
-    assert (flat["model"], flat["model/optimizer/lr"]) == ("dae", cfg.model.optimizer.lr)  # not AutoencoderModule
+    assert list(flat)[:2] == ["(swept) model", "(swept) model/optimizer/lr"]
+    assert (flat["(swept) model"], flat["(swept) model/optimizer/lr"]) == ("dae", cfg.model.optimizer.lr)
+    assert "model" not in flat and flat["model/optimizer"] == "Adam"  # the option, not AutoencoderModule

@@ -5,14 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from difflib import get_close_matches
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from apa_lightning.errors import ApaError
 from apa_lightning.figures import save_figure
@@ -63,22 +65,63 @@ def main_metric(rows: Sequence[Row], candidates: Sequence[str]) -> str | None:
     return next((name for name in candidates if f"val/{name}" in keys or f"train/{name}" in keys), None)
 
 
-def curves_figure(rows: Sequence[Row], metric: str | None) -> Figure:
-    """The loss and ``metric`` per epoch, training and validation, one panel each."""
+def best_epoch(rows: Sequence[Row], monitor: str | None, mode: str) -> int | None:
+    """The epoch whose ``monitor`` value is the best (``mode`` ``min`` or ``max``), the first of equals, as
+    ``ModelCheckpoint`` with ``save_top_k=1`` keeps it; None when no row has ``monitor``."""
+    scored = [(row[monitor], int(row["epoch"])) for row in rows if monitor and monitor in row]
+    if not scored:
+        return None
+    best = min(value for value, _ in scored) if mode == "min" else max(value for value, _ in scored)
+    return next(epoch for value, epoch in scored if value == best)
+
+
+def minor_label(span: float) -> Callable[[float, int], str]:
+    """A tick formatter for the 2..9 ticks between a log axis's powers of ten: all labelled over less than a
+    decade (``span`` = largest / smallest value), the 2s and 5s over up to three, none over more."""
+    digits = "23456789" if span < 10 else "25" if span < 1000 else ""
+
+    def label(y: float, _: int) -> str:
+        text = f"{y:g}"
+        return text if text.lstrip("0.")[:1] in digits else ""
+
+    return label
+
+
+def curves_figure(rows: Sequence[Row], metric: str | None, best: int | None = None) -> Figure:
+    """The loss and ``metric`` per epoch, training and validation, one panel each; the loss on a log scale (when
+    all its values are positive: the first epoch's would flatten the rest), and the ``best`` epoch (that of the
+    checkpoint that is tested) as a dashed line in every panel."""
     names = ["loss", *([metric] if metric else [])]
     figure = Figure(figsize=(5 * len(names), 4))
     for i, name in enumerate(names, start=1):
         ax = figure.add_subplot(1, len(names), i)
+        values = []
         for split, colour in (("train", "C0"), ("val", "C1")):
             points = [(row["epoch"], row[f"{split}/{name}"]) for row in rows if f"{split}/{name}" in row]
             if points:
                 ax.plot(*zip(*points, strict=True), "o-", color=colour, markersize=3, label=split)
+                values += [value for _, value in points]
+        if name == "loss" and values and min(values) > 0:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))  # 0.01, not 10^-2
+            ax.yaxis.set_minor_formatter(FuncFormatter(minor_label(max(values) / min(values))))
+        if best is not None:
+            ax.axvline(best, color="0.3", linestyle="--", linewidth=1, label=f"best (epoch {best})")
         ax.set(xlabel="epoch", ylabel=f"{name} (dB)" if name == "psnr" else name, title=name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
+        ax.grid(alpha=0.3, which="both" if ax.get_yscale() == "log" else "major")
         ax.legend()
     figure.tight_layout()
     return figure
+
+
+def to_log_files(line: str) -> None:
+    """Give ``line`` as an INFO record to the log's file handlers only (``run.log``), not to the console."""
+    if log.isEnabledFor(logging.INFO):
+        record = log.makeRecord(log.name, logging.INFO, __file__, 0, line, None, None)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+                handler.handle(record)
 
 
 def announce(trainer: L.Trainer, line: str) -> None:
@@ -90,10 +133,16 @@ def announce(trainer: L.Trainer, line: str) -> None:
         return
     if log.isEnabledFor(logging.INFO):
         bar.print(line)
-        record = log.makeRecord(log.name, logging.INFO, __file__, 0, line, None, None)
-        for handler in logging.getLogger().handlers:
-            if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
-                handler.handle(record)
+        to_log_files(line)
+
+
+def shown_on_console(epoch: int, max_epochs: int | None, lines: int) -> bool:
+    """Whether epoch ``epoch`` (from 1) of ``max_epochs`` gets its line on the console: the first, the last and
+    every ``ceil(max_epochs / lines)``-th, so about ``lines`` lines; every epoch without a known budget or with
+    ``lines`` 0."""
+    if not lines or not max_epochs or max_epochs <= lines:
+        return True
+    return epoch in (1, max_epochs) or epoch % math.ceil(max_epochs / lines) == 0
 
 
 class EpochMetrics(L.Callback):
@@ -106,11 +155,14 @@ class EpochMetrics(L.Callback):
     - draws ``curves.png``: the loss and the main metric (the module's ``main_metric``, the one TensorBoard's
       train-and-val chart shows, or the first of ``main_metrics`` that is logged; a run that logs none of the
       given ``main_metrics`` fails after the sanity check's validation, else (``num_sanity_val_steps=0``) at the
-      end of its first validated epoch, naming the metrics it logs) per
-      epoch, training against validation; at most every ``plot_interval_s`` seconds (drawing takes a few tenths
-      of a second, more than a tiny model's epoch) and after the last epoch;
+      end of its first validated epoch, naming the metrics it logs) per epoch, training against validation, the
+      loss on a log scale and the checkpoint's best epoch marked; at most every ``plot_interval_s`` seconds
+      (drawing takes a few tenths of a second, more than a tiny model's epoch) and after the last epoch;
     - logs one line at INFO (``announce``), the losses, the main metric and ``monitor``:
-      ``epoch 3/10  train/loss 0.0213  val/loss 0.0198  val/psnr 21.30  12.4 s``.
+      ``epoch 3/10  train/loss 0.0213  val/loss 0.0198  val/psnr 21.30  12.4 s``; every epoch's line goes to
+      ``run.log``, but with more than ``console_lines`` epochs the console gets only about that many
+      (``shown_on_console``: the first, the last, every n-th) and, at the end, the best epoch's line if it was
+      not among them (``best epoch 37/100 ...``).
 
     Both files are written atomically. A resumed run keeps the rows of the epochs its checkpoint had finished
     and drops any later ones (written after that checkpoint), so each epoch appears once.
@@ -123,6 +175,7 @@ class EpochMetrics(L.Callback):
         filename: str = "metrics.csv",
         curves: str = "curves.png",
         plot_interval_s: float = 0.0,
+        console_lines: int = 20,
     ) -> None:
         if plot_interval_s < 0:
             raise ApaError(f"callbacks.epoch_metrics.plot_interval_s={plot_interval_s} must be >= 0 (0: every epoch).")
@@ -134,12 +187,18 @@ class EpochMetrics(L.Callback):
         self.rows: list[Row] = []
         self._start, self._rates, self._validated = 0.0, {}, False
         self._plotted, self._plotted_rows = float("-inf"), 0
+        self._checkpoint_monitor: str | None = None
+        self._checkpoint_mode = "min"
+        self.console_lines, self._shown = console_lines, set[int]()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         path = Path(trainer.default_root_dir) / self.filename
         finished = trainer.current_epoch  # after a resume: the epochs its checkpoint had finished
         earlier = read_rows(path) if finished and path.is_file() and trainer.is_global_zero else []
         self.rows = [row for row in earlier if row["epoch"] <= finished]
+        checkpoint = trainer.checkpoint_callback  # its monitor picks the checkpoint that is tested: marked
+        self._checkpoint_monitor = checkpoint.monitor if isinstance(checkpoint, ModelCheckpoint) else None
+        self._checkpoint_mode = checkpoint.mode if isinstance(checkpoint, ModelCheckpoint) else "min"
         if not self.main_metrics and getattr(pl_module, "main_metric", None):
             self.main_metrics = [pl_module.main_metric]
 
@@ -171,7 +230,12 @@ class EpochMetrics(L.Callback):
             write_text_atomically(out / self.filename, csv_text(self.rows))
             if time.perf_counter() - self._plotted >= self.plot_interval_s:
                 self.plot(out)
-            announce(trainer, self.summary_line(row, main_metric(self.rows, self.main_metrics), trainer.max_epochs))
+            line = self.summary_line(row, main_metric(self.rows, self.main_metrics), trainer.max_epochs)
+            if shown_on_console(int(row["epoch"]), trainer.max_epochs, self.console_lines):
+                announce(trainer, line)
+                self._shown.add(int(row["epoch"]))
+            else:
+                to_log_files(line)
         if self._check_main_metrics and self._validated:  # on every rank: they all stop
             self._check_main_metrics = False
             self.check_main_metrics(self.rows)
@@ -198,10 +262,17 @@ class EpochMetrics(L.Callback):
             )
         if trainer.is_global_zero and self._plotted_rows < len(self.rows):
             self.plot(Path(trainer.default_root_dir))
+        best = best_epoch(self.rows, self._checkpoint_monitor, self._checkpoint_mode)
+        if trainer.is_global_zero and best is not None and best not in self._shown:  # thinned out: shown now
+            (row,) = [row for row in self.rows if int(row["epoch"]) == best]
+            line = self.summary_line(row, main_metric(self.rows, self.main_metrics), trainer.max_epochs)
+            announce(trainer, f"best {line}")
 
     def plot(self, out: Path) -> None:
         """Draw ``curves.png`` of the rows so far."""
-        save_figure(out / self.curves, curves_figure(self.rows, main_metric(self.rows, self.main_metrics)), dpi=100)
+        best = best_epoch(self.rows, self._checkpoint_monitor, self._checkpoint_mode)
+        figure = curves_figure(self.rows, main_metric(self.rows, self.main_metrics), best)
+        save_figure(out / self.curves, figure, dpi=100)
         self._plotted, self._plotted_rows = time.perf_counter(), len(self.rows)
 
     def summary_line(self, row: Row, metric: str | None, max_epochs: int | None) -> str:

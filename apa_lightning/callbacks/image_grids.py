@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from apa_lightning.errors import ApaError
-from apa_lightning.figures import labelled_grid, save_figure, save_png
+from apa_lightning.figures import CARD_WIDTH, labelled_grid, save_figure, save_png
 
 
 def latent_coder(pl_module: L.LightningModule) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]] | None:
@@ -123,15 +123,18 @@ class ImageGrids(L.Callback):
         pl_module.eval()
         x = self._images
         rows = [(label, row.float()) for label, row in pl_module.grid_rows(x).items()]
-        grids = {"reconstructions": labelled_grid(rows, column_labels=names)}
+        grids = {"reconstructions": labelled_grid(rows, column_labels=names, readable_at=CARD_WIDTH)}
         if hasattr(pl_module, "sample"):
             samples, per_row = pl_module.sample(self.num_samples).float(), max(1, round(self.num_samples**0.5))
             chunks = [("", samples[i : i + per_row]) for i in range(0, len(samples), per_row)]
-            grids["samples"] = labelled_grid(chunks, title=f"{len(samples)} samples decoded from z ~ N(0, I)")
+            title = f"{len(samples)} samples decoded from z ~ N(0, I)"
+            grids["samples"] = labelled_grid(chunks, title=title, readable_at=CARD_WIDTH)
         if hasattr(pl_module, "interpolate") and len(x) >= 2:
             path = pl_module.interpolate(x[0], x[1], self.interpolation_steps).float()
             title = "decoded along the line between the codes of the first two images"
-            grids["interpolation"] = labelled_grid([(f"{names[0]} → {names[1]}", path)], title=title)
+            grids["interpolation"] = labelled_grid(
+                [(f"{names[0]} → {names[1]}", path)], title=title, readable_at=CARD_WIDTH
+            )
         if self.navigation_steps:
             navigation = self.latent_navigation(pl_module, x)
             if navigation is not None:
@@ -143,6 +146,7 @@ class ImageGrids(L.Callback):
                     [(f"z[1] {o}", navigation[i * steps : (i + 1) * steps]) for i, o in enumerate(offsets)],
                     title=title,
                     column_labels=offsets,
+                    readable_at=CARD_WIDTH,
                 )
         pl_module.train(was_training)
         return grids

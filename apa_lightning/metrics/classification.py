@@ -16,6 +16,8 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from apa_lightning.figures import readable_points
+
 AVERAGES = ("macro avg", "weighted avg")
 
 
@@ -115,16 +117,24 @@ def write_report(confusion: Tensor, class_names: Sequence[str], directory: Path)
 
 
 def confusion_figure(confusion: Tensor, class_names: Sequence[str]) -> Figure:
-    """The confusion matrix as a heat map with the counts written in, true classes down the side."""
+    """The confusion matrix as a heat map with the counts written in, true classes down the side; its text large
+    enough to read when TensorBoard draws the figure ``CARD_WIDTH`` pixels wide (``readable_points``), the counts
+    as large as that or as fits a cell. No colour bar: the counts are written in."""
     n = len(class_names)
-    figure = Figure(figsize=(1.0 + 0.6 * n, 0.8 + 0.6 * n))
+    figure = Figure(figsize=(1.8 + 0.5 * n, 1.6 + 0.5 * n), dpi=100)
+    points = readable_points(figure)
     ax = figure.add_subplot()
     counts = confusion.cpu().numpy()
-    image = ax.imshow(counts, cmap="Blues")
-    figure.colorbar(image, ax=ax)
-    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title="Confusion matrix")
-    ax.set_xticklabels(class_names, rotation=45, ha="right")
-    ax.set_yticklabels(class_names)
+    ax.imshow(counts, cmap="Blues")
+    ax.set(xticks=range(n), yticks=range(n))
+    ax.set_xlabel("predicted", fontsize=points)
+    ax.set_ylabel("true", fontsize=points)
+    ax.set_title("Confusion matrix", fontsize=points)
+    ax.set_xticklabels(class_names, rotation=45, ha="right", fontsize=points)
+    ax.set_yticklabels(class_names, fontsize=points)
+    digits = len(str(int(counts.max()))) if counts.size else 1
+    cell = 0.5 * 72  # points of a cell's width (the axes may shrink it a little)
+    number = min(points, 0.9 * cell / (0.62 * digits))  # a digit of DejaVu Sans is 0.62 em wide
     threshold = counts.max() / 2
     for i in range(n):
         for j in range(n):
@@ -134,7 +144,7 @@ def confusion_figure(confusion: Tensor, class_names: Sequence[str]) -> Figure:
                 int(counts[i, j]),
                 ha="center",
                 va="center",
-                fontsize=7,
+                fontsize=number,
                 color="white" if counts[i, j] > threshold else "black",
             )
     figure.tight_layout()
@@ -142,15 +152,19 @@ def confusion_figure(confusion: Tensor, class_names: Sequence[str]) -> Figure:
 
 
 def per_class_figure(rows: list[dict[str, float | str]]) -> Figure:
-    """Grouped bars of precision, recall and F1 for every class."""
+    """Grouped bars of precision, recall and F1 for every class, its text readable at TensorBoard's card width."""
     classes = [row for row in rows if row["class"] not in AVERAGES]
-    figure = Figure(figsize=(max(6, 0.7 * len(classes)), 4))
+    figure = Figure(figsize=(max(6, 0.7 * len(classes)), 4), dpi=100)
+    points = readable_points(figure)
     ax = figure.add_subplot()
     for offset, key in zip((-0.25, 0, 0.25), ("precision", "recall", "f1"), strict=True):
         ax.bar([i + offset for i in range(len(classes))], [row[key] for row in classes], width=0.25, label=key)
     ax.set_xticks(range(len(classes)))
-    ax.set_xticklabels([row["class"] for row in classes], rotation=45, ha="right")
-    ax.set(ylim=(0, 1), title="Per-class metrics")
-    ax.legend(loc="lower right")
+    ax.set_xticklabels([row["class"] for row in classes], rotation=45, ha="right", fontsize=points)
+    ax.tick_params(axis="y", labelsize=points)
+    ax.set_ylim(0, 1.3)  # the legend in a strip above the bars, which end at 1
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1])
+    ax.set_title("Per-class metrics", fontsize=points)
+    ax.legend(loc="upper center", ncols=3, fontsize=points)
     figure.tight_layout()
     return figure
