@@ -289,7 +289,7 @@ def test_font_ae_reaches_at_most_one_wrong_pixel_per_character(make_cfg):
 
 @pytest.mark.slow
 def test_font_dae_cleans_every_glyph_and_beats_the_noisy_input_at_every_level(make_cfg):
-    """The shipped font_dae: 20 epochs of the report's mixture, 40,960 optimizer steps (time: see font_dae.yaml)."""
+    """The shipped font_dae: 10 epochs of the report's mixture, 20,480 optimizer steps (time: see font_dae.yaml)."""
     cfg = make_cfg("experiment=font_dae", "logger=csv")
     start = time.perf_counter()
     train(cfg)
