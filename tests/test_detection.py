@@ -575,3 +575,13 @@ def test_predict_writes_annotated_copies_and_a_csv_of_boxes(detection_run, make_
     best = detection_run["run_dir"] / "weights" / "best.pt"
     with pytest.raises(ApaError, match="the folder holds no images"):
         predict(make_cfg("task=predict", "model=yolo", f"ckpt_path={best}", f"input={empty}"))
+
+
+def test_yolov3_experiments_train_the_reports_200_epochs_at_416_px(make_cfg):
+    for name in ("kitti_yolov3_scratch", "kitti_yolov3_transfer"):
+        cfg = make_cfg(f"experiment={name}")
+        assert cfg.model.arch == "yolov3.yaml" and cfg.model.imgsz == 416  # grids 13 / 26 / 52 at strides 32 / 16 / 8
+        assert cfg.trainer.max_epochs == 200 and cfg.task == "detect"
+    transfer = make_cfg("experiment=kitti_yolov3_transfer")
+    assert transfer.model.weights.endswith("weights/yolov3u.pt")
+    assert make_cfg("experiment=kitti_yolov3_scratch").model.weights is None

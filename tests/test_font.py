@@ -15,6 +15,8 @@ from apa_lightning.nets.mlp_ae import MLPAutoencoder
 from apa_lightning.run import train
 
 FAST = ["trainer=debug", "logger=csv", "data.passes=10"]
+FAST_DAE = ["trainer=debug", "logger=csv", "data.passes=1", "data.noisy_copies=2"]  # 320 samples, not 10,240
+REPORT_LEVELS = [0.0, 0.05, 0.1, 0.15, 0.2]
 CHARACTERS = ["`", *"abcdefghijklmnopqrstuvwxyz", "{", "|", "}", "~", "DEL"]
 
 
@@ -155,7 +157,7 @@ def test_font_ae_fast_dev_run_logs_wrong_pixels_and_writes_the_pictures(make_cfg
 
 
 def test_font_dae_fast_dev_run_scores_each_noise_level_against_the_clean_glyph(make_cfg):
-    cfg = make_cfg("experiment=font_dae", *FAST)
+    cfg = make_cfg("experiment=font_dae", *FAST_DAE)
     train(cfg)
     test = read_metrics(cfg)["test"]
     for level in (0.0, 0.05, 0.1, 0.15, 0.2):
@@ -165,6 +167,65 @@ def test_font_dae_fast_dev_run_scores_each_noise_level_against_the_clean_glyph(m
     rows = list(csv.DictReader(open(Path(cfg.paths.output_dir) / "wrong_pixels.csv")))
     # 100 draws of 35 bits at p = 0.2: about 7 flipped bits per glyph
     assert 5 < sum(float(r["noise0.2/input_mean_wrong_pixels"]) for r in rows) / 32 < 9
+
+
+def test_font_dae_composes_to_the_reports_mixture_batch_and_test_levels(make_cfg):
+    cfg = make_cfg("experiment=font_dae")
+    assert list(cfg.data.noise_levels) == REPORT_LEVELS and cfg.data.noisy_copies == 64
+    assert cfg.data.batch_size == 5 and cfg.data.passes == 1  # one epoch = one pass over the 320 x 32 samples
+    assert list(cfg.model.test_noise_levels) == REPORT_LEVELS
+    report = make_cfg("experiment=font_dae_report")
+    assert report.trainer.max_epochs == 50_000 and report.data.noisy_copies == 64
+
+
+def test_the_denoising_set_is_64_copies_at_each_level_drawn_once_with_clean_targets():
+    datamodule = FontDataModule(
+        noise_levels=REPORT_LEVELS, noisy_copies=64, noise_seed=7, passes=1, image_size=7, num_classes=32
+    )
+    datamodule.setup("fit")
+    targets, labels, inputs = datamodule.noisy_train
+    glyphs = font_glyphs()[0]
+    assert inputs.shape == targets.shape == (320 * 32, 1, 7, 5) and inputs.dtype == torch.uint8
+    assert torch.equal(targets, glyphs.repeat(320, 1, 1, 1)) and torch.equal(labels, torch.arange(32).repeat(320))
+    assert set(inputs.unique().tolist()) <= {0, 255}
+    flipped = (inputs != targets).view(5, 64 * 32 * 35).float().mean(1)  # per level, level by level
+    assert flipped[0] == 0  # p = 0: clean copies
+    assert flipped[1:].tolist() == pytest.approx(REPORT_LEVELS[1:], abs=0.01)
+    again = FontDataModule(noise_levels=REPORT_LEVELS, noisy_copies=64, noise_seed=7, image_size=7, num_classes=32)
+    again.setup("fit")
+    assert torch.equal(again.noisy_train[2], inputs)  # seeded: a resumed run trains on the same copies
+    loader = datamodule.train_dataloader()
+    assert [len(batch[0]) for batch in loader] == [320 * 32]  # one batch per epoch: every copy
+    assert torch.equal(next(iter(loader))[2], inputs)  # and the same copies every epoch (drawn once)
+
+
+@pytest.mark.parametrize(("levels", "copies"), [([0.1], 0), ([], 64), ([1.5], 2)])
+def test_inconsistent_noisy_copies_are_refused_by_name(levels, copies):
+    with pytest.raises(ApaError, match="data.noise_levels"):
+        FontDataModule(noise_levels=levels, noisy_copies=copies, image_size=7, num_classes=32)
+
+
+def test_the_model_trains_on_the_datas_noisy_copies_without_adding_its_own_noise(make_cfg):
+    import lightning as L
+
+    from apa_lightning.run import instantiate_plain
+
+    # the data's copies are clean (p = 0); the model's own noise would flip every bit (level 1)
+    cfg = make_cfg("experiment=font_dae", "model.noise.level=1.0", "data.noise_levels=[0.0]", "data.noisy_copies=1")
+    model, datamodule = instantiate_plain(cfg.model), instantiate_plain(cfg.data)
+    seen = []
+    model.net.register_forward_pre_hook(
+        lambda module, args: seen.append(args[0].detach().clone()) if module.training else None
+    )
+    trainer = L.Trainer(
+        max_epochs=1, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=datamodule)
+    inputs = torch.cat(seen)
+    assert len(inputs) == 32  # one pass over one copy of the 32 glyphs
+    glyphs = font_glyphs()[0].float() / 255
+    assert all(any(torch.equal(x, g) for g in glyphs) for x in inputs)  # every input a clean glyph, none flipped
 
 
 def test_font_ae_steps_per_mini_batch_and_anneals_once_per_epoch(make_cfg):
@@ -224,3 +285,20 @@ def test_font_ae_reaches_at_most_one_wrong_pixel_per_character(make_cfg):
     record = read_metrics(cfg)
     assert record["test"]["test/max_wrong_pixels"] <= 1
     assert seconds < 600, f"font_ae took {seconds:.0f} s"
+
+
+@pytest.mark.slow
+def test_font_dae_cleans_every_glyph_and_beats_the_noisy_input_at_every_level(make_cfg):
+    """The shipped font_dae: 10 epochs of the report's mixture, 20,480 optimizer steps (time: see font_dae.yaml)."""
+    cfg = make_cfg("experiment=font_dae", "logger=csv")
+    start = time.perf_counter()
+    train(cfg)
+    seconds = time.perf_counter() - start
+    assert read_metrics(cfg)["test"]["test/noise0.0/max_wrong_pixels"] <= 1  # every clean character
+    rows = list(csv.DictReader(open(Path(cfg.paths.output_dir) / "wrong_pixels.csv")))
+    assert max(int(r["wrong_pixels"]) for r in rows) <= 1  # the table's clean outputs too
+    for level in REPORT_LEVELS[1:]:  # means over 100 seeded draws of each of the 32 glyphs
+        output = sum(float(r[f"noise{level}/mean_wrong_pixels"]) for r in rows) / 32
+        noisy = sum(float(r[f"noise{level}/input_mean_wrong_pixels"]) for r in rows) / 32
+        assert output < noisy, f"p={level}: {output:.2f} wrong pixels after denoising, {noisy:.2f} in the input"
+    assert seconds < 600, f"font_dae took {seconds:.0f} s"

@@ -248,15 +248,41 @@ def test_classifier_run_writes_model_summary(make_cfg):
     assert re.search(r"Linear \(\w+\)\s+\[1, 10\]", summary)  # the last layer gives the 10 class logits
 
 
-def test_flowers_ae_runs_with_metrics_in_unit_range_and_draws_the_latent_navigation(make_cfg, flowers_root):
+def test_flowers_ae_is_the_reports_mlp_with_a_6_number_code_batch_20_on_24_pictures(make_cfg, flowers_root):
     cfg = make_cfg("experiment=flowers_ae", f"data.data_dir={flowers_root}", *FAST)
+    assert cfg.data.batch_size == 20 and make_cfg("experiment=flowers_ae").trainer.max_epochs == 10_000
+    assert cfg.data.image_ids == list(range(1, 25)) and cfg.data.image_size == 32
+    assert cfg.data.channels == 1 and cfg.data.value_range == [-1.0, 1.0] == cfg.model.value_range
+    datamodule = instantiate_plain(cfg.data)
+    datamodule.setup("fit")
+    assert len(datamodule.train_set) == len(datamodule.val_set) == 24  # the 24 pictures serve every split
+    net = instantiate_plain(cfg.model).net
+    linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    widths = [linears[0].in_features] + [m.out_features for m in linears]
+    assert widths == [1024, 256, 64, 6, 64, 256, 1024]  # an MLP with a code of 6 numbers
+    assert isinstance(net.decoder[-1], torch.nn.Tanh)  # outputs cover [-1, 1]
+    train(cfg)
+    out = Path(cfg.paths.output_dir)
+    record = _record(cfg)
+    assert record["status"] == "completed" and {"test/psnr", "test/ssim"} <= record["test"].keys()
+    assert mse_is_a_quarter_of_the_loss(record["test"])
+    assert (out / "images" / "latent_navigation.png").is_file()
+    assert "MLPAutoencoder" in (out / "model_summary.txt").read_text()
+
+
+def mse_is_a_quarter_of_the_loss(test: dict) -> bool:
+    """The loss is the MSE of [-1, 1] images; the metrics see them in [0, 1]: a quarter of it."""
+    return test["test/mse"] == pytest.approx(test["test/loss"] / 4, rel=1e-4)
+
+
+def test_flowers_conv_ae_runs_with_metrics_in_unit_range_and_draws_the_latent_navigation(make_cfg, flowers_root):
+    cfg = make_cfg("experiment=flowers_conv_ae", f"data.data_dir={flowers_root}", *FAST)
     assert cfg.model.value_range == [-1.0, 1.0] == cfg.model.net.value_range and cfg.model.net.latent_dim == 6
     assert cfg.data.image_ids == list(range(1, 25))  # the course24 preset
     train(cfg)
     out = Path(cfg.paths.output_dir)
     test = _record(cfg)["test"]
-    # the loss is the MSE of [-1, 1] images; the metrics see them in [0, 1]: a quarter of it
-    assert test["test/mse"] == pytest.approx(test["test/loss"] / 4, rel=1e-4)
+    assert mse_is_a_quarter_of_the_loss(test)
     navigation = np.asarray(Image.open(out / "images" / "latent_navigation.png").convert("L")).astype(float)
     # 7 x 7 pictures of 32 x 32 drawn 64 pixels, rows named "z[1] -2.0σ" ... "z[1] +2.0σ", the offsets of z[0] above
     labels = [f"z[1] {o}σ" for o in ("-2.0", "-1.3", "-0.7", "+0.0", "+0.7", "+1.3", "+2.0")]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -48,6 +50,7 @@ FONT_ROWS: dict[str, tuple[int, ...]] = {
     "DEL": (0x1F, 0x1F, 0x1F, 0x1F, 0x1F, 0x1F, 0x1F),
 }
 GLYPH_HEIGHT, GLYPH_WIDTH = 7, 5
+log = logging.getLogger(__name__)
 
 
 def font_glyphs() -> tuple[Tensor, list[str]]:
@@ -60,16 +63,20 @@ def font_glyphs() -> tuple[Tensor, list[str]]:
 class PassBatches(NamedTuple):
     """A training batch of ``passes`` shuffled passes over a small set: ``images`` ``(P, N, C, H, W)`` and
     ``labels`` ``(P, N)``, each pass in its own random order, to be stepped through in mini-batches of
-    ``batch_size`` (the last one of a pass smaller when ``batch_size`` does not divide N)."""
+    ``batch_size`` (the last one of a pass smaller when ``batch_size`` does not divide N). ``inputs``, when the
+    data brings its own (the noisy copies of ``FontDataModule(noise_levels=...)``), are the network's inputs
+    in the same order, ``images`` the clean targets."""
 
     images: Tensor
     labels: Tensor
     batch_size: int
+    inputs: Tensor | None = None
 
     def mini_batches(self, inputs: Tensor | None = None):
         """Yields ``(input, target)`` mini-batches pass by pass; ``inputs`` (same shape as ``images``, e.g.
-        corrupted copies) default to the images themselves."""
-        inputs = self.images if inputs is None else inputs
+        corrupted copies) default to the data's own ``inputs``, else to the images themselves."""
+        if inputs is None:
+            inputs = self.images if self.inputs is None else self.inputs
         for pass_inputs, pass_targets in zip(inputs, self.images, strict=True):
             yield from zip(pass_inputs.split(self.batch_size), pass_targets.split(self.batch_size), strict=True)
 
@@ -84,15 +91,37 @@ class FontDataModule(InMemoryImageDataModule):
     mini-batches of ``batch_size`` itself (``model.manual_optimization=true``). One epoch is one such batch:
     the glyphs are seen ``trainer.max_epochs * passes`` times in a run. Validation and test get all 32
     glyphs as one batch.
+
+    With ``noise_levels`` and ``noisy_copies`` the training set is the course's denoising set instead:
+    ``noisy_copies`` bit-flipped copies of the 32 glyphs at each level (each bit flipped with that
+    probability; level 0 gives clean copies), drawn once at setup from a generator seeded by ``noise_seed``
+    and kept for the whole run, each paired with its clean glyph as the target (5 levels x 64 copies x 32
+    glyphs = 10,240 samples). A pass then goes over all of them in one shuffled order.
     """
 
     def __init__(
-        self, passes: int = 100, shuffle_seed: int | None = None, image_width: int = GLYPH_WIDTH, **kwargs
+        self,
+        passes: int = 100,
+        shuffle_seed: int | None = None,
+        image_width: int = GLYPH_WIDTH,
+        noise_levels: Sequence[float] = (),
+        noisy_copies: int = 0,
+        noise_seed: int | None = None,
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.save_hyperparameters()
         if passes < 1:
-            raise ApaError(f"data.passes must be at least 1 (passes over the 32 glyphs per epoch), got {passes}.")
+            raise ApaError(f"data.passes must be at least 1 (passes over the training set per epoch), got {passes}.")
+        if noisy_copies < 0 or bool(noise_levels) != (noisy_copies > 0):
+            raise ApaError(
+                f"data.noise_levels={list(noise_levels)} and data.noisy_copies={noisy_copies} go together: "
+                "noisy_copies bit-flipped copies of the glyphs at each level (the course's denoising set: "
+                "data.noise_levels=[0,0.05,0.1,0.15,0.2] data.noisy_copies=64), or neither (data.noise_levels=[] "
+                "data.noisy_copies=0: the clean glyphs)."
+            )
+        if any(not 0 <= level <= 1 for level in noise_levels):
+            raise ApaError(f"data.noise_levels={list(noise_levels)}: each is a bit-flip probability in [0, 1].")
         if (self.image_size, image_width, self.channels) != (GLYPH_HEIGHT, GLYPH_WIDTH, 1):
             raise ApaError(
                 f"data=font has 1-channel glyphs of {GLYPH_HEIGHT} rows and {GLYPH_WIDTH} columns and is never "
@@ -107,6 +136,9 @@ class FontDataModule(InMemoryImageDataModule):
                 "data.augmentation (or drop the augmentation)."
             )
         self.passes, self.shuffle_seed = passes, shuffle_seed
+        self.noise_levels = [float(level) for level in noise_levels]
+        self.noisy_copies, self.noise_seed = noisy_copies, noise_seed
+        self.noisy_train: tuple[Tensor, Tensor, Tensor] | None = None  # clean targets, labels, noisy inputs
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -125,6 +157,28 @@ class FontDataModule(InMemoryImageDataModule):
         self._check(images, self.classes)
         glyphs = ImageTensorDataset(images, torch.arange(len(images)))
         self.set_splits(glyphs, glyphs, glyphs)
+        if self.noise_levels:
+            self.noisy_train = self.noisy_copies_of(images)
+            log.info(
+                "data=font: training on %d bit-flipped copies of the glyphs (%d at each p of %s), drawn once "
+                "(data.noise_seed); a model's own training noise is not added to them.",
+                len(self.noisy_train[0]),
+                self.noisy_copies,
+                self.noise_levels,
+            )
+
+    def noisy_copies_of(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """uint8 clean targets, labels and bit-flipped inputs: ``noisy_copies`` copies of ``images`` at each of
+        ``noise_levels``, level by level, drawn from a generator seeded by ``noise_seed`` (torch's initial seed
+        when null)."""
+        seed = torch.initial_seed() if self.noise_seed is None else self.noise_seed
+        generator = torch.Generator().manual_seed(seed)
+        copies = len(self.noise_levels) * self.noisy_copies
+        targets = images.repeat(copies, 1, 1, 1)
+        levels = torch.tensor(self.noise_levels).repeat_interleave(self.noisy_copies * len(images))
+        flip = torch.rand(targets.shape, generator=generator) < levels.view(-1, 1, 1, 1)  # bitflip, one level per copy
+        inputs = torch.where(flip, 255 - targets, targets)
+        return targets, torch.arange(len(images)).repeat(copies), inputs
 
     def _whole_set(self, dataset: ImageTensorDataset | None) -> DataLoader:
         if dataset is None:
@@ -132,6 +186,8 @@ class FontDataModule(InMemoryImageDataModule):
         return DataLoader(dataset, batch_size=len(dataset), collate_fn=keep_batch)
 
     def train_dataloader(self) -> DataLoader:
+        if self.noisy_train is not None:  # one batch of every noisy copy: clean targets, labels, noisy inputs
+            return DataLoader([self.noisy_train], batch_size=None)
         return self._whole_set(self.train_set)
 
     def val_dataloader(self) -> DataLoader:
@@ -148,8 +204,8 @@ class FontDataModule(InMemoryImageDataModule):
         generator = torch.Generator(device=device).manual_seed((base * 1_000_003 + epoch) % 2**63)
         return torch.rand(self.passes, n, generator=generator, device=device).argsort(dim=1)
 
-    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int):
-        images, labels = batch
+    def on_after_batch_transfer(self, batch: tuple[Tensor, ...], dataloader_idx: int):
+        images, labels, *inputs = batch
         images = images.float().div_(255)
         trainer = self.trainer
         if trainer is None or not trainer.training:
@@ -161,4 +217,5 @@ class FontDataModule(InMemoryImageDataModule):
                 "model.manual_optimization=true)."
             )
         order = self.pass_order(len(images), trainer.current_epoch, images.device)
-        return PassBatches(images[order], labels[order], self.batch_size)
+        noisy = inputs[0].float().div_(255)[order] if inputs else None
+        return PassBatches(images[order], labels[order], self.batch_size, noisy)

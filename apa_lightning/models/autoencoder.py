@@ -140,9 +140,12 @@ class AutoencoderModule(ReconstructionModule):
 
     def _mini_batch_steps(self, batch: Any) -> Tensor:
         """Manual optimization: one optimizer step per mini-batch of a batch with ``mini_batches(inputs)``
-        (inputs corrupted all at once: fresh noise for every pass), or one step on a plain ``(images, labels)``
-        batch. Logs the training loss averaged over the images once; returns it."""
-        if hasattr(batch, "mini_batches"):
+        (inputs corrupted all at once: fresh noise for every pass; a batch that brings its own noisy ``inputs``
+        is not corrupted again), or one step on a plain ``(images, labels)`` batch. Logs the training loss
+        averaged over the images once; returns it."""
+        if getattr(batch, "inputs", None) is not None:  # the data's own noisy copies (data.noise_levels)
+            steps = batch.mini_batches()
+        elif hasattr(batch, "mini_batches"):
             images = batch.images.flatten(0, 1)  # one image per row, as the noise kinds expect
             steps = batch.mini_batches(self.corrupt(images).view_as(batch.images))
         else:
