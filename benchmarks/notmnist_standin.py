@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -84,11 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     partial = args.folder / "notMNIST_small.partial"  # renamed when complete: no half-written set under the name
     rng = np.random.default_rng(args.seed)
+    stems = Counter(font.stem for font in fonts)  # a stem found in two folders gets the font's number too
+    names = [font.stem if stems[font.stem] == 1 else f"{font.stem}-{n}" for n, font in enumerate(fonts)]
     for letter in LETTERS:
         (partial / letter).mkdir(parents=True, exist_ok=True)
-        for font_path in fonts:
+        for font_path, name in zip(fonts, names, strict=True):
             for i in range(args.per_font):
-                render(font_path, letter, rng).save(partial / letter / f"{font_path.stem}_{i:03d}.png")
+                render(font_path, letter, rng).save(partial / letter / f"{name}_{i:03d}.png")
     partial.rename(target)
     print(
         f"{target}: {len(LETTERS)} letters x {len(fonts)} fonts x {args.per_font} = "

@@ -146,9 +146,11 @@ def test_fixed_normalisation_uses_the_given_mean_and_std(make_cfg):
     "overrides, message",
     [
         (["data.normalize=fixed"], "data.normalize=fixed needs data.mean and data.std, one number per channel (3)"),
-        (["data.normalize=fixed", "data.mean=[0.5,0.5]", "data.std=[0.2,0.2,0.2]"], "need 3 numbers each"),
+        (["data.normalize=fixed", "data.mean=[0.5,0.5]", "data.std=[0.2,0.2,0.2]"], "need 3 finite numbers each"),
         (["data.normalize=fixed", "data.mean=[0.5,0.5,0.5]", "data.std=[0.2,0,0.2]"], "every std above 0"),
-        (["data.normalize=fixed", "data.mean=[a,b,c]", "data.std=[0.2,0.2,0.2]"], "need 3 numbers each"),
+        (["data.normalize=fixed", "data.mean=[a,b,c]", "data.std=[0.2,0.2,0.2]"], "need 3 finite numbers each"),
+        (["data.normalize=fixed", "data.mean=[0.5,0.5,0.5]", "data.std=[0.2,nan,0.2]"], "need 3 finite numbers each"),
+        (["data.normalize=fixed", "data.mean=[0.5,inf,0.5]", "data.std=[0.2,0.2,0.2]"], "need 3 finite numbers each"),
         (["data.mean=[0.5,0.5,0.5]"], "data.mean only apply with data.normalize=fixed, but data.normalize=dataset"),
     ],
 )

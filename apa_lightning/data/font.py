@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -79,6 +80,12 @@ class PassBatches(NamedTuple):
             inputs = self.images if self.inputs is None else self.inputs
         for pass_inputs, pass_targets in zip(inputs, self.images, strict=True):
             yield from zip(pass_inputs.split(self.batch_size), pass_targets.split(self.batch_size), strict=True)
+
+
+def training_noise_seed(seed: int) -> int:
+    """A seed for the denoising set's training copies, drawn from ``seed`` by numpy's SeedSequence: another stream
+    than ``torch.Generator().manual_seed(seed)``, which the test's noisy draws use."""
+    return int(np.random.SeedSequence(seed, spawn_key=(1,)).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 class FontDataModule(InMemoryImageDataModule):
@@ -170,9 +177,10 @@ class FontDataModule(InMemoryImageDataModule):
     def noisy_copies_of(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """uint8 clean targets, labels and bit-flipped inputs: ``noisy_copies`` copies of ``images`` at each of
         ``noise_levels``, level by level, drawn from a generator seeded by ``noise_seed`` (torch's initial seed
-        when null)."""
+        when null). The generator's seed is derived from ``noise_seed`` (not the number itself), so that the test's
+        seeded draws (FontPictures' ``seed``, 0 by default) are never the training copies, whatever the run's seed."""
         seed = torch.initial_seed() if self.noise_seed is None else self.noise_seed
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(training_noise_seed(seed))
         copies = len(self.noise_levels) * self.noisy_copies
         targets = images.repeat(copies, 1, 1, 1)
         levels = torch.tensor(self.noise_levels).repeat_interleave(self.noisy_copies * len(images))

@@ -172,10 +172,11 @@ def check_fixed_stats(
         stats = [float(v) for v in mean], [float(v) for v in std]
     except (TypeError, ValueError):  # a single number, or text
         stats = None
-    if stats is None or len(stats[0]) != channels or len(stats[1]) != channels or min(stats[1]) <= 0:
+    finite = stats is not None and all(math.isfinite(v) for v in stats[0] + stats[1])
+    if not finite or len(stats[0]) != channels or len(stats[1]) != channels or min(stats[1]) <= 0:
         raise ApaError(
-            f"data.mean={mean} and data.std={std} need {channels} numbers each (data.channels={channels}), every "
-            f"std above 0; e.g. {example}."
+            f"data.mean={mean} and data.std={std} need {channels} finite numbers each (data.channels={channels}), "
+            f"every std above 0; e.g. {example}."
         )
     return stats
 
