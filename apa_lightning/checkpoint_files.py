@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,8 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from apa_lightning.errors import ApaError
+
+log = logging.getLogger(__name__)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -81,11 +85,27 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
         )
     done, max_epochs = finished_epochs(checkpoint), cfg.trainer.get("max_epochs")
     if max_epochs is not None and max_epochs >= 0 and done >= max_epochs:
+        if cfg.get("test") and untested_run(cfg, Path(ckpt_path)):
+            log.info("%s had finished training, but not its test: testing it now.", ckpt_path)
+            return str(ckpt_path)
         raise ApaError(
             f"nothing left to train: {ckpt_path} has finished {done} epochs and trainer.max_epochs={max_epochs}; "
             f"raise trainer.max_epochs (e.g. trainer.max_epochs={done + 10}) to train on."
         )
     return str(ckpt_path)
+
+
+def untested_run(cfg: DictConfig, ckpt_path: Path) -> bool:
+    """Whether ``ckpt_path`` is the ``last.ckpt`` of the run directory ``cfg`` continues and that run's
+    ``metrics.json`` does not say it completed: its training ended, but its test was interrupted or failed."""
+    run_dir = Path(cfg.paths.output_dir)
+    if ckpt_path.resolve() != (run_dir / "checkpoints" / "last.ckpt").resolve():
+        return False
+    try:
+        status = json.loads((run_dir / "metrics.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):  # no record, or a damaged one: the test will write it again
+        return True
+    return status != "completed"
 
 
 def _defaults(target: Any) -> dict[str, Any]:
