@@ -85,7 +85,7 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
         )
     done, max_epochs = finished_epochs(checkpoint), cfg.trainer.get("max_epochs")
     if max_epochs is not None and max_epochs >= 0 and done >= max_epochs:
-        if cfg.get("test") and untested_run(cfg, Path(ckpt_path)):
+        if cfg.get("test") and untested_run(Path(ckpt_path)):
             log.info("%s had finished training, but not its test: testing it now.", ckpt_path)
             return str(ckpt_path)
         raise ApaError(
@@ -95,14 +95,13 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
     return str(ckpt_path)
 
 
-def untested_run(cfg: DictConfig, ckpt_path: Path) -> bool:
-    """Whether ``ckpt_path`` is the ``last.ckpt`` of the run directory ``cfg`` continues and that run's
-    ``metrics.json`` does not say it completed: its training ended, but its test was interrupted or failed."""
-    run_dir = Path(cfg.paths.output_dir)
-    if ckpt_path.resolve() != (run_dir / "checkpoints" / "last.ckpt").resolve():
+def untested_run(ckpt_path: Path) -> bool:
+    """Whether ``ckpt_path`` is a run directory's ``checkpoints/last.ckpt`` (a resume continues that directory)
+    whose ``metrics.json`` does not say it completed: its training ended, but its test was interrupted or failed."""
+    if (ckpt_path.parent.name, ckpt_path.name) != ("checkpoints", "last.ckpt"):
         return False
     try:
-        status = json.loads((run_dir / "metrics.json").read_text()).get("status")
+        status = json.loads((ckpt_path.parent.parent / "metrics.json").read_text()).get("status")
     except (OSError, ValueError, AttributeError):  # no record, or a damaged one: the test will write it again
         return True
     return status != "completed"

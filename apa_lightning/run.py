@@ -27,13 +27,7 @@ from apa_lightning.files import record_failure, run_record, write_metrics
 from apa_lightning.hparams import config_markdown, hparams_for_tensorboard, hparams_summaries
 from apa_lightning.loggers import RunTensorBoardLogger
 from apa_lightning.precision import apply_matmul_precision, gpu_available, resolved_precision
-from apa_lightning.run_lock import (
-    RunLock,
-    directory_error,
-    is_launching_process,
-    remove_stale_temporaries,
-    writer_thread_errors_to_log,
-)
+from apa_lightning.run_lock import RunLock, directory_error, locked, writer_thread_errors_to_log
 from apa_lightning.run_names import sweep_context
 
 log = logging.getLogger(__name__)
@@ -216,15 +210,8 @@ def _train(cfg: DictConfig) -> float | None:
     only, not the DDP ranks it starts), see ``_locked_train``. Raises ApaError when another run holds it."""
     output_dir = Path(cfg.paths.output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
-    lock = RunLock(output_dir) if is_launching_process() else None
-    if lock is None:
-        return _locked_train(cfg, output_dir, None)
-    lock.acquire()
-    try:
-        remove_stale_temporaries(output_dir)  # a killed process's half-written files: no live writer is left
+    with locked(output_dir) as lock:
         return _locked_train(cfg, output_dir, lock)
-    finally:
-        lock.release()
 
 
 def _locked_train(cfg: DictConfig, output_dir: Path, lock: RunLock | None) -> float | None:

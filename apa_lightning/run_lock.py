@@ -50,6 +50,25 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _restart_count() -> int:
+    """How often SLURM has requeued this job (0 outside SLURM)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+
+
+def _create_from(temporary: Path, path: Path) -> None:
+    """Create ``path`` with the content of ``temporary`` in one step; FileExistsError when ``path`` exists (never
+    two holders). A hard link, or an exclusive create where the file system has none."""
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        with open(path, "x") as f:
+            f.write(temporary.read_text())
+
+
 def _holder_text(holder: dict[str, Any]) -> str:
     job = f", SLURM job {holder['slurm_job_id']}" if holder.get("slurm_job_id") else ""
     return f"process {holder.get('pid')} on {holder.get('host')}{job}, since {holder.get('since')}"
@@ -69,6 +88,7 @@ class RunLock:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "slurm_restart_count": _restart_count(),
             "since": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
 
@@ -85,7 +105,7 @@ class RunLock:
     def stale_reason(self, holder: dict[str, Any]) -> str | None:
         """Why the lock of ``holder`` is left over from a process that no longer runs, or None when it may run."""
         job = os.environ.get("SLURM_JOB_ID")
-        if job and holder.get("slurm_job_id") == job:
+        if job and holder.get("slurm_job_id") == job and (holder.get("slurm_restart_count") or 0) < _restart_count():
             return f"SLURM requeued job {job}"
         if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
             if not _alive(holder["pid"]):
@@ -118,7 +138,7 @@ class RunLock:
         try:
             for _ in range(3):  # a stale lock removed by another process at the same time: try again
                 try:
-                    os.link(temporary, self.path)  # fails if the lock exists: never two holders
+                    _create_from(temporary, self.path)
                 except FileExistsError:
                     holder = self.holder()
                     if holder is None:
@@ -209,6 +229,22 @@ def directory_error(run_dir: Path, exc: BaseException, lock: RunLock | None = No
     if failed is not None and isinstance(failed.filename, bytes):
         failed = OSError(failed.errno, failed.strerror, os.fsdecode(failed.filename))
     return ApaError(directory_message(run_dir, problem, failed))
+
+
+@contextmanager
+def locked(run_dir: Path) -> Iterator[RunLock | None]:
+    """Hold ``run_dir``'s lock while inside (the launching process only: None in a DDP rank or SLURM task > 0),
+    after removing the temporary files a killed run left there. Released on every way out, signals included."""
+    if not is_launching_process():
+        yield None
+        return
+    lock = RunLock(run_dir)
+    lock.acquire()
+    try:
+        remove_stale_temporaries(run_dir)  # a killed process's half-written files: no live writer of this run is left
+        yield lock
+    finally:
+        lock.release()
 
 
 # write_atomically's temporary files: .<name>.<pid>.<random hex>.tmp
