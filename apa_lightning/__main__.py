@@ -25,7 +25,7 @@ from apa_lightning.console import quiet_console
 from apa_lightning.errors import ApaError, Interrupted, describe, user_error
 from apa_lightning.files import run_record, write_metrics
 from apa_lightning.override_checks import check_overrides
-from apa_lightning.run_lock import RunLock
+from apa_lightning.run_lock import RunLock, is_launching_process
 from apa_lightning.tasks import TASKS
 
 log = logging.getLogger("apa_lightning")
@@ -188,12 +188,15 @@ def cli() -> None:
     """``python -m apa_lightning`` / ``apa-lightning``: ``main`` on the command line, with ``resume=`` expanded and
     the ``ckpt_path`` of ``task=eval`` / ``task=predict`` given its run's config (``checkpoint_arguments``).
     Overrides the config cannot be composed with (an unknown key or config) end it with an ``error:`` paragraph
-    and status 1 before Hydra makes a directory (``check_overrides``)."""
+    and status 1 before Hydra makes a directory (``check_overrides``), and so does a resume of a run directory that
+    another live run holds (``run_lock.RunLock``)."""
     given = sys.argv[1:]
     resumed = resumed_arguments(given)
     sys.argv = [sys.argv[0], *checkpoint_arguments(resumed)]
     try:
-        if resumed is not given:  # a run directory in use by another run: refused before Hydra writes into it
+        # a run directory in use by another run: refused before Hydra writes into it (not in the DDP ranks that
+        # the run holding it starts with the same command)
+        if resumed is not given and is_launching_process():
             run_dir = next(unquoted(a.split("=", 1)[1]) for a in resumed if a.startswith("hydra.run.dir="))
             RunLock(Path(run_dir)).refuse_if_in_use()
         check_overrides(sys.argv[1:])

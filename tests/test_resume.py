@@ -396,3 +396,38 @@ def test_sigterm_while_a_checkpoint_is_written_leaves_a_record_that_matches_the_
     assert code == 0, stderr
     assert not [p.name for p in (run_dir / "checkpoints").iterdir() if "-v" in p.name]
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 3
+
+
+def test_a_moved_checkpoint_state_names_the_files_in_the_new_folder_and_lightning_still_offers_the_hooks(tmp_path):
+    import lightning
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from apa_lightning.callbacks.checkpoints import RunCheckpoint
+
+    old, new = "/scratch/run/checkpoints", tmp_path / "home" / "run" / "checkpoints"
+    callback = RunCheckpoint(dirpath=new, monitor="val/loss", save_last=True)
+    score = torch.tensor(0.25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "The dirpath has changed"
+        callback.load_state_dict(
+            {
+                "monitor": "val/loss",
+                "dirpath": old,
+                "best_model_score": score,
+                "best_model_path": f"{old}/epoch002.ckpt",
+                "current_score": score,
+                "best_k_models": {f"{old}/epoch002.ckpt": score},
+                "kth_best_model_path": f"{old}/epoch002.ckpt",
+                "kth_value": score,
+                "last_model_path": f"{old}/last.ckpt",
+            }
+        )
+    assert callback.last_model_path == str(new / "last.ckpt")
+    assert callback.best_model_path == callback.kth_best_model_path == str(new / "epoch002.ckpt")
+    assert callback.best_k_models == {str(new / "epoch002.ckpt"): score} and callback.best_model_score == score
+    # the ModelCheckpoint internals RunCheckpoint builds on (there is no public way): a Lightning that renames them
+    # fails here, by name, rather than resuming wrongly
+    for name in ("_save_checkpoint", "_save_last_checkpoint", "_should_skip_saving_checkpoint", "_monitor_candidates"):
+        where = f"lightning {lightning.__version__}: ModelCheckpoint.{name}"
+        assert callable(getattr(ModelCheckpoint, name, None)), where
+    assert {"dirpath", "best_k_models", "last_model_path"} <= ModelCheckpoint(dirpath=tmp_path).state_dict().keys()

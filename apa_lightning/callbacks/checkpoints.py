@@ -24,6 +24,8 @@ class RunCheckpoint(ModelCheckpoint):
     repeats exactly the unfinished one.
     """
 
+    saved_epochs = 0  # the most finished epochs in a checkpoint this callback wrote in this process
+
     @property
     def state_key(self) -> str:
         """Lightning's key, made once: its settings are fixed at construction, and Lightning asks for it at every
@@ -48,8 +50,6 @@ class RunCheckpoint(ModelCheckpoint):
         super()._save_checkpoint(trainer, filepath)
         # the epochs the checkpoint holds, as a resume reads them (``checkpoint_files.finished_epochs``)
         self.saved_epochs = max(self.saved_epochs, trainer.fit_loop.epoch_progress.current.processed)
-
-    saved_epochs = 0  # the most finished epochs in a checkpoint this callback wrote in this process
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Lightning's, for a run directory that was moved or copied since the checkpoint was written (scratch to
