@@ -33,6 +33,7 @@ from apa_lightning.distributed import requeue_on_sigusr1, slurm_job_id, srun_ran
 from apa_lightning.errors import ApaError, Interrupted, describe, user_error
 from apa_lightning.files import run_record, write_metrics
 from apa_lightning.override_checks import check_overrides
+from apa_lightning.run_lock import RunLock, is_launching_process
 from apa_lightning.tasks import TASKS
 
 log = logging.getLogger("apa_lightning")
@@ -102,15 +103,18 @@ def resumed_arguments(argv: list[str]) -> list[str]:
 
 @contextmanager
 def signals_interrupt() -> Iterator[None]:
-    """While inside, SIGTERM and SIGINT raise ``Interrupted`` (in the main thread), so the run records why it
-    stopped and the process exits with 143 / 130 instead of 0."""
+    """While inside, SIGTERM, SIGINT and SIGHUP (a closed terminal, a dropped ssh session) raise ``Interrupted``
+    (in the main thread), so the run records why it stopped and the process exits with 143 / 130 / 129 instead of
+    0. A SIGHUP that the process was started ignoring (``nohup``) stays ignored."""
 
     def interrupt(signum: int, frame: object) -> None:
         for ignored in previous:  # a second Ctrl-C must not break the clean-up (restored on the way out)
             signal.signal(ignored, signal.SIG_IGN)
         raise Interrupted(signum)
 
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    if previous[signal.SIGHUP] == signal.SIG_IGN:
+        del previous[signal.SIGHUP]
     for signum in previous:
         signal.signal(signum, interrupt)
     try:
@@ -166,7 +170,11 @@ def main(cfg: DictConfig) -> float | None:
             for folder, name in (("checkpoints", "last.ckpt"), ("weights", "last.pt"))
         )
         hint = f"finished epochs are kept; continue with python -m apa_lightning {shlex.quote(f'resume={output_dir}')}"
-        print(f"\nInterrupted by {exc.signal_name}: {hint if resumable else 'no epoch had finished'}", file=sys.stderr)
+        outcome = hint if resumable else "no epoch had finished"
+        try:
+            print(f"\nInterrupted by {exc.signal_name}: {outcome}", file=sys.stderr)
+        except OSError:  # after SIGHUP the terminal may be gone; run.log has the line above
+            pass
         raise SystemExit(exc.exit_code) from None
     except Exception as exc:
         message = user_error(exc)
@@ -188,10 +196,18 @@ def cli() -> None:
     """``python -m apa_lightning`` / ``apa-lightning``: ``main`` on the command line, with ``resume=`` expanded and
     the ``ckpt_path`` of ``task=eval`` / ``task=predict`` given its run's config (``checkpoint_arguments``).
     Overrides the config cannot be composed with (an unknown key or config) end it with an ``error:`` paragraph
-    and status 1 before Hydra makes a directory (``check_overrides``)."""
+    and status 1 before Hydra makes a directory (``check_overrides``), and so does a resume of a run directory that
+    another live run holds (``run_lock.RunLock``)."""
     quiet_console()  # a SLURM sweep's polls of sacct happen in this process
+    given = sys.argv[1:]
     try:
-        sys.argv = [sys.argv[0], *checkpoint_arguments(resumed_arguments(sys.argv[1:])), *srun_rank_overrides()]
+        resumed = resumed_arguments(given)
+        sys.argv = [sys.argv[0], *checkpoint_arguments(resumed), *srun_rank_overrides()]
+        # a run directory in use by another run: refused before Hydra writes into it (not in the DDP ranks that
+        # the run holding it starts with the same command)
+        if resumed is not given and is_launching_process():
+            run_dir = next(unquoted(a.split("=", 1)[1]) for a in resumed if a.startswith("hydra.run.dir="))
+            RunLock(Path(run_dir)).refuse_if_in_use()
         check_overrides(sys.argv[1:])
     except ApaError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)

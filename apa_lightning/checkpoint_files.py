@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import json
+import logging
 import shlex
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from apa_lightning.errors import ApaError
 from apa_lightning.files import read_run_record
+
+log = logging.getLogger(__name__)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -142,11 +146,26 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
         )
     done, max_epochs = finished_epochs(checkpoint), cfg.trainer.get("max_epochs")
     if max_epochs is not None and max_epochs >= 0 and done >= max_epochs:
+        if cfg.get("test") and untested_run(Path(ckpt_path)):
+            log.info("%s had finished training, but not its test: testing it now.", ckpt_path)
+            return str(ckpt_path)
         raise ApaError(
             f"nothing left to train: {ckpt_path} has finished {done} epochs and trainer.max_epochs={max_epochs}; "
             f"raise trainer.max_epochs (e.g. trainer.max_epochs={done + 10}) to train on."
         )
     return str(ckpt_path)
+
+
+def untested_run(ckpt_path: Path) -> bool:
+    """Whether ``ckpt_path`` is a run directory's ``checkpoints/last.ckpt`` (a resume continues that directory)
+    whose ``metrics.json`` does not say it completed: its training ended, but its test was interrupted or failed."""
+    if (ckpt_path.parent.name, ckpt_path.name) != ("checkpoints", "last.ckpt"):
+        return False
+    try:
+        status = json.loads((ckpt_path.parent.parent / "metrics.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):  # no record, or a damaged one: the test will write it again
+        return True
+    return status != "completed"
 
 
 def _defaults(target: Any) -> dict[str, Any]:

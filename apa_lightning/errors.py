@@ -21,7 +21,7 @@ class ApaError(Exception):
 
 
 class Interrupted(BaseException):
-    """SIGTERM or SIGINT arrived: the run stops like on Ctrl-C and the process exits with ``128 + signum``.
+    """SIGTERM, SIGINT or SIGHUP arrived: the run stops like on Ctrl-C and the process exits with ``128 + signum``.
 
     A BaseException, so that code catching ``Exception`` (a failing sweep trial) lets it through.
     """
@@ -40,18 +40,30 @@ class Interrupted(BaseException):
 
 
 def interruption(exc: BaseException) -> str | None:
-    """The signal's name when ``exc`` ended a run because of SIGTERM / SIGINT / Ctrl-C, else None.
+    """The signal's name when ``exc`` ended a run because of SIGTERM / SIGINT / SIGHUP / Ctrl-C, else None.
 
     Lightning turns a KeyboardInterrupt inside ``fit`` into ``sys.exit(1)``; the interrupt is then the context.
     """
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, Interrupted):
-            return seen.signal_name
-        if isinstance(seen, KeyboardInterrupt):
+    for link in chain(exc):
+        if isinstance(link, Interrupted):
+            return link.signal_name
+        if isinstance(link, KeyboardInterrupt):
             return "SIGINT"
-        seen = seen.__cause__ or seen.__context__
     return None
+
+
+def chain(exc: BaseException, context: bool = True) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from (``__cause__``, else with ``context`` its ``__context__``),
+    outermost first, each once: a chain that loops back (an exception object raised again while handling a later
+    one, as TensorBoard's writer thread does) ends at the first exception already in it."""
+    links: list[BaseException] = []
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        links.append(link)
+        seen.add(id(link))
+        link = link.__cause__ or (link.__context__ if context else None)
+    return links
 
 
 def user_error(exc: BaseException) -> str | None:
@@ -65,11 +77,9 @@ def user_error(exc: BaseException) -> str | None:
         from lightning.fabric.utilities.exceptions import MisconfigurationException
 
         fixable += (MisconfigurationException,)
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, fixable):
-            return str(seen)
-        seen = seen.__cause__
+    for link in chain(exc, context=False):
+        if isinstance(link, fixable):
+            return str(link)
     if isinstance(exc, OSError) and file_system_error(exc):
         return file_system_error(exc)
     if isinstance(exc, InstantiationException):  # a wrong key or value in a _target_ config
@@ -113,10 +123,9 @@ def unexpected_argument(exc: InstantiationException) -> str | None:
     """The message for a ``_target_`` config with a key its class does not take (``+trainer.max_epoch=1``:
     Trainer's TypeError "unexpected keyword argument"), naming the key and the parameters of close names; None
     for other instantiation errors. A nested target built by its parent (``model.net``) is named by its class."""
-    chain = [exc]
-    while isinstance(chain[-1].__cause__, InstantiationException):
-        chain.append(chain[-1].__cause__)
-    cause, inner = chain[-1].__cause__, str(chain[-1])
+    causes = chain(exc, context=False)
+    innermost = next((i for i, link in enumerate(causes) if not isinstance(link, InstantiationException)), len(causes))
+    cause, inner = causes[innermost] if innermost < len(causes) else None, str(causes[innermost - 1])
     unexpected = UNEXPECTED_ARGUMENT.search(str(cause)) if isinstance(cause, TypeError) else None
     target = re.match(r"Error in call to target '([\w.]+)'", inner)
     if unexpected is None or target is None:

@@ -21,11 +21,12 @@ from apa_lightning.callbacks.throughput import Throughput
 from apa_lightning.checkpoint_files import resume_checkpoint
 from apa_lightning.console import quiet_console
 from apa_lightning.distributed import ddp_job_scope, trial_devices, use_job_command_for_ddp_children
-from apa_lightning.errors import ApaError, describe, user_error
+from apa_lightning.errors import ApaError, describe, interruption, user_error
 from apa_lightning.files import read_run_record, record_failure, run_record, write_metrics
 from apa_lightning.hparams import config_markdown, hparams_for_tensorboard, hparams_summaries, trial_name
 from apa_lightning.loggers import RunTensorBoardLogger
 from apa_lightning.precision import apply_matmul_precision, gpu_available, resolved_precision
+from apa_lightning.run_lock import RunLock, directory_error, locked, writer_thread_errors_to_log
 from apa_lightning.run_names import sweep_context
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,8 @@ def _results(trainer: L.Trainer | None, start: float) -> dict[str, Any]:
     return {
         "best_checkpoint": best_checkpoint(trainer) if trainer else None,
         "best_score": None if score is None else _number(score),
-        "epochs": trainer.current_epoch if trainer else 0,
+        # an interruption while the epoch's checkpoints were written: that epoch counts once a checkpoint holds it
+        "epochs": max(trainer.current_epoch, getattr(trainer.checkpoint_callback, "saved_epochs", 0)) if trainer else 0,
         "wall_time_s": round(time.perf_counter() - start, 2),
         **_speed(trainer),
         "test": {k: _number(v) for k, v in sorted(metrics.items()) if k.startswith("test/")},
@@ -188,7 +190,7 @@ def build_run(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule
         cfg.trainer,
         callbacks=callbacks,
         logger=loggers or False,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(cfg.paths.get("output_dir"))],
         **resolved_precision(cfg.trainer),
         **_single_gpu_trial(cfg),
     )
@@ -203,16 +205,24 @@ def train(cfg: DictConfig) -> float | None:
 
 
 def _train(cfg: DictConfig) -> float | None:
+    """Fit ``cfg.model`` on ``cfg.data`` holding the run directory's lock (``RunLock``; the launching process
+    only, not the DDP ranks it starts), see ``_locked_train``. Raises ApaError when another run holds it."""
+    output_dir = Path(cfg.paths.output_dir).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with locked(output_dir) as lock:
+        return _locked_train(cfg, output_dir, lock)
+
+
+def _locked_train(cfg: DictConfig, output_dir: Path, lock: RunLock | None) -> float | None:
     """Fit ``cfg.model`` on ``cfg.data``, test the best checkpoint and write ``metrics.json`` in the run directory.
 
     Returns the best value of ``cfg.optimized_metric`` seen in validation (None when none was recorded).
     A failure at any point still writes ``metrics.json`` (status ``failed`` or ``interrupted``, with the error);
-    finished epochs stay in ``checkpoints/``.
+    finished epochs stay in ``checkpoints/``. A run whose directory is deleted, replaced or made read-only while
+    it runs ends with an ApaError naming it (``directory_error``).
     """
     from hydra.core.hydra_config import HydraConfig
 
-    output_dir = Path(cfg.paths.output_dir).resolve()
-    output_dir.mkdir(parents=True, exist_ok=True)
     record = run_record(cfg, output_dir)
     requeued = requeued_checkpoint(cfg, output_dir)
     if requeued == "completed":
@@ -231,25 +241,30 @@ def _train(cfg: DictConfig) -> float | None:
         if HydraConfig.initialized():
             use_job_command_for_ddp_children()
         datamodule, model, trainer = build_run(cfg)
-        prepare_tensorboard(trainer, model, cfg)
-        with warnings.catch_warnings():
-            if ckpt_path:  # a resume continues its own checkpoints folder: Lightning's warning would say so
-                warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-        fixed = _fast_dev_run_score(trainer, cfg.get("optimized_metric"))
-        if cfg.get("test") and not trainer.interrupted:
-            best = best_checkpoint(trainer)
-            if best is None:
-                log.info("No best checkpoint: %s. Testing the final weights.", no_checkpoint_reason(trainer))
-            trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)  # log_summary shows them
-        record["status"] = "interrupted" if trainer.interrupted else "completed"
+        with writer_thread_errors_to_log():
+            prepare_tensorboard(trainer, model, cfg)
+            with warnings.catch_warnings():
+                if ckpt_path:  # a resume continues its own checkpoints folder: Lightning's warning would say so
+                    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+                trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+            fixed = _fast_dev_run_score(trainer, cfg.get("optimized_metric"))
+            if cfg.get("test") and not trainer.interrupted:
+                best = best_checkpoint(trainer)
+                if best is None:
+                    log.info("No best checkpoint: %s. Testing the final weights.", no_checkpoint_reason(trainer))
+                trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)  # log_summary shows them
+            record["status"] = "interrupted" if trainer.interrupted else "completed"
+            save_record(output_dir, record, trainer, start, **fixed)
+            if trainer.is_global_zero:
+                log_final_hparams(trainer, cfg, record)
     except BaseException as exc:
-        record_failure(record, exc)
+        lost = None if interruption(exc) else directory_error(output_dir, exc, lock)
+        record_failure(record, lost or exc)
+        if lost is not None:  # nothing can be recorded in a directory that is gone or read-only
+            raise lost from exc
         save_record(output_dir, record, trainer, start, quiet=True, **fixed)
         raise
-    save_record(output_dir, record, trainer, start, **fixed)
     if trainer.is_global_zero:
-        log_final_hparams(trainer, cfg, record)
         log_summary(record)
     best_score = record["best_score"]
     return None if best_score is None or math.isnan(best_score) else best_score
@@ -279,7 +294,11 @@ def save_record(
     path = output_dir / "metrics.json"
     try:
         if record.get("resumed_from") and path.is_file():
-            record["wall_time_s"] = round(record["wall_time_s"] + (read_run_record(path).get("wall_time_s") or 0), 2)
+            earlier = read_run_record(path)
+            record["wall_time_s"] = round(record["wall_time_s"] + (earlier.get("wall_time_s") or 0), 2)
+            for key in ("images_per_s", "epoch_time_s"):  # a resume that only tests trains no epoch to time
+                if record.get(key) is None:
+                    record[key] = earlier.get(key)
         if trainer is None or trainer.is_global_zero:
             write_metrics(path, record)
     except (OSError, ValueError, ApaError) as exc:

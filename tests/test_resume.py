@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import shlex
+import shutil
 import signal
 import sys
 import warnings
@@ -19,7 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from apa_lightning.__main__ import cli, resumed_arguments
 from apa_lightning.callbacks.epoch_seed import EpochSeed
-from apa_lightning.checkpoint_files import first_difference
+from apa_lightning.checkpoint_files import finished_epochs, first_difference
 from apa_lightning.models.autoencoder import AutoencoderModule
 from apa_lightning.run import train
 
@@ -291,3 +292,142 @@ def test_epoch_seed_gives_each_rank_its_own_draws_and_every_test_the_same_ones()
     torch.rand(10)  # whatever ran in between (a fit, or nothing in task=eval)
     assert torch.equal(draws(0, "on_test_epoch_start"), first_test)
     assert not torch.equal(first_test, draws(0, "on_train_epoch_start"))
+
+
+SHORT = [*TINY, "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
+
+
+@pytest.mark.slow
+def test_a_copied_run_directory_resumes_twice_where_it_lies_with_one_last_checkpoint(monkeypatch, capsys, tmp_path):
+    # optimized_mode=max: the best epoch is not the last, so a top-k checkpoint of the old place would stay behind
+    command = [*SHORT, "logger=csv", "optimized_mode=max"]
+    assert run_cli(monkeypatch, capsys, tmp_path / "scratch", *command, "trainer.max_epochs=2")[0] == 0
+    copy = tmp_path / "home" / "run"
+    shutil.copytree(only_run_dir(tmp_path / "scratch"), copy)
+    for epochs in (3, 4):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            code, stderr = run_cli(monkeypatch, capsys, tmp_path, f"resume={copy}", f"trainer.max_epochs={epochs}")
+        assert code == 0, stderr
+        assert not [w for w in caught if "dirpath has changed" in str(w.message)]
+        record = json.loads((copy / "metrics.json").read_text())
+        assert (record["status"], record["epochs"]) == ("completed", epochs)
+        assert record["resumed_from"] == str(copy / "checkpoints" / "last.ckpt")
+        last = torch.load(copy / "checkpoints" / "last.ckpt", weights_only=True)
+        assert last["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"] == epochs  # last.ckpt moved on
+        (best,) = [p.name for p in (copy / "checkpoints").iterdir() if p.name != "last.ckpt"]  # save_top_k=1
+        assert Path(record["best_checkpoint"]) == copy / "checkpoints" / best
+    assert [r["epoch"] for r in epoch_rows(copy)] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_a_run_interrupted_in_its_test_is_tested_on_resume(monkeypatch, capsys, tmp_path):
+    original = AutoencoderModule.test_step
+
+    def sigterm_in_test(self, batch, batch_idx):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(AutoencoderModule, "test_step", sigterm_in_test)
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, *SHORT, "logger=csv", "trainer.max_epochs=2")
+    assert code == 128 + signal.SIGTERM, stderr
+    run_dir = only_run_dir(tmp_path)
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert (record["status"], record["epochs"], record["test"]) == ("interrupted", 2, {})
+
+    monkeypatch.setattr(AutoencoderModule, "test_step", original)
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, f"resume={run_dir}")
+    assert code == 0, stderr
+    assert "nothing left to train" not in stderr
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert (record["status"], record["epochs"]) == ("completed", 2)
+    assert set(record["test"]) >= {"test/loss", "test/psnr"} and record["images_per_s"] is not None
+    assert [r["epoch"] for r in epoch_rows(run_dir)] == [1, 2]  # no epoch trained again
+    # now it is complete: nothing left to do
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, f"resume={run_dir}")
+    assert code == 1 and "nothing left to train" in stderr
+
+
+def test_sighup_is_recorded_like_sigterm_and_exits_129(monkeypatch, capsys, tmp_path):
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        pytest.skip("the tests run under nohup: a run keeps ignoring SIGHUP then")
+    original = AutoencoderModule.training_step
+
+    def hang_up(self, batch, batch_idx):
+        if self.current_epoch == 1:
+            os.kill(os.getpid(), signal.SIGHUP)
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(AutoencoderModule, "training_step", hang_up)
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, *SHORT, "logger=csv", "trainer.max_epochs=2")
+    assert code == 128 + signal.SIGHUP == 129, stderr
+    run_dir = only_run_dir(tmp_path)
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert (record["status"], record["signal"], record["epochs"]) == ("interrupted", "SIGHUP", 1)
+    assert "Interrupted by SIGHUP" in (run_dir / "run.log").read_text()
+    assert f"resume={run_dir}" in stderr and "Traceback" not in stderr
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL  # restored after the run
+
+
+@pytest.mark.slow
+def test_sigterm_while_a_checkpoint_is_written_leaves_a_record_that_matches_the_files(monkeypatch, capsys, tmp_path):
+    from apa_lightning.callbacks.checkpoints import AtomicCheckpointIO
+
+    original = AtomicCheckpointIO.save_checkpoint
+
+    def sigterm_writing_second_last(self, checkpoint, path, storage_options=None):
+        if Path(path).name == "last.ckpt" and checkpoint["epoch"] == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", sigterm_writing_second_last)
+    command = [*TINY, "logger=csv", "trainer.max_epochs=3"]
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, *command)
+    assert code == 128 + signal.SIGTERM, stderr
+    run_dir = only_run_dir(tmp_path)
+    record = json.loads((run_dir / "metrics.json").read_text())
+    # the second epoch, the best so far, had its top-k checkpoint written before last.ckpt: the record counts it
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["epoch002.ckpt", "last.ckpt"]
+    assert Path(record["best_checkpoint"]).name == "epoch002.ckpt"
+    assert record["epochs"] == finished_epochs(torch.load(record["best_checkpoint"], weights_only=True)) == 2
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", original)
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, f"resume={run_dir}")
+    assert code == 0, stderr
+    assert not [p.name for p in (run_dir / "checkpoints").iterdir() if "-v" in p.name]
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 3
+
+
+def test_a_moved_checkpoint_state_names_the_files_in_the_new_folder_and_lightning_still_offers_the_hooks(tmp_path):
+    import lightning
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from apa_lightning.callbacks.checkpoints import RunCheckpoint
+
+    old, new = "/scratch/run/checkpoints", tmp_path / "home" / "run" / "checkpoints"
+    callback = RunCheckpoint(dirpath=new, monitor="val/loss", save_last=True)
+    score = torch.tensor(0.25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "The dirpath has changed"
+        callback.load_state_dict(
+            {
+                "monitor": "val/loss",
+                "dirpath": old,
+                "best_model_score": score,
+                "best_model_path": f"{old}/epoch002.ckpt",
+                "current_score": score,
+                "best_k_models": {f"{old}/epoch002.ckpt": score},
+                "kth_best_model_path": f"{old}/epoch002.ckpt",
+                "kth_value": score,
+                "last_model_path": f"{old}/last.ckpt",
+            }
+        )
+    assert callback.last_model_path == str(new / "last.ckpt")
+    assert callback.best_model_path == callback.kth_best_model_path == str(new / "epoch002.ckpt")
+    assert callback.best_k_models == {str(new / "epoch002.ckpt"): score} and callback.best_model_score == score
+    # the ModelCheckpoint internals RunCheckpoint builds on (there is no public way): a Lightning that renames them
+    # fails here, by name, rather than resuming wrongly
+    for name in ("_save_checkpoint", "_save_last_checkpoint", "_should_skip_saving_checkpoint", "_monitor_candidates"):
+        where = f"lightning {lightning.__version__}: ModelCheckpoint.{name}"
+        assert callable(getattr(ModelCheckpoint, name, None)), where
+    assert {"dirpath", "best_k_models", "last_model_path"} <= ModelCheckpoint(dirpath=tmp_path).state_dict().keys()

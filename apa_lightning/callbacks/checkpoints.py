@@ -24,6 +24,8 @@ class RunCheckpoint(ModelCheckpoint):
     repeats exactly the unfinished one.
     """
 
+    saved_epochs = 0  # the most finished epochs in a checkpoint this callback wrote in this process
+
     @property
     def state_key(self) -> str:
         """Lightning's key, made once: its settings are fixed at construction, and Lightning asks for it at every
@@ -44,14 +46,48 @@ class RunCheckpoint(ModelCheckpoint):
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        # the epochs the checkpoint holds, as a resume reads them (``checkpoint_files.finished_epochs``)
+        self.saved_epochs = max(self.saved_epochs, trainer.fit_loop.epoch_progress.current.processed)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Lightning's, for a run directory that was moved or copied since the checkpoint was written (scratch to
+        home): the paths it recorded (last, best and top-k checkpoints) are taken as the same files in the folder
+        the checkpoints are in now. Lightning would drop them ("The dirpath has changed"), then write
+        ``last-v1.ckpt`` beside ``last.ckpt`` and never again delete the top-k checkpoints of before."""
+        then, now = state_dict.get("dirpath"), self.dirpath
+        if then and now and then != now:
+            state_dict = {**state_dict, "dirpath": now}
+            for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+                state_dict[key] = _moved(state_dict.get(key), then, now)
+            state_dict["best_k_models"] = {
+                _moved(path, then, now): score for path, score in (state_dict.get("best_k_models") or {}).items()
+            }
+        super().load_state_dict(state_dict)
+
+
+def _moved(path: str | None, then: str, now: str) -> str | None:
+    """``path``, a file in the folder ``then``, as the same file in ``now``; other paths as they are."""
+    if path and Path(path).parent == Path(then):
+        return str(Path(now) / Path(path).name)
+    return path
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to a temporary file and renames it, so a kill or a full disk never leaves a
-    truncated checkpoint under a real name; a full disk becomes an ApaError naming the file."""
+    truncated checkpoint under a real name; a full disk becomes an ApaError naming the file. Folders are made as
+    needed, except ``run_dir`` itself: a run directory deleted during the run is not made again, empty, by the
+    next checkpoint (the write fails and the run says so)."""
+
+    def __init__(self, run_dir: str | Path | None = None) -> None:
+        super().__init__()
+        self.run_dir = Path(run_dir).resolve() if run_dir else None
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if self.run_dir is None or self.run_dir not in path.absolute().parents or self.run_dir.is_dir():
+            path.parent.mkdir(parents=True, exist_ok=True)
 
         def write(f: BinaryIO) -> None:
             # serialised in memory first (as Lightning does): torch's zip writer turns a full disk into an opaque

@@ -41,6 +41,7 @@ from apa_lightning.files import (
     write_text_atomically,
 )
 from apa_lightning.hparams import hparams_for_tensorboard, hparams_summaries
+from apa_lightning.run_lock import locked
 from apa_lightning.run_names import sweep_context
 
 log = logging.getLogger(__name__)
@@ -306,6 +307,14 @@ def _best_score(epochs: list[tuple[int, dict[str, float]]], metric: str, mode: s
 
 
 def train(cfg: DictConfig) -> float | None:
+    """``_train`` holding the run directory's lock (``run_lock.locked``): one run at a time in it."""
+    run_dir = Path(cfg.paths.output_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with locked(run_dir):
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> float | None:
     """Train ``cfg.model`` (YOLO) on ``cfg.data`` with ultralytics, validate ``best.pt`` on the validation split
     and write ``metrics.json``, TensorBoard scalars and ``images/val_predictions.png`` into the run directory.
 
