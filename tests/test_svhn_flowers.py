@@ -16,7 +16,7 @@ from apa_lightning.callbacks.model_summary import summarize
 from apa_lightning.data.flowers import FlowersDataModule
 from apa_lightning.data.svhn import SVHNDataModule
 from apa_lightning.errors import ApaError
-from apa_lightning.figures import GAP, MARGIN, line_height, text_width
+from apa_lightning.figures import CARD_WIDTH, GAP, MARGIN, labelled_grid, line_height, text_width
 from apa_lightning.nets.conv_ae import ConvAutoencoder
 from apa_lightning.run import instantiate_plain, train
 
@@ -227,8 +227,11 @@ def test_svhn_experiments_run_and_show_originals_noisy_and_outputs(make_cfg, svh
         assert cfg.model.noise.level == 0.1 and record["test"]["test/noise0.1/input_psnr"] < 25
     labels = ["input", "noisy input (gaussian 0.1)", "reconstruction"] if denoising else ["input", "reconstruction"]
     grid = Image.open(out / "images" / "reconstructions.png")
-    # one batch of 4 per row, each image drawn 64 pixels (2 x 32), class names above
-    assert grid.mode == "RGB" and grid.size == grid_size(labels, 4, len(labels), (64, 64), top_lines=1)
+    # one batch of 4 per row, each image drawn 64 pixels (2 x 32), class names above, text sized for TensorBoard
+    layout = labelled_grid(
+        [(label, torch.zeros(4, 3, 32, 32)) for label in labels], column_labels="0123", readable_at=CARD_WIDTH
+    )
+    assert grid.mode == "RGB" and grid.size == (layout.shape[2], layout.shape[1])
     pixels = np.asarray(grid).astype(int)
     assert np.abs(pixels[:, :, 0] - pixels[:, :, 1]).max() > 50  # colour kept, not grey
     summary = (out / "model_summary.txt").read_text()

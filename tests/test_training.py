@@ -9,6 +9,7 @@ from PIL import Image
 
 from apa_lightning.callbacks.epoch_seed import TEST_EPOCH, epoch_seed
 from apa_lightning.errors import ApaError
+from apa_lightning.figures import CARD_WIDTH, labelled_grid
 from apa_lightning.models.autoencoder import AutoencoderModule
 from apa_lightning.run import train, user_error
 
@@ -64,9 +65,13 @@ def test_vae_with_2d_latent_space_saves_samples_interpolation_and_scatter(make_c
         "reconstructions.png",
         "samples.png",
     ]
-    assert Image.open(images / "samples.png").size == grid_size([""], 8, 8, (84, 84), top_lines=1)
+    title = "64 samples decoded from z ~ N(0, I)"  # wrapped to the width of 8 images drawn 84 pixels (3 x 28)
+    layout = labelled_grid([("", torch.zeros(8, 1, 28, 28))] * 8, title=title, readable_at=CARD_WIDTH)
+    assert Image.open(images / "samples.png").size == (layout.shape[2], layout.shape[1])
     # one row "<class> → <class>" (digits: every name as wide) under a title
-    assert Image.open(images / "interpolation.png").size == grid_size(["0 → 0"], 10, 1, (84, 84), top_lines=1)
+    title = "decoded along the line between the codes of the first two images"
+    layout = labelled_grid([("0 → 0", torch.zeros(10, 1, 28, 28))], title=title, readable_at=CARD_WIDTH)
+    assert Image.open(images / "interpolation.png").size == (layout.shape[2], layout.shape[1])
 
 
 def test_seed_zero_is_honoured(make_cfg):
