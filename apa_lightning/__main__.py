@@ -24,6 +24,7 @@ from apa_lightning.config_checks import check_before_task
 from apa_lightning.console import quiet_console
 from apa_lightning.errors import ApaError, Interrupted, describe, user_error
 from apa_lightning.files import run_record, write_metrics
+from apa_lightning.install_check import broken_install
 from apa_lightning.override_checks import check_overrides
 from apa_lightning.tasks import TASKS
 
@@ -161,7 +162,7 @@ def main(cfg: DictConfig) -> float | None:
         print(f"\nInterrupted by {exc.signal_name}: {hint if resumable else 'no epoch had finished'}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
     except Exception as exc:
-        message = user_error(exc)
+        message = user_error(exc) or broken_install(exc)
         _log_to_file(f"Failed: {message or repr(exc)}")
         if sweep:
             error = message or describe(exc)

@@ -1,16 +1,35 @@
-"""Whether this Python has the package's dependencies, and how to reach the project's virtual environment if not.
+"""Whether this Python has the package's dependencies, and how to reach the project's virtual environment if not;
+whether they work together is ``install_check``'s question.
 
-Standard library only: it runs before anything of the dependencies is imported.
+Standard library only at import: it runs before anything of the dependencies is imported.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import sys
 from pathlib import Path
 
 REQUIRED = ("hydra", "omegaconf", "torch", "lightning")  # what every command needs first
 VENV = Path(__file__).resolve().parents[1] / ".venv"  # where `make install` puts it (an editable install)
+LOCK = "requirements/lock.txt"  # the versions the test suite passed with; `make install` installs them
+
+
+FIX = (
+    f"reinstall the tested versions with `rm -rf .venv && make install` (they are listed in {LOCK}; with "
+    "TORCH_INDEX=..., torch and torchvision must both come from that index: when it cannot be reached, leave "
+    "TORCH_INDEX out)"
+)
+
+
+def _installed_here() -> bool:
+    """Whether this Python has apa_lightning installed (so a missing library is a broken install of it)."""
+    try:
+        importlib.metadata.distribution("apa-lightning")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def missing_dependency() -> str | None:
@@ -20,6 +39,10 @@ def missing_dependency() -> str | None:
 
 def missing_dependency_message(name: str) -> str:
     """One sentence: which module this Python lacks and how to run with the project's virtual environment."""
+    if _installed_here():
+        return (
+            f"apa_lightning is installed in {sys.prefix}, but {name} is missing there: the install is incomplete; {FIX}"
+        )
     python = VENV / "bin" / "python"
     if python.is_file():
         use = f"source {VENV}/bin/activate first, or run {python} -m apa_lightning ..."
