@@ -16,20 +16,23 @@ VENV = Path(__file__).resolve().parents[1] / ".venv"  # where `make install` put
 LOCK = "requirements/lock.txt"  # the versions the test suite passed with; `make install` installs them
 
 
-FIX = (
-    f"reinstall the tested versions with `rm -rf .venv && make install` (they are listed in {LOCK}; with "
-    "TORCH_INDEX=..., torch and torchvision must both come from that index: when it cannot be reached, leave "
-    "TORCH_INDEX out)"
-)
+def reinstall() -> str:
+    """How to reinstall the tested versions into this Python's venv (the project's .venv or a ``VENV=`` one)."""
+    venv = Path(sys.prefix).resolve()
+    make = "make install" if venv == VENV.resolve() else f"make install VENV={venv}"
+    return (
+        f"reinstall the tested versions with `rm -rf {venv} && {make}` in {VENV.parent} (they are listed in {LOCK}; "
+        "with TORCH_INDEX=..., torch and torchvision must both come from that index: when it cannot be reached, "
+        "leave TORCH_INDEX out)"
+    )
 
 
 def _installed_here() -> bool:
-    """Whether this Python has apa_lightning installed (so a missing library is a broken install of it)."""
-    try:
-        importlib.metadata.distribution("apa-lightning")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
+    """Whether apa_lightning is installed into this Python's own environment (its site-packages, not a source
+    tree on the path): a missing library is then a broken install of it."""
+    prefix = Path(sys.prefix).resolve()
+    found = importlib.metadata.distributions(name="apa-lightning")
+    return any(Path(d.locate_file("")).resolve().is_relative_to(prefix) for d in found)
 
 
 def missing_dependency() -> str | None:
@@ -41,7 +44,8 @@ def missing_dependency_message(name: str) -> str:
     """One sentence: which module this Python lacks and how to run with the project's virtual environment."""
     if _installed_here():
         return (
-            f"apa_lightning is installed in {sys.prefix}, but {name} is missing there: the install is incomplete; {FIX}"
+            f"apa_lightning needs {name}, which {sys.executable} does not have: the install in {sys.prefix} is "
+            f"incomplete; {reinstall()}"
         )
     python = VENV / "bin" / "python"
     if python.is_file():

@@ -9,7 +9,7 @@ import importlib
 import importlib.metadata
 import sys
 
-from apa_lightning.environment import FIX
+from apa_lightning.environment import reinstall
 
 # what a run needs working: import name -> distribution name (whose version a broken install is reported with)
 LIBRARIES = {
@@ -64,9 +64,8 @@ def broken_install_message(found: list[str]) -> str:
     """One paragraph: what failed, the versions installed in this Python, and the fix."""
     installed = ", ".join(f"{name} {version}" for name, version in versions().items())
     failed = "; ".join(" ".join(p.split()) for p in found)
-    return (
-        f"the installed libraries do not work together ({failed}). Installed in {sys.prefix}: {installed}. Fix: {FIX}."
-    )
+    found_here = f"Installed in {sys.prefix}: {installed}"
+    return f"the installed libraries do not work together ({failed}). {found_here}. Fix: {reinstall()}."
 
 
 def broken_install(exc: BaseException) -> str | None:

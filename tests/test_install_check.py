@@ -79,7 +79,7 @@ def test_a_torchvision_operator_that_does_not_run_fails_the_check_with_the_versi
     assert err.count("\n") == 1 and err.startswith("error: the installed libraries do not work together")
     assert f"torchvision.ops.nms: RuntimeError: {MISSING_OP}" in err
     assert f"torch {metadata.version('torch')}, torchvision {metadata.version('torchvision')}" in err
-    assert "rm -rf .venv && make install" in err and environment.LOCK in err
+    assert f"`rm -rf {Path(sys.prefix).resolve()} && make install" in err and environment.LOCK in err
 
 
 def test_a_library_that_does_not_import_is_named(monkeypatch):
@@ -136,3 +136,15 @@ def test_a_run_on_a_broken_install_ends_with_one_error_paragraph_not_a_traceback
     assert MISSING_OP in last and "\n" not in last
     assert f"torch {metadata.version('torch')}, torchvision {metadata.version('torchvision')}" in last
     assert "make install" in last
+
+
+def test_a_library_missing_from_the_installed_venv_is_a_broken_install_with_the_reinstall_command(monkeypatch):
+    # this Python has apa_lightning installed (make install): a missing library means the install is incomplete
+    monkeypatch.setattr(environment, "REQUIRED", ("hydra", "no_such_module_xyz"))
+    monkeypatch.setattr(sys, "argv", ["-m"])
+    with pytest.raises(SystemExit) as raised:
+        environment.check_dependencies()
+    message = str(raised.value.code)
+    assert message.startswith(f"error: apa_lightning needs no_such_module_xyz, which {sys.executable} does not have")
+    assert f"the install in {sys.prefix} is incomplete" in message
+    assert f"`rm -rf {Path(sys.prefix).resolve()} && make install" in message and environment.LOCK in message
