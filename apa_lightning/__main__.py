@@ -32,6 +32,7 @@ from apa_lightning.console import quiet_console
 from apa_lightning.distributed import requeue_on_sigusr1, slurm_job_id, srun_rank_overrides
 from apa_lightning.errors import ApaError, Interrupted, describe, user_error
 from apa_lightning.files import run_record, write_metrics
+from apa_lightning.install_check import broken_install
 from apa_lightning.override_checks import check_overrides
 from apa_lightning.run_lock import RunLock, is_launching_process
 from apa_lightning.tasks import TASKS
@@ -177,7 +178,7 @@ def main(cfg: DictConfig) -> float | None:
             pass
         raise SystemExit(exc.exit_code) from None
     except Exception as exc:
-        message = user_error(exc)
+        message = user_error(exc) or broken_install(exc)
         _log_to_file(f"Failed: {message or repr(exc)}")
         error = message or describe(exc)
         if not (output_dir / "metrics.json").is_file():  # refused before the task could record it

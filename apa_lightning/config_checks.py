@@ -49,6 +49,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: v is None or _integer(v), "an integer, or null for an unseeded run"),
     "optimized_mode": (lambda v: v in ("min", "max"), "min or max"),
     "matmul_precision": (lambda v: v in ("highest", "high", "medium"), "highest, high (TF32) or medium (bfloat16)"),
+    "cpu_threads": (lambda v: v is None or (_integer(v) and v >= 1), "an integer >= 1, or null for one per core"),
     "trainer.max_epochs": (
         lambda v: v is None or (_integer(v) and (v >= 1 or v == -1)),
         "an integer >= 1 (or -1 for no limit)",

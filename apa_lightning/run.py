@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from apa_lightning.callbacks.checkpoints import AtomicCheckpointIO
 from apa_lightning.callbacks.throughput import Throughput
+from apa_lightning.callbacks.torch_threads import TorchThreads, cpu_threads
 from apa_lightning.checkpoint_files import resume_checkpoint
 from apa_lightning.console import quiet_console
 from apa_lightning.distributed import ddp_job_scope, trial_devices, use_job_command_for_ddp_children
@@ -168,9 +169,12 @@ def seed_run(cfg: DictConfig) -> None:
         os.environ.pop("PL_GLOBAL_SEED", None)
 
 
-def build_run(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+def build_run(
+    cfg: DictConfig, threads: int | None = None
+) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     """The datamodule, module and trainer of a training run, built from ``cfg`` as ``python -m apa_lightning``
-    builds them (callbacks, loggers, atomic checkpoints, the run-time precision and matmul precision)."""
+    builds them (callbacks, loggers, atomic checkpoints, the run-time precision and matmul precision), on
+    ``threads`` CPU threads (default: ``cpu_threads(cfg)``)."""
     if str(cfg.trainer.get("accelerator")) in ("gpu", "cuda") and not gpu_available():
         raise ApaError(
             f"trainer.accelerator={cfg.trainer.accelerator} (trainer=gpu) needs a GPU, and torch finds none here "
@@ -180,7 +184,7 @@ def build_run(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule
     apply_matmul_precision(cfg.get("matmul_precision"))
     datamodule: L.LightningDataModule = instantiate_plain(cfg.data)
     model: L.LightningModule = instantiate_plain(cfg.model)
-    callbacks = instantiate_each(cfg.get("callbacks"), "callbacks")
+    callbacks = [*instantiate_each(cfg.get("callbacks"), "callbacks"), TorchThreads(threads or cpu_threads(cfg))]
     if cfg.trainer.get("enable_progress_bar") is False:  # +trainer.enable_progress_bar=false: no progress_bar either
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = instantiate_each(cfg.get("logger"), "logger")
@@ -235,12 +239,14 @@ def _locked_train(cfg: DictConfig, output_dir: Path, lock: RunLock | None) -> fl
     ckpt_path = resume_checkpoint(cfg)
     if ckpt_path:
         record["resumed_from"] = ckpt_path
+    # fixed by the config or the resumed checkpoint, never by the load: the sums of a resumed run stay the same
+    record["cpu_threads"] = threads = cpu_threads(cfg, ckpt_path)
     start, trainer, fixed = time.perf_counter(), None, {}
     try:
         seed_run(cfg)
         if HydraConfig.initialized():
             use_job_command_for_ddp_children()
-        datamodule, model, trainer = build_run(cfg)
+        datamodule, model, trainer = build_run(cfg, threads)
         with writer_thread_errors_to_log():
             prepare_tensorboard(trainer, model, cfg)
             with warnings.catch_warnings():
