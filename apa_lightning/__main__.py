@@ -181,9 +181,12 @@ def main(cfg: DictConfig) -> float | None:
         message = user_error(exc) or broken_install(exc)
         _log_to_file(f"Failed: {message or repr(exc)}")
         error = message or describe(exc)
-        if not (output_dir / "metrics.json").is_file():  # refused before the task could record it
+        if output_dir.is_dir() and not (output_dir / "metrics.json").is_file():  # refused before the task recorded it
             record = {**run_record(cfg, output_dir), "status": "failed", "error": error}
-            write_metrics(output_dir / "metrics.json", {**record, "best_score": None, "test": {}})
+            try:
+                write_metrics(output_dir / "metrics.json", {**record, "best_score": None, "test": {}})
+            except OSError:  # the run directory itself became unwritable: the error printed below names it
+                pass
         if sweep:
             log.error("Trial %s failed: %s", HydraConfig.get().job.num, error, exc_info=message is None)
             return None  # not a number: the Optuna sweeper records a failed trial (a NaN would crash it)

@@ -20,8 +20,6 @@ from apa_lightning.figures import CARD_WIDTH, GAP, MARGIN, labelled_grid, line_h
 from apa_lightning.nets.conv_ae import ConvAutoencoder
 from apa_lightning.run import instantiate_plain, train
 
-from .test_figures import grid_size
-
 FAST = ["trainer=debug", "logger=csv"]
 
 
@@ -290,7 +288,10 @@ def test_flowers_conv_ae_runs_with_metrics_in_unit_range_and_draws_the_latent_na
     # 7 x 7 pictures of 32 x 32 drawn 64 pixels, rows named "z[1] -2.0σ" ... "z[1] +2.0σ", the offsets of z[0] above
     labels = [f"z[1] {o}σ" for o in ("-2.0", "-1.3", "-0.7", "+0.0", "+0.7", "+1.3", "+2.0")]
     title = "image 0 (pink primrose): z[0] across, z[1] down, in standard deviations σ"
-    assert (navigation.shape[1], navigation.shape[0]) == grid_size(labels, 7, 7, (64, 64), top_lines=2, title=title)
+    offsets = [label.split()[1] for label in labels]
+    rows = [(label, torch.zeros(7, 1, 32, 32)) for label in labels]
+    layout = labelled_grid(rows, title=title, column_labels=offsets, readable_at=CARD_WIDTH)
+    assert navigation.shape == layout.shape[1:]
     top, left = 2 * line_height() + GAP, text_width("z[1] -2.0σ") + 2 * MARGIN + GAP
     cell = navigation[top : top + 64, left : left + 64]
     assert 0 < cell.mean() < 255 and cell.std() > 2  # a decoded picture, not a blank square
