@@ -34,7 +34,7 @@ from apa_lightning.errors import ApaError, Interrupted, describe, user_error
 from apa_lightning.files import run_record, write_metrics
 from apa_lightning.install_check import broken_install
 from apa_lightning.override_checks import check_overrides
-from apa_lightning.run_lock import RunLock, is_launching_process
+from apa_lightning.run_lock import RunInUse, RunLock, is_launching_process
 from apa_lightning.tasks import TASKS
 
 log = logging.getLogger("apa_lightning")
@@ -181,12 +181,15 @@ def main(cfg: DictConfig) -> float | None:
         message = user_error(exc) or broken_install(exc)
         _log_to_file(f"Failed: {message or repr(exc)}")
         error = message or describe(exc)
-        if output_dir.is_dir() and not (output_dir / "metrics.json").is_file():  # refused before the task recorded it
+        # refused before the task recorded it; not by a DDP rank > 0 (rank 0 records the run), nor into a directory
+        # that another live run holds
+        unrecorded = output_dir.is_dir() and not (output_dir / "metrics.json").is_file()
+        if unrecorded and is_launching_process() and not isinstance(exc, RunInUse):
             record = {**run_record(cfg, output_dir), "status": "failed", "error": error}
             try:
                 write_metrics(output_dir / "metrics.json", {**record, "best_score": None, "test": {}})
-            except OSError:  # the run directory itself became unwritable: the error printed below names it
-                pass
+            except (OSError, ApaError) as failed:  # the directory became unwritable or the disk is full
+                log.warning("The failure could not be recorded in %s: %s", output_dir, failed)
         if sweep:
             log.error("Trial %s failed: %s", HydraConfig.get().job.num, error, exc_info=message is None)
             return None  # not a number: the Optuna sweeper records a failed trial (a NaN would crash it)

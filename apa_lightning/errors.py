@@ -39,6 +39,9 @@ class Interrupted(BaseException):
         return 128 + self.signum
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left, or over quota
+
+
 def interruption(exc: BaseException) -> str | None:
     """The signal's name when ``exc`` ended a run because of SIGTERM / SIGINT / SIGHUP / Ctrl-C, else None.
 
@@ -82,6 +85,13 @@ def user_error(exc: BaseException) -> str | None:
             return str(link)
     if isinstance(exc, OSError) and file_system_error(exc):
         return file_system_error(exc)
+    full = next((link for link in chain(exc) if isinstance(link, OSError) and link.errno in DISK_FULL), None)
+    if full is not None:  # e.g. TensorBoard's writer thread, whose error the main thread sees again
+        where = f"writing {os.fsdecode(full.filename)} failed" if full.filename else "a write failed"
+        return (
+            f"the disk is full: {where} ({full.strerror or os.strerror(full.errno)}). Free some space there, or put "
+            "the runs elsewhere (paths.log_dir, or APA_ROOT), then resume the run (its finished epochs are kept)."
+        )
     if isinstance(exc, InstantiationException):  # a wrong key or value in a _target_ config
         return unexpected_argument(exc) or " ".join(str(exc).split())
     return None

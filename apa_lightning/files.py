@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import secrets
@@ -11,9 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from apa_lightning.errors import ApaError, describe, interruption, user_error
-
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+from apa_lightning.errors import DISK_FULL, ApaError, describe, interruption, user_error
 
 
 def disk_full_message(path: Path) -> str:

@@ -241,7 +241,7 @@ def _locked_train(cfg: DictConfig, output_dir: Path, lock: RunLock | None) -> fl
         record["resumed_from"] = ckpt_path
     # fixed by the config or the resumed checkpoint, never by the load: the sums of a resumed run stay the same
     record["cpu_threads"] = threads = cpu_threads(cfg, ckpt_path)
-    start, trainer, fixed = time.perf_counter(), None, {}
+    start, trainer, fixed, saved = time.perf_counter(), None, {}, False
     try:
         seed_run(cfg)
         if HydraConfig.initialized():
@@ -261,9 +261,12 @@ def _locked_train(cfg: DictConfig, output_dir: Path, lock: RunLock | None) -> fl
                 trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)  # log_summary shows them
             record["status"] = "interrupted" if trainer.interrupted else "completed"
             save_record(output_dir, record, trainer, start, **fixed)
+            saved = True  # from here the record is final: a second save would count a resume's time twice
             if trainer.is_global_zero:
                 log_final_hparams(trainer, cfg, record)
     except BaseException as exc:
+        if saved:
+            raise
         lost = None if interruption(exc) else directory_error(output_dir, exc, lock)
         record_failure(record, lost or exc)
         if lost is not None:  # nothing can be recorded in a directory that is gone or read-only

@@ -2,13 +2,14 @@
 
 ``RunLock`` writes ``<run dir>/run.lock`` (pid, host, SLURM job id, start time) for the life of a run, so that a
 second ``resume=`` of the same directory is refused instead of interleaving its checkpoints, logs and records.
-``RunLock.check`` and ``directory_error`` say when the run directory was deleted, replaced or made read-only
-while the run was writing into it.
+``directory_error`` says when the run directory was deleted, replaced or made read-only while the run was writing
+into it.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -69,6 +70,22 @@ def _create_from(temporary: Path, path: Path) -> None:
             f.write(temporary.read_text())
 
 
+class RunInUse(ApaError):
+    """The run directory is held by another run that may still be running."""
+
+
+@contextmanager
+def _exclusive(run_dir: Path) -> Iterator[None]:
+    """An flock of ``run_dir`` itself while inside: two processes never judge and replace the same stale lock file
+    at once (each would take it over, and both would hold it)."""
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
 def _holder_text(holder: dict[str, Any]) -> str:
     job = f", SLURM job {holder['slurm_job_id']}" if holder.get("slurm_job_id") else ""
     return f"process {holder.get('pid')} on {holder.get('host')}{job}, since {holder.get('since')}"
@@ -126,7 +143,7 @@ class RunLock:
         resumed run's ``.hydra`` folder; ``acquire`` decides)."""
         holder = self.holder()
         if holder and self.stale_reason(holder) is None:
-            raise ApaError(self.in_use_message(holder))
+            raise RunInUse(self.in_use_message(holder))
 
     def acquire(self) -> None:
         """Take the lock: create ``run.lock`` with this process's details, or take over a stale one (logged).
@@ -136,23 +153,26 @@ class RunLock:
         temporary = self.run_dir / f".{LOCK_NAME}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
         temporary.write_text(json.dumps(self._me()) + "\n")
         try:
-            for _ in range(3):  # a stale lock removed by another process at the same time: try again
-                try:
-                    _create_from(temporary, self.path)
-                except FileExistsError:
-                    holder = self.holder()
-                    if holder is None:
+            with _exclusive(self.run_dir):
+                for _ in range(3):  # a lock its holder removed meanwhile: try again
+                    try:
+                        _create_from(temporary, self.path)
+                    except FileExistsError:
+                        holder = self.holder()
+                        if holder is None:
+                            continue
+                        reason = self.stale_reason(holder)
+                        if reason is None:
+                            raise RunInUse(self.in_use_message(holder)) from None
+                        log.info(
+                            "Taking over the lock of %s left by %s: %s.", self.run_dir, _holder_text(holder), reason
+                        )
+                        self.path.unlink(missing_ok=True)
                         continue
-                    reason = self.stale_reason(holder)
-                    if reason is None:
-                        raise ApaError(self.in_use_message(holder)) from None
-                    log.info("Taking over the lock of %s left by %s: %s.", self.run_dir, _holder_text(holder), reason)
-                    self.path.unlink(missing_ok=True)
-                    continue
-                self.held = True
-                stat = os.stat(self.run_dir)
-                self._identity = (stat.st_dev, stat.st_ino)
-                return
+                    self.held = True
+                    stat = os.stat(self.run_dir)
+                    self._identity = (stat.st_dev, stat.st_ino)
+                    return
         finally:
             temporary.unlink(missing_ok=True)
         raise ApaError(f"{self.path} could not be taken: other processes keep replacing it; run again.")
@@ -165,13 +185,6 @@ class RunLock:
             except OSError:  # the directory itself is gone or read-only: nothing to release there
                 pass
         self.held = False
-
-    def check(self) -> None:
-        """Raise ApaError when the run directory is no longer the one the lock was taken in (deleted, replaced,
-        made read-only)."""
-        problem = self.directory_problem()
-        if problem:
-            raise ApaError(directory_message(self.run_dir, problem))
 
     def directory_problem(self) -> str | None:
         """What happened to the run directory since ``acquire``, or None when it is still there and writable."""

@@ -51,38 +51,41 @@ def resume(monkeypatch, capsys, tmp_path: Path, run_dir: Path) -> tuple[int, str
     return run_cli(monkeypatch, capsys, tmp_path, f"resume={run_dir}", "trainer.max_epochs=3")
 
 
-def assert_nothing_trained(run_dir: Path) -> None:
-    """The refused resume started no epoch: no third checkpoint, last.ckpt untouched."""
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) <= ["epoch002.ckpt", "last.ckpt"]
-    assert not (run_dir / "checkpoints" / "epoch003.ckpt").exists()
+def assert_nothing_trained(run_dir: Path, last_before: bytes) -> None:
+    """The refused resume started no epoch: no other checkpoint, last.ckpt untouched."""
+    assert {p.name for p in (run_dir / "checkpoints").iterdir()} <= {"epoch001.ckpt", "epoch002.ckpt", "last.ckpt"}
+    assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == last_before
 
 
 def test_resume_with_a_damaged_metrics_json_is_refused_before_training(run_copy, monkeypatch, capsys, tmp_path):
     (run_copy / "metrics.json").write_text('{"status": "comp')
     before = (run_copy / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    last_before = (run_copy / "checkpoints" / "last.ckpt").read_bytes()
     code, stderr = resume(monkeypatch, capsys, tmp_path, run_copy)
     assert_one_clear_error(code, stderr, [f"{run_copy / 'metrics.json'} is damaged", "JSON", "line 1", "delete it"])
     assert (run_copy / "checkpoints" / "last.ckpt").stat().st_mtime_ns == before
-    assert_nothing_trained(run_copy)
+    assert_nothing_trained(run_copy, last_before)
 
 
 @pytest.mark.parametrize("content", ["- model=ae\n- [trainer.max_epochs=2\n", "\xff\xfe garbage", "just: a mapping\n"])
 def test_resume_with_damaged_overrides_names_the_file(content, run_copy, monkeypatch, capsys, tmp_path):
     (run_copy / ".hydra" / "overrides.yaml").write_bytes(content.encode("latin-1"))
+    last_before = (run_copy / "checkpoints" / "last.ckpt").read_bytes()
     code, stderr = resume(monkeypatch, capsys, tmp_path, run_copy)
     paragraph = assert_one_clear_error(
         code, stderr, [f"{run_copy / '.hydra' / 'overrides.yaml'} is damaged", "hydra.overrides.task"]
     )
     assert "model=" not in paragraph.split("damaged")[1].split("(")[0]
-    assert_nothing_trained(run_copy)
+    assert_nothing_trained(run_copy, last_before)
 
 
 def test_resume_without_overrides_yaml_names_it_instead_of_blaming_an_override(run_copy, monkeypatch, capsys, tmp_path):
     (run_copy / ".hydra" / "overrides.yaml").unlink()
+    last_before = (run_copy / "checkpoints" / "last.ckpt").read_bytes()
     code, stderr = resume(monkeypatch, capsys, tmp_path, run_copy)
     paragraph = assert_one_clear_error(code, stderr, [f"{run_copy / '.hydra' / 'overrides.yaml'} is missing"])
     assert "drop the model=" not in paragraph
-    assert_nothing_trained(run_copy)
+    assert_nothing_trained(run_copy, last_before)
     assert not list((tmp_path / "outputs").glob("runs/*/*")), "a new run directory was made"
 
 

@@ -184,3 +184,51 @@ def test_a_killed_runs_half_written_files_are_removed_at_its_next_start(monkeypa
     assert not killed.exists() and not killed_record.exists()
     assert writing.exists()
     assert "Removed 2 file(s) left half-written by a killed run" in (run_dir / "run.log").read_text()
+
+
+def test_two_processes_never_both_take_over_one_stale_lock(monkeypatch, tmp_path):
+    """Both judge the dead holder's lock stale; without the flock of the run directory around judging and
+    replacing, the second deleted the first one's new lock and both held it."""
+    from apa_lightning.run_lock import RunInUse, RunLock
+
+    lock = tmp_path / "run.lock"
+    lock.write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname(), "since": "earlier"}))
+    original = RunLock.stale_reason
+
+    def slow_judge(self, holder):
+        reason = original(self, holder)
+        threading.Event().wait(0.3)  # the other process reads the same stale lock meanwhile
+        return reason
+
+    monkeypatch.setattr(RunLock, "stale_reason", slow_judge)
+    locks, refused = [RunLock(tmp_path), RunLock(tmp_path)], []
+
+    def take(run_lock):
+        try:
+            run_lock.acquire()
+        except RunInUse:
+            refused.append(run_lock)
+
+    threads = [threading.Thread(target=take, args=(run_lock,)) for run_lock in locks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert [run_lock.held for run_lock in locks].count(True) == 1 and len(refused) == 1
+
+
+def test_a_full_disk_in_tensorboards_writer_thread_is_one_error_paragraph():
+    """TensorBoard's writer thread hits ENOSPC; the main thread sees it again at its next write, without a file
+    name in our wording: it must still read as a full disk, not fall through to a traceback."""
+    import errno
+
+    thread_error = OSError(errno.ENOSPC, "No space left on device")
+    try:
+        try:
+            raise thread_error
+        except OSError as exc:
+            raise RuntimeError("the event writer stopped") from exc
+    except RuntimeError as exc:
+        message = user_error(exc)
+    assert message is not None and message.startswith("the disk is full: a write failed (No space left on device)")
+    assert "resume the run" in message
