@@ -232,3 +232,32 @@ def test_a_full_disk_in_tensorboards_writer_thread_is_one_error_paragraph():
         message = user_error(exc)
     assert message is not None and message.startswith("the disk is full: a write failed (No space left on device)")
     assert "resume the run" in message
+
+
+def test_an_interruption_after_the_record_is_saved_keeps_it_completed_and_its_time_counted_once(
+    monkeypatch, capsys, tmp_path
+):
+    """A SIGTERM while the HParams entry is written, after metrics.json was saved: the record used to be saved a
+    second time, as interrupted, adding the resume's time twice (it read back its own first save)."""
+    import apa_lightning.run as run_module
+
+    assert run_cli(monkeypatch, capsys, tmp_path, *TINY, "trainer.max_epochs=1")[0] == 0
+    run_dir = only_run_dir(tmp_path)
+    first = json.loads((run_dir / "metrics.json").read_text())["wall_time_s"]
+    saved = []
+    original_save = run_module.save_record
+
+    def save_and_note(output_dir, record, *args, **kwargs):
+        original_save(output_dir, record, *args, **kwargs)
+        saved.append(dict(record))
+
+    def interrupted(*args, **kwargs):
+        raise Interrupted(15)
+
+    monkeypatch.setattr(run_module, "save_record", save_and_note)
+    monkeypatch.setattr(run_module, "log_final_hparams", interrupted)
+    code, _ = run_cli(monkeypatch, capsys, tmp_path, f"resume={run_dir}", "trainer.max_epochs=2")
+    assert code == 143
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert [r["status"] for r in saved] == ["completed"] and record["status"] == "completed"
+    assert record["wall_time_s"] == saved[0]["wall_time_s"] and record["wall_time_s"] > first
