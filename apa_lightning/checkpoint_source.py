@@ -219,6 +219,10 @@ def checkpoint_arguments(argv: list[str]) -> list[str]:
     run_dir = run_directory(given.resolve())
     at = next(i for i, a in enumerate(argv) if override_key(a) == "ckpt_path")
     if run_dir is None:
+        resolved = given.resolve()
+        for candidate in (resolved, resolved.parent.parent if resolved.parent.name in CHECKPOINT_FOLDERS else None):
+            if candidate is not None and candidate.is_dir() and missing_overrides(candidate):
+                read_overrides(candidate)  # raises: without them the run's own settings would be silently dropped
         if {_group(a) for a in argv if "=" in a or a.startswith("~")} & {"model", "experiment"}:
             return argv
         if given.suffix != ".pt":

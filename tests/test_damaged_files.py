@@ -141,6 +141,15 @@ def test_eval_of_a_run_with_a_damaged_config_yaml_names_it(run_copy, monkeypatch
     assert_one_clear_error(code, stderr, [f"{run_copy / '.hydra' / 'config.yaml'} is damaged", "YAML", "ckpt_path="])
 
 
+@pytest.mark.parametrize("where", ["run directory", "checkpoint"])
+def test_eval_of_a_run_without_overrides_yaml_names_it(where, run_copy, monkeypatch, capsys, tmp_path):
+    """Without the file, eval used to treat the run as a bare checkpoint: its own overrides silently dropped."""
+    (run_copy / ".hydra" / "overrides.yaml").unlink()
+    ckpt = run_copy if where == "run directory" else run_copy / "checkpoints" / "last.ckpt"
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, "task=eval", f"ckpt_path={ckpt}")
+    assert_one_clear_error(code, stderr, [f"{run_copy / '.hydra' / 'overrides.yaml'} is missing", "hydra.yaml"])
+
+
 OPTUNA = ["-m", "hparams_search=optuna", "model=cnn_base", "trainer=debug", "logger=csv", "hydra.sweeper.n_trials=2"]
 
 

@@ -163,10 +163,16 @@ def check_fixed_stats(
                 f"add data.normalize=fixed to use them, or drop {' and '.join(given)}."
             )
         return None
-    example = "data.mean=[0.4915,0.4823,0.4468] data.std=[0.2470,0.2435,0.2616]"
+    # the VGG16 report's values for colour images; '+': a data config without these keys (all but cifar10's)
+    example = (
+        "+data.mean=[0.4915,0.4823,0.4468] +data.std=[0.2470,0.2435,0.2616]"
+        if channels == 3
+        else f"+data.mean=[{','.join(['0.5'] * channels)}] +data.std=[{','.join(['0.25'] * channels)}]"
+    )
     if mean is None or std is None:
         raise ApaError(
-            f"data.normalize=fixed needs data.mean and data.std, one number per channel ({channels}); e.g. {example}."
+            f"data.normalize=fixed needs data.mean and data.std, one number per channel ({channels}); e.g. {example} "
+            "(without the + where the data config already has the keys)."
         )
     try:
         stats = [float(v) for v in mean], [float(v) for v in std]
