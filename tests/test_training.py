@@ -13,8 +13,6 @@ from apa_lightning.figures import CARD_WIDTH, labelled_grid
 from apa_lightning.models.autoencoder import AutoencoderModule
 from apa_lightning.run import train, user_error
 
-from .test_figures import grid_size
-
 FAST = ["trainer=debug", "logger=csv"]
 
 
@@ -46,7 +44,9 @@ def test_short_training_on_digits_lowers_validation_loss_and_tests_best_checkpoi
     # the final reconstructions are saved as a picture: inputs over reconstructions, 8 per row, drawn 84 pixels
     # (3 x 28) under their class names
     grid = Image.open(out / "images" / "reconstructions.png")
-    assert grid.size == grid_size(["input", "reconstruction"], 8, 2, (84, 84), top_lines=1)
+    rows = [(label, torch.zeros(8, 1, 28, 28)) for label in ("input", "reconstruction")]
+    layout = labelled_grid(rows, column_labels="01234567", readable_at=CARD_WIDTH)  # digits: names equally wide
+    assert grid.size == (layout.shape[2], layout.shape[1])
 
     # the checkpoint holds only plain values and restores the module on its own
     checkpoint = torch.load(record["best_checkpoint"], weights_only=True)

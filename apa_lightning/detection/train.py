@@ -40,7 +40,7 @@ from apa_lightning.files import (
     write_metrics,
     write_text_atomically,
 )
-from apa_lightning.hparams import hparams_for_tensorboard, hparams_summaries
+from apa_lightning.hparams import hparams_for_tensorboard, hparams_summaries, trial_name
 from apa_lightning.run_lock import locked
 from apa_lightning.run_names import sweep_context
 
@@ -476,7 +476,7 @@ def _finish(
         for name, value in final.items():
             writer.add_scalar(name, value, step)
         swept, choices = sweep_context()
-        for summary in hparams_summaries(hparams_for_tensorboard(cfg, swept, choices), final, swept):
+        for summary in hparams_summaries(hparams_for_tensorboard(cfg, swept, choices), trial_name(run_dir)):
             writer._get_file_writer().add_summary(summary)
     lines = ["Validation metrics of best.pt:"]
     lines += [f"  {name:<16}  {value:.4f}" for name, value in record["test"].items()]
