@@ -53,6 +53,18 @@ def only_run_dir(root: Path) -> Path:
     return run_dir
 
 
+def sigterm_in_second_epoch(monkeypatch) -> None:
+    """Make the autoencoder send this process SIGTERM at the third batch of its second epoch (a preemption)."""
+    original = AutoencoderModule.training_step
+
+    def step(self, batch, batch_idx):
+        if self.current_epoch == 1 and batch_idx == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(AutoencoderModule, "training_step", step)
+
+
 def epoch_rows(run_dir: Path) -> list[dict[str, float]]:
     """The rows of the run's metrics.csv as numbers."""
     with open(run_dir / "metrics.csv", newline="") as f:
@@ -104,13 +116,7 @@ def test_interrupted_run_resumes_in_place_and_ends_like_an_unbroken_run(monkeypa
     assert run_cli(monkeypatch, capsys, straight, *TINY, *workers, "trainer.max_epochs=3")[0] == 0
 
     original = AutoencoderModule.training_step
-
-    def sigterm_in_second_epoch(self, batch, batch_idx):
-        if self.current_epoch == 1 and batch_idx == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(self, batch, batch_idx)
-
-    monkeypatch.setattr(AutoencoderModule, "training_step", sigterm_in_second_epoch)
+    sigterm_in_second_epoch(monkeypatch)
     code, stderr = run_cli(monkeypatch, capsys, broken, *TINY, *workers, "trainer.max_epochs=3")
     assert code == 128 + signal.SIGTERM, stderr
     run_dir = only_run_dir(broken)

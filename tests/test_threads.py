@@ -18,7 +18,7 @@ from apa_lightning.callbacks.torch_threads import cpu_threads
 from apa_lightning.errors import ApaError
 from apa_lightning.models.autoencoder import AutoencoderModule
 from apa_lightning.run import compose_config
-from tests.test_resume import TINY, only_run_dir, run_cli
+from tests.test_resume import TINY, only_run_dir, run_cli, sigterm_in_second_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 PROBE = "import os, sys, apa_lightning; print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)"
@@ -80,13 +80,7 @@ def test_a_resume_on_another_default_thread_count_uses_the_recorded_one_and_matc
         straight = only_run_dir(tmp_path / "straight")
 
         original = AutoencoderModule.training_step
-
-        def sigterm_in_second_epoch(self, batch, batch_idx):
-            if self.current_epoch == 1 and batch_idx == 2:
-                os.kill(os.getpid(), signal.SIGTERM)
-            return original(self, batch, batch_idx)
-
-        monkeypatch.setattr(AutoencoderModule, "training_step", sigterm_in_second_epoch)
+        sigterm_in_second_epoch(monkeypatch)
         assert run_cli(monkeypatch, capsys, tmp_path / "broken", *short)[0] == 128 + signal.SIGTERM
         monkeypatch.setattr(AutoencoderModule, "training_step", original)
         run_dir = only_run_dir(tmp_path / "broken")
