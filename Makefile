@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 	  $(if $(TORCH_INDEX),&& $(PY) -m pip install --no-deps -c $(LOCK) torch torchvision --index-url $(TORCH_INDEX)) \
 	  && $(PY) -m pip install -c $(LOCK) -e '.[dev]'; } > $(INSTALL_LOG) 2>&1 \
 	  || { tail -n 20 $(INSTALL_LOG); echo "make install failed: pip's whole output is in $(INSTALL_LOG)"; exit 1; }
-	@$(PY) -m apa_lightning.install_check
+	@$(PY) -m apa_lightning.cli.install_check
 	@touch $@
 	@echo "Installed. Use it: source $(VENV)/bin/activate, or run $(PY) -m apa_lightning ..."
 
@@ -57,7 +57,7 @@ test-latest:  ## the suite on the newest allowed releases; ARGS="tests/test_x.py
 	  > $(LATEST_VENV)/versions.txt
 	@grep -v '^#' $(LOCK) | diff - $(LATEST_VENV)/versions.txt | grep '^[<>]' \
 	  || echo "The newest allowed releases are the lock's."
-	$(LATEST_VENV)/bin/python -m apa_lightning.install_check
+	$(LATEST_VENV)/bin/python -m apa_lightning.cli.install_check
 	$(LATEST_VENV)/bin/python -m pytest $(ARGS)
 
 lock:  ## make $(LATEST_VENV)'s versions the lock (after make test-latest passed with them)

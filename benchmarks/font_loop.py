@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from apa_lightning.data.font import FontDataModule
-from apa_lightning.run import compose_config, instantiate_each, instantiate_plain
+from apa_lightning.tasks.train import compose_config, instantiate_each, instantiate_plain
 
 
 def trainer_round(output_dir: Path, passes: int, seed: int) -> tuple[float, int]:

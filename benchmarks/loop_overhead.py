@@ -6,7 +6,7 @@
     python benchmarks/loop_overhead.py --threads 1 --cpu-time        # on a busy shared machine
 
 The trainer round builds the datamodule, module, trainer, callbacks, logger and progress bar from the composed
-config with ``apa_lightning.run.build_run``, exactly as ``python -m apa_lightning`` does, and fits ``--epochs``
+config with ``apa_lightning.tasks.train.build_run``, exactly as ``python -m apa_lightning`` does, and fits ``--epochs``
 epochs of ``--batches`` training batches; its images per second are the Throughput callback's (the training
 batches, not the sanity check, the short validations or what follows a validation, such as the checkpoints at the
 epochs' ends).
@@ -41,8 +41,8 @@ from omegaconf import DictConfig
 
 from apa_lightning.callbacks.throughput import Throughput
 from apa_lightning.data.in_memory import ImageTensorDataset, InMemoryImageDataModule
-from apa_lightning.precision import apply_matmul_precision, resolved_precision
-from apa_lightning.run import build_run, compose_config, instantiate_plain
+from apa_lightning.tasks.precision import apply_matmul_precision, resolved_precision
+from apa_lightning.tasks.train import build_run, compose_config, instantiate_plain
 
 FASHION_MNIST_IDX = Path("/usr/share/datasets/fashion-mnist")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from apa_lightning.run import compose_config
+from apa_lightning.tasks.train import compose_config
 
 _runs = itertools.count()
 

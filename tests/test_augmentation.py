@@ -15,13 +15,13 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from apa_lightning.config_checks import check_config
+from apa_lightning.cli.config_checks import check_config
 from apa_lightning.data.augmentation import BatchAugmentation, BatchHorizontalFlip, BatchRandomCrop, batched_step
 from apa_lightning.data.digits import DigitsDataModule
 from apa_lightning.data.font import FontDataModule
 from apa_lightning.data.in_memory import DeviceBatches, EpochShuffle, ImageTensorDataset, keep_batch
 from apa_lightning.errors import ApaError
-from apa_lightning.run import instantiate_plain, train
+from apa_lightning.tasks.train import instantiate_plain, train
 
 NINE = torch.arange(1.0, 10.0).view(1, 1, 3, 3)  # [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from apa_lightning.__main__ import main
+from apa_lightning.cli.main import main
+from apa_lightning.cli.overrides import check_overrides
 from apa_lightning.errors import ApaError, user_error
-from apa_lightning.override_checks import check_overrides
 
 FAST = ["trainer=debug", "logger=csv"]
 # Names a crash may leave behind that must never stay on disk.
@@ -404,7 +404,7 @@ def test_a_full_disk_keeps_finished_work_and_names_the_file(monkeypatch, capsys,
         f = builtins.open(path, *args, **kwargs)
         return FullDisk(f) if ".ckpt." in str(path) else f  # metrics.json still fits
 
-    monkeypatch.setattr("apa_lightning.files.open", open_on_a_full_disk, raising=False)
+    monkeypatch.setattr("apa_lightning.runs.files.open", open_on_a_full_disk, raising=False)
     code, stderr = run_entry(
         monkeypatch,
         capsys,
@@ -555,7 +555,7 @@ def test_a_key_a_subclass_passes_on_to_its_base_is_matched_against_both_classes_
 
 
 def test_override_messages_for_a_missing_plugin_and_without_the_key_itself_as_suggestion():
-    from apa_lightning.override_checks import missing_config_message, unknown_key_message
+    from apa_lightning.cli.overrides import missing_config_message, unknown_key_message
 
     message = missing_config_message("hydra/launcher", "joblib", [], asked_by="hydra/launcher/local_parallel")
     assert message == (
@@ -595,7 +595,7 @@ def test_a_sweep_over_keys_or_settings_the_config_lacks_is_refused_with_the_name
 
 
 def test_sweep_params_not_from_a_preset_on_the_command_line_are_named_as_such():
-    from apa_lightning.override_checks import missing_swept_keys_message
+    from apa_lightning.cli.overrides import missing_swept_keys_message
 
     message = missing_swept_keys_message(["model.net.dropout", "model.x"], None, "model=ae, data=digits", None)
     assert message == (

@@ -7,9 +7,9 @@ from torchvision.transforms import v2
 
 from apa_lightning.data.cifar10 import CIFAR10DataModule
 from apa_lightning.data.in_memory import channel_stats
-from apa_lightning.eda import explore
 from apa_lightning.errors import ApaError
-from apa_lightning.run import instantiate_plain
+from apa_lightning.tasks.eda import explore
+from apa_lightning.tasks.train import instantiate_plain
 
 from .conftest import CIFAR_CLASSES
 from .test_figures import grid_size
@@ -105,7 +105,7 @@ def test_eda_writes_grid_distribution_and_channel_statistics(make_cfg, cifar10_r
 def test_a_run_refused_at_start_records_its_error_in_metrics_json(monkeypatch, capsys, tmp_path):
     import sys
 
-    from apa_lightning.__main__ import cli
+    from apa_lightning.cli.main import cli
 
     monkeypatch.setattr(sys, "argv", ["apa_lightning", "task=eda", "data=cifar10", f"paths.root_dir={tmp_path}"])
     with pytest.raises(SystemExit) as exit_status:

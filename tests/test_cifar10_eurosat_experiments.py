@@ -14,7 +14,7 @@ from torch import nn
 from apa_lightning.data.in_memory import ImageTensorDataset
 from apa_lightning.errors import user_error
 from apa_lightning.nets.backbones import vgg16
-from apa_lightning.run import instantiate_plain
+from apa_lightning.tasks.train import instantiate_plain
 
 from .conftest import fill_value
 
@@ -343,7 +343,7 @@ def test_experiment_headers_name_the_section_and_the_unstated_choices(experiment
 
 
 def test_eval_on_another_data_config_carries_the_fixed_mean_and_std(make_cfg, tmp_path):
-    from apa_lightning.checkpoint_source import checkpoint_arguments
+    from apa_lightning.runs.checkpoint_lookup import checkpoint_arguments
 
     run = tmp_path / "vgg16_run"
     (run / ".hydra").mkdir(parents=True)

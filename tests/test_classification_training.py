@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from apa_lightning.data.digits import DigitsDataModule
-from apa_lightning.run import instantiate_plain, train
+from apa_lightning.tasks.train import instantiate_plain, train
 
 from .conftest import fill_value
 from .test_configs import EXPERIMENTS
@@ -76,7 +76,7 @@ def test_every_cifar10_experiment_runs_a_fast_dev_run(
 def test_frozen_pretrained_training_only_changes_the_head(make_cfg, cifar10_root, fake_imagenet_weights, monkeypatch):
     import copy
 
-    from apa_lightning import run
+    from apa_lightning.tasks import train as run
 
     initial = {}
 

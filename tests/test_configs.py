@@ -5,7 +5,7 @@ import pytest
 from omegaconf import OmegaConf
 from torch import nn
 
-from apa_lightning.run import instantiate_plain
+from apa_lightning.tasks.train import instantiate_plain
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -14,9 +14,9 @@ import pytest
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
-from apa_lightning import environment
-from apa_lightning.__main__ import cli
-from apa_lightning.console import ConsoleFormatter, quiet_console
+from apa_lightning.cli import environment
+from apa_lightning.cli.console import ConsoleFormatter, quiet_console
+from apa_lightning.cli.main import cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,7 @@ def test_a_training_run_prints_each_line_once_without_noise_and_logs_the_epochs_
     log = (run_dir / "run.log").read_text()
     assert "][lightning.fabric.utilities.seed][INFO] - Seed set to 42" in log  # the file keeps time and logger
     assert "[apa_lightning.callbacks.epoch_metrics][INFO] - epoch 1/1  train/loss " in log
-    assert "[apa_lightning.run][INFO] - Test metrics (epoch001.ckpt):\n  test/loss " in log
+    assert "[apa_lightning.tasks.train][INFO] - Test metrics (epoch001.ckpt):\n  test/loss " in log
     assert log.endswith(f"Run directory: {shown}\n") and "💡" not in log
 
 

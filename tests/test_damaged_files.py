@@ -34,7 +34,7 @@ def finished_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("finished")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "argv", ["apa_lightning", *TRAINED, f"paths.root_dir={root}"])
-        from apa_lightning.__main__ import cli
+        from apa_lightning.cli.main import cli
 
         cli()
     (run_dir,) = (root / "outputs" / "runs").glob("*/*")
@@ -173,7 +173,7 @@ def test_the_templates_optuna_test_with_trainer_debug_completes(monkeypatch, cap
 
 
 def test_a_glob_sweep_gets_its_summary_and_the_report_rebuilds_it(monkeypatch, capsys, tmp_path):
-    from apa_lightning.report import main as report
+    from apa_lightning.tasks.sweep_summary import main as report
 
     argv = ["-m", "experiment=glob(font_*)", "trainer=debug", "logger=csv"]
     code, stderr = run_cli(monkeypatch, capsys, tmp_path, *argv)
@@ -227,7 +227,7 @@ def test_eval_of_a_grey_network_on_colour_data_says_it_takes_grey_images(channel
 def test_the_data_check_of_eval_resolves_only_the_keys_it_compares(tmp_path):
     from omegaconf import OmegaConf
 
-    from apa_lightning.trained_model import check_data_fits
+    from apa_lightning.models.from_checkpoint import check_data_fits
 
     data = OmegaConf.create(
         {
@@ -353,7 +353,7 @@ def test_an_empty_kitti_image_is_named(tmp_path):
 def test_settings_that_reached_the_run_unchecked_are_refused_by_name(override, allowed, make_cfg):
     # found by the pass over every setting of conf/ (docs/errors.md): each gave a traceback, a message naming
     # another key, or nothing until training
-    from apa_lightning.config_checks import check_config
+    from apa_lightning.cli.config_checks import check_config
 
     key, _, value = override.partition("=")
     with pytest.raises(ApaError, match=f"{key}={value} is not allowed: {key} must be {allowed}"):

@@ -205,7 +205,7 @@ def test_runs_importing_into_the_same_data_dir_at_once_do_not_collide(tmp_path, 
 
 
 def test_grey_images_repeated_to_three_channels_train_an_autoencoder(make_cfg):
-    from apa_lightning.run import train
+    from apa_lightning.tasks.train import train
 
     cfg = make_cfg("model=ae", "data.channels=3", "data.batch_size=4", "trainer=debug", "logger=csv")
     train(cfg)  # torchmetrics' SSIM failed on the stride-0 view that expand() gives

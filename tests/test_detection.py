@@ -20,7 +20,7 @@ from PIL import Image
 
 from apa_lightning.detection.kitti import KittiDetectionData, KittiObject, read_label_file, yolo_lines
 from apa_lightning.errors import ApaError
-from apa_lightning.run import user_error
+from apa_lightning.tasks.train import user_error
 
 
 def kitti_line(kind: str, box: tuple[float, float, float, float], truncated: float = 0.0, occluded: int = 0) -> str:
@@ -482,7 +482,7 @@ def test_cli_detection_run_records_metrics_tensorboard_and_images_inside_its_dir
 @pytest.mark.slow
 def test_a_refused_resume_of_a_finished_run_leaves_its_records_as_they_were(detection_run):
     from apa_lightning.detection.train import train
-    from apa_lightning.run import compose_config
+    from apa_lightning.tasks.train import compose_config
 
     run_dir = detection_run["run_dir"]
     kept = {name: (run_dir / name).read_bytes() for name in ("metrics.json", ".hydra/overrides.yaml")}

@@ -19,7 +19,7 @@ from apa_lightning.callbacks.epoch_metrics import (
     shown_on_console,
 )
 from apa_lightning.errors import ApaError
-from apa_lightning.run import compose_config, train
+from apa_lightning.tasks.train import compose_config, train
 
 SHORT = [
     "trainer.accelerator=cpu",

@@ -8,7 +8,7 @@ from apa_lightning.data.eurosat import EuroSATDataModule, stratified_split
 from apa_lightning.errors import ApaError
 from apa_lightning.nets.backbones import alexnet, mobilenet_v2
 from apa_lightning.nets.fusion import MiddleFusion
-from apa_lightning.run import train
+from apa_lightning.tasks.train import train
 
 from .conftest import EUROSAT_CLASSES, fill_value
 from .test_configs import EXPERIMENTS

@@ -17,14 +17,14 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from apa_lightning.__main__ import cli
-from apa_lightning.checkpoint_source import checkpoint_arguments
+from apa_lightning.cli.main import cli
 from apa_lightning.data.digits import DigitsDataModule
 from apa_lightning.data.mnist import MNISTDataModule
-from apa_lightning.figures import GAP, MARGIN, line_height, text_width
-from apa_lightning.image_files import read_image
 from apa_lightning.models.autoencoder import AutoencoderModule
 from apa_lightning.models.classifier import ClassifierModule
+from apa_lightning.runs.checkpoint_lookup import checkpoint_arguments
+from apa_lightning.runs.figures import GAP, MARGIN, line_height, text_width
+from apa_lightning.tasks.image_files import read_image
 
 from .test_figures import grid_size
 
@@ -219,7 +219,7 @@ def test_another_data_config_gets_the_networks_input_keys_it_has(tmp_path):
 def test_paths_become_override_values_that_hydra_reads_back(path):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from apa_lightning.checkpoint_source import hydra_value, unquoted
+    from apa_lightning.runs.checkpoint_lookup import hydra_value, unquoted
 
     value = hydra_value(path)
     assert OverridesParser.create().parse_override(f"ckpt_path={value}").value() == path
@@ -395,7 +395,7 @@ def test_predict_through_the_command_line(runs, tmp_path):
 
 def test_predict_hands_yolo_weights_to_the_detector(make_cfg, tmp_path):
     from apa_lightning.errors import ApaError
-    from apa_lightning.predict import predict as predict_task
+    from apa_lightning.tasks.predict import predict as predict_task
 
     (tmp_path / "best.pt").write_bytes(b"not read: the detector's config is checked first")
     (tmp_path / "photo.png").write_bytes(b"")
@@ -440,7 +440,7 @@ def test_an_unreadable_image_in_a_later_chunk_leaves_no_results(runs, tmp_path):
 
 
 def test_predict_reads_images_in_the_channels_the_dataset_stores(tmp_path, monkeypatch):
-    from apa_lightning.predict import network_inputs
+    from apa_lightning.tasks.predict import network_inputs
 
     colour = np.zeros((28, 28, 3), np.uint8)
     colour[..., 0] = 255  # pure red: grey 76 (Pillow's luminance), colour (255, 0, 0)
@@ -462,8 +462,8 @@ def test_predict_reads_images_in_the_channels_the_dataset_stores(tmp_path, monke
 
 
 def test_predict_reads_images_at_the_size_the_dataset_stores_then_resizes_as_in_training(make_cfg, tmp_path):
-    from apa_lightning.predict import network_inputs
-    from apa_lightning.run import instantiate_plain
+    from apa_lightning.tasks.predict import network_inputs
+    from apa_lightning.tasks.train import instantiate_plain
 
     photo = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 120, 3), np.uint8)).save(photo)
@@ -480,8 +480,8 @@ def test_predict_reads_images_at_the_size_the_dataset_stores_then_resizes_as_in_
 
 @pytest.mark.parametrize("data", ["digits", "mnist", "fashion_mnist", "cifar10", "eurosat"])
 def test_the_size_predict_reads_images_at_is_the_size_the_datamodule_stores(data, make_cfg, request):
-    from apa_lightning.predict import stored_input_shape
-    from apa_lightning.run import instantiate_plain
+    from apa_lightning.tasks.predict import stored_input_shape
+    from apa_lightning.tasks.train import instantiate_plain
 
     overrides = ["data.image_size=48"]  # the network's size: not the stored one
     if data in ("mnist", "fashion_mnist"):
@@ -498,7 +498,7 @@ def test_the_size_predict_reads_images_at_is_the_size_the_datamodule_stores(data
 
 
 def test_every_input_gets_a_picture_name_of_its_own():
-    from apa_lightning.predict import picture_names
+    from apa_lightning.tasks.predict import picture_names
 
     files = [Path("x/a.png"), Path("x/a.jpg"), Path("x/a_png.bmp"), Path("y/b.png"), Path("z/b.png"), Path("c.png")]
     # a.png and a.jpg keep their suffix; a_png.bmp would take a.png's name, and the two b.png theirs

@@ -8,8 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from apa_lightning.eda import explore
-from apa_lightning.figures import (
+from apa_lightning.runs.figures import (
     CARD_WIDTH,
     GAP,
     MARGIN,
@@ -19,6 +18,7 @@ from apa_lightning.figures import (
     text_width,
     upscale_factor,
 )
+from apa_lightning.tasks.eda import explore
 
 
 def grid_size(

@@ -12,7 +12,7 @@ from apa_lightning.errors import ApaError
 from apa_lightning.metrics.wrong_pixels import wrong_pixel_metrics, wrong_pixels
 from apa_lightning.models.noise import check_noise, corrupt
 from apa_lightning.nets.mlp_ae import MLPAutoencoder
-from apa_lightning.run import train
+from apa_lightning.tasks.train import train
 
 FAST = ["trainer=debug", "logger=csv", "data.passes=10"]
 FAST_DAE = ["trainer=debug", "logger=csv", "data.passes=1", "data.noisy_copies=2"]  # 320 samples, not 10,240
@@ -208,7 +208,7 @@ def test_inconsistent_noisy_copies_are_refused_by_name(levels, copies):
 def test_the_model_trains_on_the_datas_noisy_copies_without_adding_its_own_noise(make_cfg):
     import lightning as L
 
-    from apa_lightning.run import instantiate_plain
+    from apa_lightning.tasks.train import instantiate_plain
 
     # the data's copies are clean (p = 0); the model's own noise would flip every bit (level 1)
     cfg = make_cfg("experiment=font_dae", "model.noise.level=1.0", "data.noise_levels=[0.0]", "data.noisy_copies=1")
@@ -245,7 +245,7 @@ def test_font_ae_steps_per_mini_batch_and_anneals_once_per_epoch(make_cfg):
     ("scheduler", "message"), [("plateau", "ReduceLROnPlateau"), ("onecycle", "model.scheduler.total_steps")]
 )
 def test_schedulers_the_module_cannot_step_are_refused(make_cfg, scheduler, message):
-    from apa_lightning.run import instantiate_plain, user_error
+    from apa_lightning.tasks.train import instantiate_plain, user_error
 
     with pytest.raises(Exception) as raised:
         instantiate_plain(make_cfg("experiment=font_ae", f"model/scheduler={scheduler}").model)

@@ -1,4 +1,4 @@
-"""``make install`` proves the environment (``python -m apa_lightning.install_check``), and a run that fails at
+"""``make install`` proves the environment (``python -m apa_lightning.cli.install_check``), and a run that fails at
 start-up from a broken install says so in one ``error:`` paragraph with the versions and the fix."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torchvision
 
-from apa_lightning import environment, install_check
+from apa_lightning.cli import environment, install_check
 
 REPO = Path(__file__).resolve().parents[1]
 MISSING_OP = "operator torchvision::nms does not exist"  # what torchvision built for another torch raises
@@ -107,7 +107,7 @@ def test_only_errors_a_broken_install_raises_are_looked_into(monkeypatch):
 @pytest.mark.slow
 def test_the_check_script_fails_on_a_torchvision_whose_operators_do_not_load(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "apa_lightning.install_check"],
+        [sys.executable, "-m", "apa_lightning.cli.install_check"],
         cwd=REPO,
         env=broken_python(tmp_path, "op"),
         capture_output=True,

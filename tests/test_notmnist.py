@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from apa_lightning import report
 from apa_lightning.data.notmnist import LETTERS, NotMNISTDataModule
 from apa_lightning.data.splits import apportion
 from apa_lightning.errors import ApaError
 from apa_lightning.nets.code_size_ae import CodeSizeAutoencoder
-from apa_lightning.run import train
+from apa_lightning.tasks import sweep_summary as report
+from apa_lightning.tasks.train import train
 
 from .test_cli import run_cli
 from .test_sweeps import compose_with_hydra, fake_run

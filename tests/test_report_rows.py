@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from apa_lightning.run import compose_config
+from apa_lightning.tasks.train import compose_config
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "reports.md"
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "conf" / "experiment"

@@ -18,11 +18,11 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from apa_lightning.__main__ import cli, resumed_arguments
 from apa_lightning.callbacks.epoch_seed import EpochSeed
-from apa_lightning.checkpoint_files import finished_epochs, first_difference
+from apa_lightning.cli.main import cli, resumed_arguments
 from apa_lightning.models.autoencoder import AutoencoderModule
-from apa_lightning.run import train
+from apa_lightning.runs.checkpoints import finished_epochs, first_difference
+from apa_lightning.tasks.train import train
 
 # A denoising AE draws noise every step and its loader shuffles: both must repeat exactly after a resume.
 TINY = [
@@ -88,7 +88,7 @@ def test_last_checkpoint_is_the_last_epoch_when_the_best_is_earlier(make_cfg):
     # the test ran on the best checkpoint, not on the final weights
     best = AutoencoderModule.load_from_checkpoint(record["best_checkpoint"], weights_only=True)
     final = AutoencoderModule.load_from_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=True)
-    datamodule = __import__("apa_lightning.run", fromlist=["instantiate_plain"]).instantiate_plain(cfg.data)
+    datamodule = __import__("apa_lightning.tasks.train", fromlist=["instantiate_plain"]).instantiate_plain(cfg.data)
     datamodule.setup("test")
     x, _ = datamodule.on_after_batch_transfer(next(iter(datamodule.test_dataloader())), 0)
     best.eval(), final.eval()

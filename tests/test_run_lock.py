@@ -149,7 +149,7 @@ def test_the_lock_is_held_while_the_run_trains_and_released_on_an_error(monkeypa
 
 
 def test_only_the_launching_process_holds_the_lock(monkeypatch, tmp_path):
-    from apa_lightning.run_lock import RunLock, is_launching_process
+    from apa_lightning.runs.lock import RunLock, is_launching_process
 
     for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
         monkeypatch.delenv(name, raising=False)
@@ -189,7 +189,7 @@ def test_a_killed_runs_half_written_files_are_removed_at_its_next_start(monkeypa
 def test_two_processes_never_both_take_over_one_stale_lock(monkeypatch, tmp_path):
     """Both judge the dead holder's lock stale; without the flock of the run directory around judging and
     replacing, the second deleted the first one's new lock and both held it."""
-    from apa_lightning.run_lock import RunInUse, RunLock
+    from apa_lightning.runs.lock import RunInUse, RunLock
 
     lock = tmp_path / "run.lock"
     lock.write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname(), "since": "earlier"}))
@@ -239,7 +239,7 @@ def test_an_interruption_after_the_record_is_saved_keeps_it_completed_and_its_ti
 ):
     """A SIGTERM while the HParams entry is written, after metrics.json was saved: the record used to be saved a
     second time, as interrupted, adding the resume's time twice (it read back its own first save)."""
-    import apa_lightning.run as run_module
+    import apa_lightning.tasks.train as run_module
 
     assert run_cli(monkeypatch, capsys, tmp_path, *TINY, "trainer.max_epochs=1")[0] == 0
     run_dir = only_run_dir(tmp_path)

@@ -16,10 +16,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from apa_lightning import report
-from apa_lightning.__main__ import cli, resumed_arguments
-from apa_lightning.run_names import MAX_JOB_NAME, job_subdir_name, short_names
+from apa_lightning.cli.main import cli, resumed_arguments
+from apa_lightning.runs.names import MAX_JOB_NAME, job_subdir_name, short_names
 from apa_lightning.tasks import TASKS
+from apa_lightning.tasks import sweep_summary as report
 
 TINY = [
     "trainer.max_epochs=2",
@@ -81,9 +81,9 @@ def test_job_names_carry_the_swept_values_under_short_unambiguous_names():
 
 def no_training(cfg: DictConfig) -> float:
     """A stand-in for the training task: records the run's HParams entries and a completed metrics.json."""
-    from apa_lightning.files import run_record, write_metrics
-    from apa_lightning.hparams import hparams_for_tensorboard
-    from apa_lightning.run_names import sweep_context
+    from apa_lightning.runs.files import run_record, write_metrics
+    from apa_lightning.runs.hparams import hparams_for_tensorboard
+    from apa_lightning.runs.names import sweep_context
 
     output_dir = Path(cfg.paths.output_dir)
     (output_dir / "hparams.json").write_text(json.dumps(list(hparams_for_tensorboard(cfg, *sweep_context()))))
@@ -168,7 +168,7 @@ def events(run_dir: Path) -> EventAccumulator:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """``trained(model)``: the run directory of a tiny training run of ``model`` (each model trained once)."""
-    from apa_lightning.run import compose_config, train
+    from apa_lightning.tasks.train import compose_config, train
 
     runs: dict[str, Path] = {}
 
@@ -242,7 +242,7 @@ def test_hparams_hold_real_hyperparameters_and_the_config_is_a_text_entry(traine
 def test_tensorboard_shows_the_swept_hyperparameters_beside_other_runs(tmp_path):
     from tensorboard.plugins.hparams.backend_context import Context
 
-    from apa_lightning.hparams import SWEPT, hparams_summaries, trial_name
+    from apa_lightning.runs.hparams import SWEPT, hparams_summaries, trial_name
 
     def content(params: dict, run_dir: Path) -> dict[str, bytes]:
         summaries = hparams_summaries(params, trial_name(run_dir))
@@ -272,7 +272,7 @@ def test_tensorboard_shows_the_swept_hyperparameters_beside_other_runs(tmp_path)
 
 
 def test_a_swept_config_group_shows_its_option_in_the_hparams(make_cfg):
-    from apa_lightning.hparams import hparams_for_tensorboard
+    from apa_lightning.runs.hparams import hparams_for_tensorboard
 
     cfg = make_cfg("model=dae")
     flat = hparams_for_tensorboard(cfg, ["model", "model.optimizer.lr"], {"model": "dae", "model/optimizer": "adam"})

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from apa_lightning.__main__ import _run_id
-from apa_lightning.distributed import srun_rank_overrides
+from apa_lightning.cli.main import _run_id
+from apa_lightning.tasks.distributed import srun_rank_overrides
 
 from . import slurm_cluster
 from .test_cli import run_cli

@@ -19,12 +19,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from apa_lightning.callbacks.progress_bar import ThrottledProgressBar
 from apa_lightning.callbacks.throughput import batch_images
-from apa_lightning.config_checks import check_config
+from apa_lightning.cli.config_checks import check_config
 from apa_lightning.data.in_memory import InMemoryImageDataModule
 from apa_lightning.errors import ApaError
 from apa_lightning.models.classifier import ClassifierModule
-from apa_lightning.precision import resolved_precision
-from apa_lightning.run import instantiate_plain, train
+from apa_lightning.tasks.precision import resolved_precision
+from apa_lightning.tasks.train import instantiate_plain, train
 
 SHORT = [
     "model=cnn_base",
@@ -280,7 +280,7 @@ def test_compile_trains_reports_its_time_and_keeps_checkpoint_keys(make_cfg, cap
     cfg = make_cfg(
         *SHORT, "trainer.max_epochs=1", "logger=csv", "model.compile=true", "model.channels_last=true", "test=false"
     )
-    with caplog.at_level("INFO", logger="apa_lightning.models.fast_path"):
+    with caplog.at_level("INFO", logger="apa_lightning.models.base"):
         train(cfg)
     out = Path(cfg.paths.output_dir)
     record = json.loads((out / "metrics.json").read_text())
@@ -297,7 +297,7 @@ def test_mixed_precision_is_chosen_at_run_time(monkeypatch, caplog):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
-    with caplog.at_level("INFO", logger="apa_lightning.precision"):
+    with caplog.at_level("INFO", logger="apa_lightning.tasks.precision"):
         assert resolved_precision({"precision": "mixed"}) == {"precision": "16-mixed"}
     assert "trainer.precision=mixed: training with 16-mixed (Tesla T4)" in caplog.text
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
@@ -305,7 +305,7 @@ def test_mixed_precision_is_chosen_at_run_time(monkeypatch, caplog):
 
 
 def test_trainer_gpu_without_a_gpu_is_refused_by_name(make_cfg, monkeypatch):
-    from apa_lightning.run import build_run
+    from apa_lightning.tasks.train import build_run
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
@@ -399,7 +399,7 @@ def test_loop_benchmark_plain_round_applies_the_trainer_sides_speed_settings(
 
 
 def test_sweep_summary_shows_images_per_second_next_to_wall_time():
-    from apa_lightning.report import summarize
+    from apa_lightning.tasks.sweep_summary import summarize
 
     run = {"job": "0", "overrides": "lr=0.1", "status": "completed", "best_score": 0.5, "test": {}, "epochs": 2}
     table, columns = summarize([{**run, "wall_time_s": 3.0, "images_per_s": 1234.5}, {**run, "job": "1"}])

@@ -16,9 +16,9 @@ from apa_lightning.callbacks.model_summary import summarize
 from apa_lightning.data.flowers import FlowersDataModule
 from apa_lightning.data.svhn import SVHNDataModule
 from apa_lightning.errors import ApaError
-from apa_lightning.figures import CARD_WIDTH, GAP, MARGIN, labelled_grid, line_height, text_width
 from apa_lightning.nets.conv_ae import ConvAutoencoder
-from apa_lightning.run import instantiate_plain, train
+from apa_lightning.runs.figures import CARD_WIDTH, GAP, MARGIN, labelled_grid, line_height, text_width
+from apa_lightning.tasks.train import instantiate_plain, train
 
 FAST = ["trainer=debug", "logger=csv"]
 

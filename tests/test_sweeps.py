@@ -11,9 +11,9 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from apa_lightning import report
-from apa_lightning.distributed import trial_devices
-from apa_lightning.run_names import short_value
+from apa_lightning.runs.names import short_value
+from apa_lightning.tasks import sweep_summary as report
+from apa_lightning.tasks.distributed import trial_devices
 
 from .test_cli import run_cli
 
@@ -259,7 +259,7 @@ def test_ddp_children_run_their_one_job_even_in_a_preset_sweep(tmp_path, monkeyp
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from apa_lightning.distributed import hydra_ddp_child_command
+    from apa_lightning.tasks.distributed import hydra_ddp_child_command
 
     with initialize_config_module("apa_lightning.conf", version_base="1.3"):
         cfg = compose("train", overrides=["hparams_search=optuna", "trainer=ddp"], return_hydra_config=True)
@@ -307,7 +307,7 @@ def test_every_preset_sweep_is_run_by_some_test():
 def test_every_preset_sweep_runs_its_first_trial(
     make_cfg, cifar10_root, fake_imagenet_weights, monkeypatch, preset, overrides
 ):
-    from apa_lightning.run import train
+    from apa_lightning.tasks.train import train
 
     from .test_classification_training import on_cifar10_fixture
 

@@ -17,7 +17,7 @@ import torch
 from apa_lightning.callbacks.torch_threads import cpu_threads
 from apa_lightning.errors import ApaError
 from apa_lightning.models.autoencoder import AutoencoderModule
-from apa_lightning.run import compose_config
+from apa_lightning.tasks.train import compose_config
 from tests.test_resume import TINY, only_run_dir, run_cli, sigterm_in_second_epoch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def test_the_thread_count_is_the_config_else_the_checkpoints_else_torchs_default
 
 @pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
 def test_a_thread_count_that_is_not_a_positive_integer_is_refused_by_name(make_cfg, value):
-    from apa_lightning.config_checks import check_config
+    from apa_lightning.cli.config_checks import check_config
 
     with pytest.raises(ApaError, match=f"^cpu_threads={value} is not allowed: cpu_threads must be an integer >= 1"):
         check_config(make_cfg(f"cpu_threads={value}"))

@@ -9,9 +9,9 @@ from PIL import Image
 
 from apa_lightning.callbacks.epoch_seed import TEST_EPOCH, epoch_seed
 from apa_lightning.errors import ApaError
-from apa_lightning.figures import CARD_WIDTH, labelled_grid
 from apa_lightning.models.autoencoder import AutoencoderModule
-from apa_lightning.run import train, user_error
+from apa_lightning.runs.figures import CARD_WIDTH, labelled_grid
+from apa_lightning.tasks.train import train, user_error
 
 FAST = ["trainer=debug", "logger=csv"]
 
@@ -136,7 +136,7 @@ def test_a_run_without_a_best_checkpoint_says_why_it_tests_the_final_weights(mak
         "trainer.limit_test_batches=1",
         setting,
     )
-    with caplog.at_level("INFO", logger="apa_lightning.run"):
+    with caplog.at_level("INFO", logger="apa_lightning.tasks.train"):
         train(cfg)
     assert f"No best checkpoint: {reason}" in caplog.text
     record = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from apa_lightning.files import write_atomically
+from apa_lightning.runs.files import write_atomically
 
 
 class RunCheckpoint(ModelCheckpoint):

@@ -17,8 +17,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from apa_lightning.errors import ApaError
-from apa_lightning.figures import save_figure
-from apa_lightning.files import write_text_atomically
+from apa_lightning.runs.figures import save_figure
+from apa_lightning.runs.files import write_text_atomically
 
 log = logging.getLogger(__name__)
 

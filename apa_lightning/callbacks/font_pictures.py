@@ -19,9 +19,9 @@ from torch import Tensor
 from apa_lightning.callbacks.image_grids import latent_coder
 from apa_lightning.data.font import FontDataModule
 from apa_lightning.errors import ApaError
-from apa_lightning.files import write_atomically, write_text_atomically
 from apa_lightning.metrics.wrong_pixels import wrong_pixels
 from apa_lightning.models.noise import corrupt
+from apa_lightning.runs.files import write_atomically, write_text_atomically
 
 # ink black on white; the one-pixel gaps between glyphs (NaN in a mosaic) light blue, so that blank rows and
 # columns at a glyph's edge stay visible

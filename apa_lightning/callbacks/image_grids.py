@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from apa_lightning.errors import ApaError
-from apa_lightning.figures import CARD_WIDTH, labelled_grid, save_figure, save_png
+from apa_lightning.runs.figures import CARD_WIDTH, labelled_grid, save_figure, save_png
 
 
 def latent_coder(pl_module: L.LightningModule) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]] | None:

@@ -11,7 +11,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from apa_lightning.files import write_text_atomically
+from apa_lightning.runs.files import write_text_atomically
 
 log = logging.getLogger(__name__)
 

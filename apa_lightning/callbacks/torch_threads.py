@@ -21,7 +21,7 @@ def cpu_threads(cfg: DictConfig, ckpt_path: str | None = None) -> int:
     if configured is not None:
         return int(configured)
     if ckpt_path:
-        from apa_lightning.checkpoint_files import read_checkpoint
+        from apa_lightning.runs.checkpoints import read_checkpoint
 
         recorded = read_checkpoint(ckpt_path).get(CHECKPOINT_KEY)
         if recorded is not None:

@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
-from apa_lightning.config_checks import AUGMENT_ON, check_on_device
+from apa_lightning.cli.config_checks import AUGMENT_ON, check_on_device
 from apa_lightning.data.augmentation import BatchAugmentation
 from apa_lightning.errors import ApaError
 

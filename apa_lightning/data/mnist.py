@@ -14,7 +14,7 @@ from torchvision import datasets
 
 from apa_lightning.data.torchvision_sets import TorchvisionDataModule
 from apa_lightning.errors import ApaError
-from apa_lightning.files import write_atomically
+from apa_lightning.runs.files import write_atomically
 
 IDX_FILES = (
     "train-images-idx3-ubyte",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from apa_lightning.files import write_text_atomically
+from apa_lightning.runs.files import write_text_atomically
 
 SPLITS = ("train", "val", "test")
 

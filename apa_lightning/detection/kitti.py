@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from apa_lightning.errors import ApaError, describe
-from apa_lightning.files import write_text_atomically
+from apa_lightning.runs.files import write_text_atomically
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from omegaconf import DictConfig
 
 from apa_lightning.detection.yolo import YoloDetector, is_yolo_config, setup_ultralytics, ultralytics_device
 from apa_lightning.errors import ApaError
-from apa_lightning.files import write_atomically, write_text_atomically
-from apa_lightning.image_files import input_images
+from apa_lightning.runs.files import write_atomically, write_text_atomically
+from apa_lightning.tasks.image_files import input_images
 
 log = logging.getLogger(__name__)
 

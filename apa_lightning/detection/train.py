@@ -32,7 +32,7 @@ from apa_lightning.detection.yolo import (
     ultralytics_device,
 )
 from apa_lightning.errors import ApaError, describe, user_error
-from apa_lightning.files import (
+from apa_lightning.runs.files import (
     read_run_record,
     record_failure,
     run_record,
@@ -40,9 +40,9 @@ from apa_lightning.files import (
     write_metrics,
     write_text_atomically,
 )
-from apa_lightning.hparams import hparams_for_tensorboard, hparams_summaries, trial_name
-from apa_lightning.run_lock import locked
-from apa_lightning.run_names import sweep_context
+from apa_lightning.runs.hparams import hparams_for_tensorboard, hparams_summaries, trial_name
+from apa_lightning.runs.lock import locked
+from apa_lightning.runs.names import sweep_context
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from apa_lightning.errors import ApaError
-from apa_lightning.files import write_atomically
+from apa_lightning.runs.files import write_atomically
 
 # ultralytics' optimizer names (case matters to it); "auto" picks one itself and ignores model.lr
 OPTIMIZERS = ("SGD", "Adam", "Adamax", "AdamW", "NAdam", "RAdam", "RMSProp", "auto")
@@ -167,7 +167,7 @@ def ultralytics_amp(precision: Any) -> bool | str:
     else."""
     text = "32-true" if precision is None else str(precision).strip().lower()
     if text == "mixed":
-        from apa_lightning.precision import mixed_precision
+        from apa_lightning.tasks.precision import mixed_precision
 
         text = mixed_precision()
     if text in ("32", "32-true", "64", "64-true"):

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from apa_lightning.figures import readable_points
+from apa_lightning.runs.figures import readable_points
 
 AVERAGES = ("macro avg", "weighted avg")
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from apa_lightning.errors import ApaError
 from apa_lightning.metrics.wrong_pixels import wrong_pixel_metrics
-from apa_lightning.models.fast_path import FAST_PATH_ARGS
+from apa_lightning.models.base import FAST_PATH_ARGS
 from apa_lightning.models.noise import check_noise, corrupt
 from apa_lightning.models.reconstruction import ReconstructionModule, image_quality_metrics
 

@@ -12,7 +12,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from apa_lightning.metrics.classification import MeanClassAccuracy
-from apa_lightning.models.fast_path import FAST_PATH_ARGS, FastPathModule
+from apa_lightning.models.base import FAST_PATH_ARGS, FastPathModule
 from apa_lightning.models.optim import configure_optimization
 
 

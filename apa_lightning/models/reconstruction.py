@@ -7,7 +7,7 @@ from torchmetrics import MeanSquaredError, MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from apa_lightning.errors import ApaError
-from apa_lightning.models.fast_path import FastPathModule
+from apa_lightning.models.base import FastPathModule
 from apa_lightning.models.optim import configure_optimization
 
 

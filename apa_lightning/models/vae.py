@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from torch import Tensor
 
 from apa_lightning.errors import ApaError
-from apa_lightning.models.fast_path import FAST_PATH_ARGS
+from apa_lightning.models.base import FAST_PATH_ARGS
 from apa_lightning.models.reconstruction import ReconstructionModule
 
 RECONSTRUCTION_LOSSES = ("bce", "mse")

@@ -1,6 +1,6 @@
 """Sweep summaries: one row per run of a multirun, rebuilt from the run directories.
 
-``python -m apa_lightning.report <sweep dir>`` (re)writes ``summary.md`` and ``summary.csv``; the
+``python -m apa_lightning.tasks.sweep_summary <sweep dir>`` (re)writes ``summary.md`` and ``summary.csv``; the
 ``SweepSummary`` Hydra callback does the same when a sweep ends. Torch-free, so it loads fast.
 The table is sorted by the sweep metric, or by a column a preset names (``hydra.callbacks.sweep_summary.sort_by``,
 recorded in the sweep's ``multirun.yaml``, so a rebuilt summary keeps that order).
@@ -23,8 +23,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from apa_lightning.errors import ApaError
-from apa_lightning.files import write_text_atomically
-from apa_lightning.run_names import job_number, short_value
+from apa_lightning.runs.files import write_text_atomically
+from apa_lightning.runs.names import job_number, short_value
 
 
 def _run_dirs(sweep_dir: Path) -> list[Path]:
@@ -261,7 +261,9 @@ class SweepSummary(Callback):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m apa_lightning.report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m apa_lightning.tasks.sweep_summary", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("sweep_dir", type=Path, help="a multirun directory, e.g. outputs/multiruns/<id>")
     parser.add_argument(
         "--sort-by", metavar="COLUMN", help="order by this column (default: as the sweep was configured)"

@@ -12,8 +12,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from apa_lightning.checkpoint_source import override_key
 from apa_lightning.errors import ApaError
+from apa_lightning.runs.checkpoint_lookup import override_key
 
 MAX_JOB_NAME = 120  # characters of a sweep job's directory name, well under any file system's limit
 UNSAFE = re.compile(r"[^A-Za-z0-9._,=+-]+")  # anything else in a value becomes "_"

@@ -206,7 +206,7 @@ def check_resume(cfg: DictConfig) -> None:
     if not (cfg.get("resume") or cfg.get("ckpt_path")):
         return
     if cfg.get("task") == "train":
-        from apa_lightning.checkpoint_files import resume_checkpoint
+        from apa_lightning.runs.checkpoints import resume_checkpoint
 
         resume_checkpoint(cfg)
     elif cfg.get("task") == "detect":
@@ -221,16 +221,16 @@ def check_checkpoint_task(cfg: DictConfig) -> None:
     Hydra makes the run directory. Imports torch only for a ``.ckpt``."""
     if cfg.get("task") not in ("eval", "predict"):
         return
-    from apa_lightning.checkpoint_source import checkpoint_file
+    from apa_lightning.runs.checkpoint_lookup import checkpoint_file
 
     path = checkpoint_file(cfg.get("ckpt_path"), cfg.task)
     if cfg.task == "predict":
-        from apa_lightning.image_files import input_images
+        from apa_lightning.tasks.image_files import input_images
 
         input_images(cfg.get("input"))
         if path.suffix == ".pt":  # a YOLO detector: detection.predict checks it
             return
-    from apa_lightning.trained_model import trained_checkpoint
+    from apa_lightning.models.from_checkpoint import trained_checkpoint
 
     trained_checkpoint(cfg)
 

@@ -12,9 +12,9 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from apa_lightning.data.in_memory import InMemoryImageDataModule, channel_stats
-from apa_lightning.figures import labelled_grid, save_figure, save_png
-from apa_lightning.files import write_text_atomically
-from apa_lightning.run import instantiate_plain
+from apa_lightning.runs.figures import labelled_grid, save_figure, save_png
+from apa_lightning.runs.files import write_text_atomically
+from apa_lightning.tasks.train import instantiate_plain
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from apa_lightning.files import write_atomically
+from apa_lightning.runs.files import write_atomically
 
 MIN_IMAGE_SIZE = 64  # on-screen pixels of an image's shorter side, at least
 GAP = 2  # white pixels between images

@@ -13,9 +13,9 @@ import lightning as L
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from apa_lightning.checkpoint_files import read_checkpoint
-from apa_lightning.checkpoint_source import INPUT_KEYS, checkpoint_file
 from apa_lightning.errors import ApaError
+from apa_lightning.runs.checkpoint_lookup import INPUT_KEYS, checkpoint_file
+from apa_lightning.runs.checkpoints import read_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -19,16 +19,16 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from apa_lightning.callbacks.checkpoints import AtomicCheckpointIO
 from apa_lightning.callbacks.throughput import Throughput
 from apa_lightning.callbacks.torch_threads import TorchThreads, cpu_threads
-from apa_lightning.checkpoint_files import resume_checkpoint
-from apa_lightning.console import quiet_console
-from apa_lightning.distributed import ddp_job_scope, trial_devices, use_job_command_for_ddp_children
+from apa_lightning.cli.console import quiet_console
 from apa_lightning.errors import ApaError, describe, interruption, user_error
-from apa_lightning.files import read_run_record, record_failure, run_record, write_metrics
-from apa_lightning.hparams import config_markdown, hparams_for_tensorboard, hparams_summaries, trial_name
-from apa_lightning.loggers import RunTensorBoardLogger
-from apa_lightning.precision import apply_matmul_precision, gpu_available, resolved_precision
-from apa_lightning.run_lock import RunLock, directory_error, locked, writer_thread_errors_to_log
-from apa_lightning.run_names import sweep_context
+from apa_lightning.runs.checkpoints import resume_checkpoint
+from apa_lightning.runs.files import read_run_record, record_failure, run_record, write_metrics
+from apa_lightning.runs.hparams import config_markdown, hparams_for_tensorboard, hparams_summaries, trial_name
+from apa_lightning.runs.lock import RunLock, directory_error, locked, writer_thread_errors_to_log
+from apa_lightning.runs.loggers import RunTensorBoardLogger
+from apa_lightning.runs.names import sweep_context
+from apa_lightning.tasks.distributed import ddp_job_scope, trial_devices, use_job_command_for_ddp_children
+from apa_lightning.tasks.precision import apply_matmul_precision, gpu_available, resolved_precision
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def _number(value: Any) -> float:
 
 def requeued_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
     """In a SLURM job that SLURM requeued (``SLURM_RESTART_COUNT`` >= 1; its run directory is the same, see
-    ``__main__._run_id``): the run's ``last.ckpt`` to continue from, ``"completed"`` when the run had finished,
+    ``cli.main._run_id``): the run's ``last.ckpt`` to continue from, ``"completed"`` when the run had finished,
     None otherwise (a first start, an explicit ``ckpt_path`` / ``resume``, or no finished epoch yet)."""
     if int(os.environ.get("SLURM_RESTART_COUNT") or 0) < 1 or cfg.get("ckpt_path") or cfg.get("resume"):
         return None

@@ -1,4 +1,4 @@
-"""Whether the installed libraries work together: ``python -m apa_lightning.install_check`` (``make install`` runs
+"""Whether the installed libraries work together: ``python -m apa_lightning.cli.install_check`` (``make install`` runs
 it) imports each and runs one torchvision operator; a run that fails at start-up asks ``problems`` too, and a broken
 install then gets one ``error:`` paragraph instead of a traceback."""
 
@@ -9,7 +9,7 @@ import importlib
 import importlib.metadata
 import sys
 
-from apa_lightning.environment import reinstall
+from apa_lightning.cli.environment import reinstall
 
 # what a run needs working: import name -> distribution name (whose version a broken install is reported with)
 LIBRARIES = {
@@ -79,10 +79,10 @@ def broken_install(exc: BaseException) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m apa_lightning.install_check``: the versions and one torchvision operator; status 1 with one
+    """``python -m apa_lightning.cli.install_check``: the versions and one torchvision operator; status 1 with one
     ``error:`` paragraph when the environment does not work."""
     parser = argparse.ArgumentParser(
-        prog="python -m apa_lightning.install_check",
+        prog="python -m apa_lightning.cli.install_check",
         description="Check that torch, torchvision, lightning, hydra and ultralytics import and that a torchvision "
         "operator runs (make install runs this).",
     )

@@ -19,15 +19,15 @@ from lightning import LightningDataModule, LightningModule
 from omegaconf import DictConfig, open_dict
 from torch import Tensor
 
-from apa_lightning.checkpoint_source import checkpoint_file
 from apa_lightning.errors import ApaError
-from apa_lightning.figures import labelled_grid, save_png
-from apa_lightning.files import write_text_atomically
-from apa_lightning.image_files import input_images, read_image
 from apa_lightning.models.classifier import ClassifierModule
+from apa_lightning.models.from_checkpoint import load_weights, model_config, trained_checkpoint, use_saved_data_state
 from apa_lightning.models.vae import VAEModule
-from apa_lightning.run import instantiate_plain
-from apa_lightning.trained_model import load_weights, model_config, trained_checkpoint, use_saved_data_state
+from apa_lightning.runs.checkpoint_lookup import checkpoint_file
+from apa_lightning.runs.figures import labelled_grid, save_png
+from apa_lightning.runs.files import write_text_atomically
+from apa_lightning.tasks.image_files import input_images, read_image
+from apa_lightning.tasks.train import instantiate_plain
 
 
 def predict(cfg: DictConfig) -> None:

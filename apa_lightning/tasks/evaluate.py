@@ -8,10 +8,17 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from apa_lightning.checkpoint_files import finished_epochs
-from apa_lightning.files import record_failure, run_record
-from apa_lightning.run import build_run, log_final_hparams, log_summary, prepare_tensorboard, save_record, seed_run
-from apa_lightning.trained_model import SavedDataState, load_weights, model_config, trained_checkpoint
+from apa_lightning.models.from_checkpoint import SavedDataState, load_weights, model_config, trained_checkpoint
+from apa_lightning.runs.checkpoints import finished_epochs
+from apa_lightning.runs.files import record_failure, run_record
+from apa_lightning.tasks.train import (
+    build_run,
+    log_final_hparams,
+    log_summary,
+    prepare_tensorboard,
+    save_record,
+    seed_run,
+)
 
 log = logging.getLogger(__name__)
 

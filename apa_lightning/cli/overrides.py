@@ -24,7 +24,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, InterpolationKeyError, OmegaConfBaseException
 
-from apa_lightning.config_checks import check_config
+from apa_lightning.cli.config_checks import check_config
 from apa_lightning.errors import ApaError
 
 # Hydra options after which the overrides are not composed into this tool's config (help, another config)

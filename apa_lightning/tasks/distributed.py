@@ -49,7 +49,7 @@ def srun_rank_overrides() -> list[str]:
     """The overrides that rank N > 0 of a job step srun started with several tasks adds to its command line.
 
     There every rank runs the same command (``srun python -m apa_lightning trainer=ddp ...``, DDP over the tasks)
-    and finds the same run directory (``__main__._run_id``); like the ranks Lightning starts itself
+    and finds the same run directory (``cli.main._run_id``); like the ranks Lightning starts itself
     (``hydra_ddp_child_command``) it logs into ``run_rankN.log`` and leaves ``.hydra`` to rank 0.
     """
     rank = int(os.environ.get("SLURM_PROCID") or 0)

@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from apa_lightning.errors import ApaError
-from apa_lightning.files import read_json_record, read_yaml
+from apa_lightning.runs.files import read_json_record, read_yaml
 
 CHECKPOINT_TASKS = ("eval", "predict")
 CHECKPOINT_FOLDERS = ("checkpoints", "weights")  # <run dir>/checkpoints/*.ckpt, YOLO's <run dir>/weights/*.pt
@@ -157,7 +157,7 @@ def read_overrides(run_dir: Path) -> list[str]:
 def sweep_trials(directory: Path) -> list[Path]:
     """The run directories right inside ``directory`` (a sweep's trials, the runs of one task name), in job
     order."""
-    from apa_lightning.run_names import job_number  # run_names imports this module
+    from apa_lightning.runs.names import job_number  # run_names imports this module
 
     trials = [p.parent.parent for p in directory.glob("*/.hydra/overrides.yaml")]
     return sorted(trials, key=lambda p: (job_number(p) is None, job_number(p) or 0, p.name))
