@@ -1,6 +1,6 @@
-"""CPU threads: OpenMP's threads sleep instead of spinning when they wait (a busy machine stays fast), and the number
-of torch threads comes from the config or the resumed checkpoint, never from the load: a resumed run on another
-thread count would add its sums in another order."""
+"""CPU threads: OpenMP's waiting threads spin only briefly before they sleep (a busy machine stays fast), and the
+number of torch threads comes from the config or the resumed checkpoint, never from the load: a resumed run on
+another thread count would add its sums in another order."""
 
 from __future__ import annotations
 
@@ -21,20 +21,25 @@ from apa_lightning.tasks.train import compose_config
 from tests.test_resume import TINY, only_run_dir, run_cli, sigterm_in_second_epoch
 
 REPO = Path(__file__).resolve().parents[1]
-PROBE = "import os, sys, apa_lightning; print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)"
+PROBE = (
+    "import os, sys, apa_lightning; "
+    "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)"
+)
 
 
 def probe(**env: str) -> str:
-    environ = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | env
+    environ = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")} | env
     done = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=environ, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
 
-def test_importing_the_package_makes_openmp_wait_passively_before_torch_loads_unless_the_user_chose():
-    # OpenMP reads OMP_WAIT_POLICY once, when torch loads it: the package sets it first (torch is not loaded yet)
-    assert probe() == "PASSIVE False"
-    assert probe(OMP_WAIT_POLICY="ACTIVE") == "ACTIVE False"
+def test_importing_the_package_bounds_openmps_spinning_before_torch_loads_unless_the_user_chose():
+    # OpenMP reads its wait policy once, when torch loads it: the package sets it first (torch is not loaded yet)
+    assert probe() == "None 3000 False"
+    assert probe(OMP_WAIT_POLICY="ACTIVE") == "ACTIVE None False"
+    assert probe(OMP_WAIT_POLICY="PASSIVE") == "PASSIVE None False"
+    assert probe(GOMP_SPINCOUNT="0") == "None 0 False"
 
 
 def test_the_thread_count_is_the_config_else_the_checkpoints_else_torchs_default(tmp_path, monkeypatch):
@@ -101,3 +106,33 @@ def test_a_resume_on_another_default_thread_count_uses_the_recorded_one_and_matc
     expected = json.loads((straight / "metrics.json").read_text())
     assert resumed["test"] == expected["test"] and resumed["best_score"] == expected["best_score"]
     assert resumed["cpu_threads"] == expected["cpu_threads"] == 1
+
+
+WAITS = """
+import resource, time, apa_lightning, torch
+torch.set_num_threads(2)
+x = torch.ones(2_000_000)
+x.add_(1)
+cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+start = cpu()
+for _ in range(200):  # a parallel operation, then the main thread waits: OpenMP's other thread waits with it
+    x.add_(1)
+    time.sleep(0.005)
+print(cpu() - start)
+"""
+
+
+@pytest.mark.slow
+def test_openmps_waiting_threads_stop_spinning_after_a_few_microseconds():
+    """200 waits of 5 ms after a parallel operation: with OpenMP's own 3 ms of spinning the waiting thread burns
+    about 1.5 s of CPU (measured), with the package's bound about as much as sleeping at once (0.1 s)."""
+
+    def cpu_seconds(**env: str) -> float:
+        environ = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")} | env
+        done = subprocess.run([sys.executable, "-c", WAITS], env=environ, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return float(done.stdout)
+
+    spinning, package = cpu_seconds(GOMP_SPINCOUNT="300000"), cpu_seconds()
+    assert spinning > 0.5, spinning  # the measurement sees spinning
+    assert package < spinning / 3, (package, spinning)
