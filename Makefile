@@ -14,7 +14,7 @@ LATEST_VENV ?= .venv-latest
 PORT ?= 6006
 HOST ?= localhost
 
-.PHONY: install run test test-fast test-latest lock lint format tensorboard bench clean
+.PHONY: install run test test-fast test-latest lock lint format docs tensorboard bench clean
 
 # pip's output goes to $(INSTALL_LOG); on failure its last lines are shown and make stops. With TORCH_INDEX, torch
 # and torchvision alone (--no-deps) come from that index, their dependencies from the usual one: the lock pins torch
@@ -72,6 +72,9 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+docs: install  ## README.md and docs/ built as a site into site/ (mkdocs.yml); a broken link or anchor fails it
+	$(VENV)/bin/mkdocs build --strict
+
 tensorboard: install  ## every run under outputs/, at http://$(HOST):$(PORT)/
 	$(VENV)/bin/tensorboard --logdir outputs --host $(HOST) --port $(PORT) --load_fast=false
 
@@ -81,4 +84,4 @@ bench: install  ## data-loading (needs the Fashion-MNIST IDX files: apt-get inst
 	$(PY) benchmarks/loop_overhead.py
 
 clean:
-	rm -rf outputs .pytest_cache .ruff_cache
+	rm -rf outputs site .pytest_cache .ruff_cache

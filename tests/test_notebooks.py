@@ -47,7 +47,7 @@ def test_every_notebook_is_executed_by_the_suite():
 def test_the_committed_quickstart_shows_its_outputs_without_machine_paths():
     notebook = nbformat.read(NOTEBOOKS / "quickstart.ipynb", as_version=4)
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
-    assert all(cell.outputs for cell in code)  # saved executed (README: Development), read as it is on GitHub
+    assert all(cell.outputs for cell in code)  # saved executed (docs/development.md), read as it is on GitHub
     assert sum("image/png" in o.get("data", {}) for o in outputs_of(notebook)) == 2
     text = json.dumps([o for o in outputs_of(notebook)])
     assert "/tmp/" not in text and "/home/" not in text and "━" not in text  # no temp paths, no progress bars
