@@ -503,3 +503,17 @@ def test_every_input_gets_a_picture_name_of_its_own():
     files = [Path("x/a.png"), Path("x/a.jpg"), Path("x/a_png.bmp"), Path("y/b.png"), Path("z/b.png"), Path("c.png")]
     # a.png and a.jpg keep their suffix; a_png.bmp would take a.png's name, and the two b.png theirs
     assert picture_names(files) == ["a_png", "a_jpg", "a_png_2", "b_png", "b_png_2", "c"]
+
+
+@pytest.mark.parametrize("flag", ["-m", "--multirun"])
+def test_a_sweep_over_a_runs_checkpoint_stays_a_sweep(tmp_path, flag):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- model=cnn_base\n")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    single = ["task=eval", f"ckpt_path={run}", "data.batch_size=8"]
+    checkpoint = f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"
+    assert checkpoint_arguments(single) == ["task=eval", checkpoint, "model=cnn_base", "hydra.mode=RUN", single[-1]]
+    sweep = [flag, "task=eval", f"ckpt_path={run}", "data.batch_size=8,16"]
+    assert checkpoint_arguments(sweep) == [flag, "task=eval", checkpoint, "model=cnn_base", sweep[-1]]
