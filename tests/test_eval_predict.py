@@ -358,6 +358,33 @@ def test_predict_with_an_autoencoder_draws_input_beside_reconstruction(runs, tmp
     assert not (run_dir / "samples.png").exists() and not (run_dir / "predictions.csv").exists()
 
 
+@pytest.mark.parametrize("model", ["classifier", "ae"])
+@pytest.mark.parametrize("inputs, grid_images", [(4, 3), (2, 3)])
+def test_the_prediction_grid_shows_the_first_grid_images_inputs(runs, tmp_path, model, inputs, grid_images):
+    images = digit_test_images(inputs)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image[0].numpy()).save(folder / f"{i}.png")
+    run_dir = predict(tmp_path, runs[model], folder, f"predict.grid_images={grid_images}")
+    shown = min(inputs, grid_images)
+    if model == "classifier":
+        rows = read_rows(run_dir / "predictions.csv")
+        labels = [f"{Path(r['file']).name}: {r['class']} {float(r['probability']):.2f}" for r in rows[:shown]]
+        title, columns, top_lines = "as the network reads them: predicted class, probability", 1, 1
+        grid_file = run_dir / "predictions.png"
+    else:
+        labels, title, columns, top_lines = [f"{i}.png" for i in range(shown)], "input | reconstruction", 2, 2
+        grid_file = run_dir / "reconstructions.png"
+    with Image.open(grid_file) as grid:  # a row of 28x28 images drawn 3x per input shown, no more
+        assert grid.size == grid_size(labels, columns, shown, (84, 84), top_lines, title)
+        pixels = np.asarray(grid)[..., 0]
+    x = max(text_width(label) for label in labels) + 2 * MARGIN + GAP
+    for r in range(shown):  # input r in row r
+        y = top_lines * line_height() + GAP + r * (84 + GAP)
+        assert np.array_equal(pixels[y : y + 84, x : x + 84], images[r, 0].numpy().repeat(3, 0).repeat(3, 1))
+
+
 def test_predict_with_a_vae_adds_samples(runs, tmp_path):
     image = tmp_path / "digit.png"
     Image.fromarray(digit_test_images(1)[0, 0].numpy()).save(image)
