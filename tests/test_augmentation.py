@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
+from apa_lightning.callbacks.epoch_seed import epoch_seed
 from apa_lightning.cli.config_checks import check_config
 from apa_lightning.data.augmentation import BatchAugmentation, BatchHorizontalFlip, BatchRandomCrop, batched_step
 from apa_lightning.data.digits import DigitsDataModule
@@ -147,6 +148,32 @@ def test_a_fixed_seed_gives_the_same_augmented_batch(make_cfg, cifar10_root, mon
         torch.manual_seed(seed)  # what EpochSeed reseeds at each training epoch
         out.append(dm.on_after_batch_transfer(batch, 0)[0])
     assert torch.equal(first[0], second[0]) and not torch.equal(first[0], other[0])
+
+
+def test_flips_follow_the_runs_seed_and_differ_from_batch_to_batch_and_epoch_to_epoch():
+    flip = {"flip": {"_target_": "torchvision.transforms.v2.RandomHorizontalFlip"}}
+    ramp = (torch.arange(28, dtype=torch.uint8) * 9).expand(32, 1, 28, 28)  # dark left, bright right
+
+    def flipped(dm) -> tuple[bool, ...]:
+        x = dm.on_after_batch_transfer((ramp, torch.zeros(32)), 0)[0]
+        mirrored = x[:, 0, 0, 0] > x[:, 0, 0, -1]
+        assert all(
+            torch.equal(img[0], ramp[0, 0].float().div(255).flip(-1) if m else ramp[0, 0] / 255)
+            for img, m in zip(x, mirrored, strict=True)
+        )  # each image as it was, or mirrored
+        return tuple(mirrored.tolist())
+
+    def epoch(dm, seed: int, number: int) -> list[tuple[bool, ...]]:
+        torch.manual_seed(epoch_seed(seed, number))  # what EpochSeed does at the start of each training epoch
+        return [flipped(dm), flipped(dm)]  # two batches
+
+    dm = training(DigitsDataModule(augmentation=flip, normalize="none"))
+    first, second = epoch(dm, 7, 0), epoch(dm, 7, 1)
+    assert 0 < sum(first[0]) < 32  # a coin per image
+    assert first[0] != first[1] and first != second  # the next batch, the next epoch: other coins
+    assert epoch(dm, 7, 0) == first  # the same epoch of the same seed again: the same flips (a resumed run)
+    assert epoch(training(DigitsDataModule(augmentation=flip, normalize="none")), 7, 0) == first  # in a new process too
+    assert epoch(dm, 8, 0) != first  # another seed, other flips
 
 
 def test_augment_on_workers_keeps_the_per_image_path(make_cfg, cifar10_root):

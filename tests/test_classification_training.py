@@ -117,6 +117,37 @@ def test_one_cycle_schedule_takes_its_length_from_the_trainer(make_cfg):
     assert lrs[0] == pytest.approx(0.01 / 25, rel=1e-6) and lrs[1] > 0.003  # a wrong length stays near 0.0004
 
 
+def test_one_cycle_spans_exactly_the_trainers_optimizer_steps(make_cfg):
+    import lightning as L
+
+    model = instantiate_plain(make_cfg("model=cnn_base", "model/scheduler=onecycle").model)
+    rates = []  # the rate of each optimizer step
+
+    class RecordRate(L.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            rates.append(optimizer.param_groups[0]["lr"])
+
+    # 2 epochs x 6 batches, a step every 2 batches: 6 optimizer steps
+    trainer = L.Trainer(
+        max_epochs=2,
+        limit_train_batches=6,
+        accumulate_grad_batches=2,
+        limit_val_batches=0,
+        callbacks=[RecordRate()],
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, DigitsDataModule(batch_size=8))
+    assert trainer.lr_scheduler_configs[0].scheduler.total_steps == trainer.estimated_stepping_batches == 6
+    assert len(rates) == 6
+    # max_lr 0.01 starts at / 25 (div_factor), peaks at step 0.3 * 6 - 1 = 0.8 and ends at / 1e4 of the start
+    assert rates[0] == pytest.approx(0.01 / 25) and max(rates) == rates[1] == pytest.approx(0.01, rel=0.01)
+    assert rates[-1] == pytest.approx(0.01 / 25 / 1e4)
+
+
 @pytest.mark.parametrize("scheduler, lr_after_one_epoch", [("step", 0.0001), ("cosine", 0.0005), ("plateau", 0.001)])
 def test_scheduler_presets_step_in_a_real_run(make_cfg, scheduler, lr_after_one_epoch):
     # two short epochs: each scheduler steps once at an epoch end (plateau reads val/loss there: its first

@@ -213,3 +213,14 @@ def test_grey_images_repeated_to_three_channels_train_an_autoencoder(make_cfg):
     dm.setup()
     x, _ = dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
     assert x.is_contiguous() and torch.equal(x[:, 0], x[:, 2])
+
+
+def test_grey_images_served_as_rgb_are_three_channels_of_their_own():
+    dm = DigitsDataModule(channels=3, normalize="none")  # no normalisation: nothing after the repeat copies
+    stored = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    x = dm.float_images(stored)
+    assert x.shape == (4, 3, 28, 28) and x.is_contiguous()
+    grey = stored[:, 0].float() / 255
+    x[:, 0] = 0  # an in-place write into one channel (a noise step, a user transform) stays in that channel
+    assert torch.equal(x[:, 1], grey) and torch.equal(x[:, 2], grey)
+    assert x.view(4, -1).shape == (4, 3 * 28 * 28)  # torchmetrics calls .view() on images

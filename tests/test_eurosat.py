@@ -73,6 +73,13 @@ def test_fusion_takes_the_freeze_vocabulary_of_every_network(freeze):
         MiddleFusion(pretrained=False, freeze=freeze)
 
 
+def test_fusion_refuses_a_bad_freeze_before_it_reads_any_weights(tmp_path):
+    # weights that cannot be read: the freeze setting is named first, whatever the torchvision cache holds
+    missing = str(tmp_path / "missing.pth")
+    with pytest.raises(ApaError, match="model.net.freeze='backbone'; use one of none, features"):
+        MiddleFusion(pretrained=True, freeze="backbone", alexnet_weights_path=missing, mobilenet_weights_path=missing)
+
+
 @pytest.mark.parametrize("builder", [alexnet, mobilenet_v2])
 def test_single_backbones_freeze_features_and_replace_the_head(builder):
     net = builder(num_classes=7, freeze="features")

@@ -358,6 +358,33 @@ def test_predict_with_an_autoencoder_draws_input_beside_reconstruction(runs, tmp
     assert not (run_dir / "samples.png").exists() and not (run_dir / "predictions.csv").exists()
 
 
+@pytest.mark.parametrize("model", ["classifier", "ae"])
+@pytest.mark.parametrize("inputs, grid_images", [(4, 3), (2, 3)])
+def test_the_prediction_grid_shows_the_first_grid_images_inputs(runs, tmp_path, model, inputs, grid_images):
+    images = digit_test_images(inputs)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image[0].numpy()).save(folder / f"{i}.png")
+    run_dir = predict(tmp_path, runs[model], folder, f"predict.grid_images={grid_images}")
+    shown = min(inputs, grid_images)
+    if model == "classifier":
+        rows = read_rows(run_dir / "predictions.csv")
+        labels = [f"{Path(r['file']).name}: {r['class']} {float(r['probability']):.2f}" for r in rows[:shown]]
+        title, columns, top_lines = "as the network reads them: predicted class, probability", 1, 1
+        grid_file = run_dir / "predictions.png"
+    else:
+        labels, title, columns, top_lines = [f"{i}.png" for i in range(shown)], "input | reconstruction", 2, 2
+        grid_file = run_dir / "reconstructions.png"
+    with Image.open(grid_file) as grid:  # a row of 28x28 images drawn 3x per input shown, no more
+        assert grid.size == grid_size(labels, columns, shown, (84, 84), top_lines, title)
+        pixels = np.asarray(grid)[..., 0]
+    x = max(text_width(label) for label in labels) + 2 * MARGIN + GAP
+    for r in range(shown):  # input r in row r
+        y = top_lines * line_height() + GAP + r * (84 + GAP)
+        assert np.array_equal(pixels[y : y + 84, x : x + 84], images[r, 0].numpy().repeat(3, 0).repeat(3, 1))
+
+
 def test_predict_with_a_vae_adds_samples(runs, tmp_path):
     image = tmp_path / "digit.png"
     Image.fromarray(digit_test_images(1)[0, 0].numpy()).save(image)
@@ -503,3 +530,17 @@ def test_every_input_gets_a_picture_name_of_its_own():
     files = [Path("x/a.png"), Path("x/a.jpg"), Path("x/a_png.bmp"), Path("y/b.png"), Path("z/b.png"), Path("c.png")]
     # a.png and a.jpg keep their suffix; a_png.bmp would take a.png's name, and the two b.png theirs
     assert picture_names(files) == ["a_png", "a_jpg", "a_png_2", "b_png", "b_png_2", "c"]
+
+
+@pytest.mark.parametrize("flag", ["-m", "--multirun"])
+def test_a_sweep_over_a_runs_checkpoint_stays_a_sweep(tmp_path, flag):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- model=cnn_base\n")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    single = ["task=eval", f"ckpt_path={run}", "data.batch_size=8"]
+    checkpoint = f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"
+    assert checkpoint_arguments(single) == ["task=eval", checkpoint, "model=cnn_base", "hydra.mode=RUN", single[-1]]
+    sweep = [flag, "task=eval", f"ckpt_path={run}", "data.batch_size=8,16"]
+    assert checkpoint_arguments(sweep) == [flag, "task=eval", checkpoint, "model=cnn_base", sweep[-1]]

@@ -437,3 +437,30 @@ def test_a_moved_checkpoint_state_names_the_files_in_the_new_folder_and_lightnin
         where = f"lightning {lightning.__version__}: ModelCheckpoint.{name}"
         assert callable(getattr(ModelCheckpoint, name, None)), where
     assert {"dirpath", "best_k_models", "last_model_path"} <= ModelCheckpoint(dirpath=tmp_path).state_dict().keys()
+
+
+def test_a_detection_runs_last_weights_resume_it_in_place(tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- experiment=kitti_yolo_scratch\n- trainer.max_epochs=3\n")
+    last = f"ckpt_path={run / 'weights' / 'last.pt'}"  # YOLO's last.pt, as resume=<run dir> finds it
+    assert resumed_arguments(["task=detect", last]) == [
+        "task=detect",
+        last,
+        "experiment=kitti_yolo_scratch",
+        "trainer.max_epochs=3",
+        f"hydra.run.dir={run.resolve()}",
+        "hydra.mode=RUN",
+    ]
+    best = f"ckpt_path={run / 'weights' / 'best.pt'}"  # other weights start a new run from them
+    assert resumed_arguments(["task=detect", best]) == ["task=detect", best]
+
+
+@pytest.mark.parametrize("flag", ["-m", "--multirun"])
+def test_a_sweep_given_a_run_to_resume_starts_new_runs(tmp_path, flag):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- model=vae\n- seed=3\n")
+    for argument in (f"resume={run}", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"):
+        argv = [flag, argument, "model.optimizer.lr=0.001,0.01"]
+        assert resumed_arguments(argv) == argv  # neither the run's overrides nor its directory: each trial its own

@@ -17,7 +17,7 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from apa_lightning.cli.main import cli, resumed_arguments
-from apa_lightning.runs.names import MAX_JOB_NAME, job_subdir_name, short_names
+from apa_lightning.runs.names import MAX_JOB_NAME, UNSAFE, job_subdir_name, short_names, short_value
 from apa_lightning.tasks import TASKS
 from apa_lightning.tasks import sweep_summary as report
 
@@ -77,6 +77,31 @@ def test_job_names_carry_the_swept_values_under_short_unambiguous_names():
     assert name == "7_lr=0.0001235,hidden=_30,20_,weights=_w_yolo_v8.pt"
     many = [f"model.net.key{i}=value{i}" for i in range(30)]
     assert len(job_subdir_name(12, [o.split("=")[0] for o in many], many)) == MAX_JOB_NAME
+
+
+@pytest.mark.parametrize(
+    "value, short",
+    [
+        ("0.000123456789", "0.0001235"),  # an Optuna trial's float: 4 significant digits
+        ("-0.000123456789", "-0.0001235"),
+        ("0.30000000000000004", "0.3"),
+        ("0.1234567", "0.1235"),  # 9 characters: the first length that is shortened
+        ("123456.789", "1.235e+05"),
+        ("1.23456789e-05", "1.235e-05"),
+        ("0.123456", "0.123456"),  # 8 characters stay as they are
+        ("2.5e-05", "2.5e-05"),
+        ("1234567890", "1234567890"),  # integers stay whole: seeds, sizes
+        ("-1234567890", "-1234567890"),
+        ("1_000_000", "1_000_000"),
+        ("abcdefghij", "abcdefghij"),  # not a number
+        ("[0.123456789]", "[0.123456789]"),  # a list is not one number
+    ],
+)
+def test_long_decimal_numbers_are_shortened_to_four_significant_digits(value, short):
+    assert short_value(value) == short
+    # the sweep job's directory name takes the short value (made file-system-safe)
+    name = job_subdir_name(2, ["model.optimizer.lr"], [f"model.optimizer.lr={value}"])
+    assert name == f"2_lr={UNSAFE.sub('_', short)}"
 
 
 def no_training(cfg: DictConfig) -> float:

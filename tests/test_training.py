@@ -3,15 +3,21 @@ import json
 import os
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader, TensorDataset
 
 from apa_lightning.callbacks.epoch_seed import TEST_EPOCH, epoch_seed
+from apa_lightning.callbacks.finite_loss import FiniteLossCheck
 from apa_lightning.errors import ApaError
 from apa_lightning.models.autoencoder import AutoencoderModule
 from apa_lightning.runs.figures import CARD_WIDTH, labelled_grid
 from apa_lightning.tasks.train import train, user_error
+
+from .test_configs import EXPERIMENTS
+from .test_resume import only_run_dir, run_cli
 
 FAST = ["trainer=debug", "logger=csv"]
 
@@ -166,3 +172,68 @@ def test_checkpoint_names_count_epochs_from_one_and_its_state_key_is_lightnings(
     # made once, the key Lightning's own property gives (checkpoint files store the callback's state under it)
     assert ours.state_key == ModelCheckpoint.state_key.fget(ours) == ours.state_key
     assert ours.state_key.startswith("RunCheckpoint{'monitor': 'val/loss'")
+
+
+class DivergingModule(L.LightningModule):
+    """One weight fitted to ones; from epoch ``diverges_at`` on, its loss is multiplied by ``factor`` (nan, inf)."""
+
+    def __init__(self, diverges_at: int, factor: float) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.diverges_at, self.factor = diverges_at, factor
+
+    def training_step(self, batch, batch_idx):
+        loss = (self.weight - batch[0]).pow(2).mean()
+        if self.current_epoch >= self.diverges_at:
+            loss = loss * self.factor
+        self.log("train/loss", loss, on_step=False, on_epoch=True)
+        return loss
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(torch.ones(4)), batch_size=2)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("factor", [float("nan"), float("inf")])
+def test_finite_loss_check_stops_at_the_epoch_whose_loss_is_not_finite(factor):
+    trainer = L.Trainer(
+        max_epochs=5,
+        callbacks=[FiniteLossCheck()],
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    expected = f"train/loss is {factor} after epoch 1: training diverged. Lower model.optimizer.lr"
+    with pytest.raises(ApaError, match=expected):
+        trainer.fit(DivergingModule(diverges_at=1, factor=factor))
+    assert trainer.current_epoch == 1  # epochs 2 to 4 never ran
+
+
+def test_a_diverged_run_ends_with_its_error_and_is_recorded_as_failed(monkeypatch, capsys, tmp_path):
+    original = AutoencoderModule.forward
+
+    def nan_from_second_epoch(self, x):
+        out = original(self, x)
+        return out * float("nan") if self.training and self.current_epoch == 1 else out
+
+    monkeypatch.setattr(AutoencoderModule, "forward", nan_from_second_epoch)
+    overrides = ["model=ae", "trainer.max_epochs=3", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, *overrides, "logger=csv")
+    assert code == 1 and stderr.count("error: ") == 1 and "Traceback" not in stderr
+    assert "error: train/loss is nan after epoch 1: training diverged." in stderr
+    run_dir = only_run_dir(tmp_path)
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "failed" and record["error"].startswith("train/loss is nan after epoch 1")
+    assert record["epochs"] == 1  # the diverged epoch is not kept: last.ckpt resumes from the healthy one
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+
+
+@pytest.mark.parametrize("experiment", [None, *(e for e in EXPERIMENTS if not e.startswith("kitti_"))])
+def test_every_training_config_checks_that_the_loss_stays_finite(make_cfg, experiment):
+    cfg = make_cfg(*([f"experiment={experiment}"] if experiment else []))
+    checks = [c for c in cfg.callbacks.values() if c and c._target_.endswith(".FiniteLossCheck")]
+    assert [c.monitor for c in checks] == ["train/loss"]
