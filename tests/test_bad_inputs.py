@@ -25,6 +25,8 @@ FAST = ["trainer=debug", "logger=csv"]
 # Names a crash may leave behind that must never stay on disk.
 HALF_WRITTEN = ("*.partial", "*.tmp", "*.part", ".tmp*")
 
+FUSED = ("alexnet", "mobilenet")  # the fusion network's two backbones
+
 
 @dataclass
 class Case:
@@ -297,7 +299,8 @@ CASES: list[Case] = [
     ),
     Case(
         "fusion freeze outside the vocabulary",
-        ["model=fusion", "model.net.freeze=true", *FAST],
+        # weights that cannot load: the freeze check must come first, whatever torchvision's cache holds
+        ["model=fusion", "model.net.freeze=true", *FAST, *(f"model.net.{n}_weights_path=/none.pth" for n in FUSED)],
         ["model.net.freeze=True", "none, features"],
     ),
     # task=eval and task=predict: the checkpoint and the images
