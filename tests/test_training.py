@@ -213,6 +213,22 @@ def test_finite_loss_check_stops_at_the_epoch_whose_loss_is_not_finite(factor):
     assert trainer.current_epoch == 1  # epochs 2 to 4 never ran
 
 
+def test_finite_loss_check_refuses_a_monitor_the_model_does_not_log():
+    trainer = L.Trainer(
+        max_epochs=2,
+        callbacks=[FiniteLossCheck(monitor="train/los")],
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with pytest.raises(
+        ApaError, match=r"monitor=train/los, which the model does not log \(its training metrics: train/loss\)"
+    ):
+        trainer.fit(DivergingModule(diverges_at=5, factor=1.0))
+
+
 def test_a_diverged_run_ends_with_its_error_and_is_recorded_as_failed(monkeypatch, capsys, tmp_path):
     original = AutoencoderModule.forward
 

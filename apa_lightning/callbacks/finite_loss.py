@@ -17,7 +17,13 @@ class FiniteLossCheck(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         value = trainer.callback_metrics.get(self.monitor)
-        if value is not None and not torch.isfinite(value).all():
+        if value is None:  # a misspelt name would otherwise switch the check off
+            logged = ", ".join(sorted(k for k in trainer.callback_metrics if k.startswith("train"))) or "none"
+            raise ApaError(
+                f"FiniteLossCheck watches monitor={self.monitor}, which the model does not log (its training "
+                f"metrics: {logged}). Set the finite-loss callback's monitor to the training loss's name."
+            )
+        if not torch.isfinite(value).all():
             raise ApaError(
                 f"{self.monitor} is {value.item()} after epoch {trainer.current_epoch}: training diverged. "
                 "Lower model.optimizer.lr, or clip gradients with trainer.gradient_clip_val=1.0."
