@@ -343,3 +343,36 @@ def test_summary_md_names_the_overrides_every_run_shares_once(tmp_path):
     assert "| * | 1 | lr=0.01 | completed |" in markdown and "| error |" not in markdown  # no run failed
     rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
     assert rows[0]["overrides"] == "model=cnn_base lr=0.01 trainer.max_epochs=1" and "error" in rows[0]
+
+
+def test_ddp_fails_naming_lightning_when_its_launcher_no_longer_takes_our_rank_command(monkeypatch):
+    import lightning as L
+    from lightning.pytorch.strategies.launchers import subprocess_script
+
+    from apa_lightning.errors import ApaError
+    from apa_lightning.tasks import distributed
+
+    monkeypatch.delattr(subprocess_script, "_hydra_subprocess_cmd")  # a Lightning that moved the call
+    ddp = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_checkpointing=False)
+    with pytest.raises(ApaError, match=r"lightning \d.* no longer starts DDP ranks through .*_hydra_subprocess_cmd"):
+        distributed.use_job_command_for_ddp_children(ddp)
+    # one process, or ranks started by srun: nothing to re-launch, the run goes on
+    distributed.use_job_command_for_ddp_children(L.Trainer(accelerator="cpu", devices=1, logger=False))
+    monkeypatch.setenv("LOCAL_RANK", "0")  # how Lightning sees ranks started outside it (torchrun, srun)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    external = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_checkpointing=False)
+    distributed.use_job_command_for_ddp_children(external)
+
+
+def test_ddp_rank_command_is_ours_once_a_run_has_set_it_up(monkeypatch):
+    import lightning as L
+    from lightning.pytorch.strategies.launchers import subprocess_script
+
+    from apa_lightning.tasks import distributed
+
+    monkeypatch.setattr(subprocess_script, "_hydra_subprocess_cmd", subprocess_script._hydra_subprocess_cmd)
+    distributed.use_job_command_for_ddp_children(L.Trainer(accelerator="cpu", devices=1, logger=False))
+    assert subprocess_script._hydra_subprocess_cmd is distributed.hydra_ddp_child_command

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -9,9 +10,14 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from importlib.metadata import version
+from typing import TYPE_CHECKING
 
 import __main__
-from apa_lightning.errors import Interrupted
+from apa_lightning.errors import ApaError, Interrupted
+
+if TYPE_CHECKING:  # lightning is imported when a run needs it: the command line starts without it
+    import lightning as L
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +64,46 @@ def srun_rank_overrides() -> list[str]:
     return [f"hydra.job.name=run_rank{rank}", "hydra.output_subdir=null"]
 
 
-def use_job_command_for_ddp_children() -> None:
-    """Make Lightning start DDP ranks with ``hydra_ddp_child_command`` (Lightning only offers its own)."""
-    from lightning.pytorch.strategies.launchers import subprocess_script
+# Where Lightning (2.6) builds the command of the DDP ranks it starts in a Hydra job: its launcher class
+# ``_SubprocessScriptLauncher`` calls this module's function ``_hydra_subprocess_cmd``, looked up at call time.
+LAUNCHER_MODULE = "lightning.pytorch.strategies.launchers.subprocess_script"
+LAUNCHER_COMMAND = "_hydra_subprocess_cmd"
 
-    subprocess_script._hydra_subprocess_cmd = hydra_ddp_child_command
+
+def launcher_calls_job_command() -> bool:
+    """Whether Lightning's DDP launcher still builds a Hydra job's rank command with
+    ``LAUNCHER_MODULE.LAUNCHER_COMMAND``, so that rebinding that name changes the command."""
+    try:
+        module = importlib.import_module(LAUNCHER_MODULE)
+    except ImportError:
+        return False
+    launcher = getattr(module, "_SubprocessScriptLauncher", None)
+    methods = vars(launcher).values() if isinstance(launcher, type) else ()
+    calls = any(LAUNCHER_COMMAND in getattr(getattr(m, "__code__", None), "co_names", ()) for m in methods)
+    return calls and callable(getattr(module, LAUNCHER_COMMAND, None))
+
+
+def use_job_command_for_ddp_children(trainer: L.Trainer) -> None:
+    """Make Lightning start the DDP ranks of this Hydra job with ``hydra_ddp_child_command``.
+
+    A private hook: Lightning has no public way to choose that command (its launchers are private, and a custom
+    launcher is not supported: Lightning-AI/pytorch-lightning#15689), and its own re-runs the whole sweep in every
+    rank. So the name its launcher calls is rebound, after checking that the launcher still calls it
+    (``launcher_calls_job_command``; tests/test_library_contracts.py pins it). Raises ApaError when it does not and
+    this run would start DDP ranks itself: never a silent re-run of the sweep.
+    """
+    if launcher_calls_job_command():
+        setattr(importlib.import_module(LAUNCHER_MODULE), LAUNCHER_COMMAND, hydra_ddp_child_command)
+        return
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    if trainer.num_devices > 1 and environment is not None and not environment.creates_processes_externally:
+        raise ApaError(
+            f"lightning {version('lightning')} no longer starts DDP ranks through "
+            f"{LAUNCHER_MODULE}.{LAUNCHER_COMMAND}, which this tool replaces so that each rank runs only its own "
+            "Hydra job (Lightning's own command starts the whole command line, a sweep included, again in every "
+            "rank). Install the Lightning version the tests passed with (make install), train on one device "
+            "(trainer.devices=1), or start the ranks with srun (docs/cluster.md)."
+        )
 
 
 @contextmanager

@@ -244,9 +244,9 @@ def _locked_train(cfg: DictConfig, output_dir: Path, lock: RunLock | None) -> fl
     start, trainer, fixed, saved = time.perf_counter(), None, {}, False
     try:
         seed_run(cfg)
-        if HydraConfig.initialized():
-            use_job_command_for_ddp_children()
         datamodule, model, trainer = build_run(cfg, threads)
+        if HydraConfig.initialized():
+            use_job_command_for_ddp_children(trainer)
         with writer_thread_errors_to_log():
             prepare_tensorboard(trainer, model, cfg)
             with warnings.catch_warnings():
