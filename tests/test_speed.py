@@ -201,6 +201,9 @@ def weighted_mean(steps):
         ({"max_steps": 7}, None, [5, 2]),  # the 2nd epoch is cut short by max_steps at its 2nd step
         ({"max_steps": 3}, None, [3]),
         ({}, 2, [5, 2]),  # a callback's should_stop after 2 batches of the 2nd epoch
+        # gradients of 2 batches per step: the 2nd step, the last, is taken at the 4th batch, not the 3rd
+        ({"max_steps": 2, "accumulate_grad_batches": 2}, None, [4]),
+        ({"max_steps": 4, "accumulate_grad_batches": 2}, None, [5, 2]),  # the 5th batch steps: the epoch's last
     ],
 )
 def test_an_epoch_cut_short_logs_the_means_of_its_own_steps(make_cfg, tmp_path, limits, stop_after, steps_per_epoch):

@@ -91,10 +91,10 @@ class FastPathModule(L.LightningModule):
             self._log_training_means()
 
     def _last_step(self, trainer: L.Trainer) -> bool:
-        """Whether this batch's optimizer step is the one that reaches ``trainer.max_steps``."""
-        if not (0 <= trainer.max_steps <= trainer.global_step + 1) or not self.automatic_optimization:
-            return False
-        return not trainer.fit_loop.epoch_loop._should_accumulate()
+        """Whether the optimizer step of this batch or of the next few (gradients accumulated over
+        ``trainer.accumulate_grad_batches``) reaches ``trainer.max_steps``. Those batches then log again: a mean
+        logged several times in an epoch is weighted by its images (``batch_size``), so it stays exact."""
+        return self.automatic_optimization and 0 <= trainer.max_steps <= trainer.global_step + 1
 
     def _log_training_means(self) -> None:
         """``self.log`` the epoch means of the training values gathered since the last call, once."""
