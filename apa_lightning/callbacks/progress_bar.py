@@ -20,12 +20,21 @@ class ThrottledProgressBar(RichProgressBar):
         self.min_interval_s = min_interval_s
         self._drawn_at = 0.0
 
-    def _get_train_description(self, current_epoch: int) -> str:
-        description = f"Epoch {current_epoch + 1}"
-        if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
-            description += f"/{self.trainer.max_epochs}"
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the epoch label set through the bar's public rich task (Lightning's own label comes from a private method)
+        super().on_train_epoch_start(trainer, pl_module)
+        if self.progress is None or self.train_progress_bar_id is None:  # disabled (DDP ranks other than 0)
+            return
+        description = f"Epoch {trainer.current_epoch + 1}"
+        if trainer.max_epochs is not None and trainer.max_epochs > 0:
+            description += f"/{trainer.max_epochs}"
         # as wide as the validation bar's label, as Lightning pads it, so that the bar does not jump
-        return f"{description:{len(self.validation_description)}}"
+        description = f"{description:{len(self.validation_description)}}"
+        style = self.theme.description
+        self.progress.update(
+            self.train_progress_bar_id, description=f"[{style}]{description}" if style else description
+        )
+        self.refresh()
 
     def _due(self, batch_idx: int, total: int | float) -> bool:
         now = time.perf_counter()
