@@ -27,3 +27,95 @@ def test_lightning_ddp_launcher_builds_a_hydra_jobs_rank_command_with_the_functi
         f"{LAUNCHER_MODULE}.{LAUNCHER_COMMAND} called by its _SubprocessScriptLauncher",
         "tasks/distributed.py starts each DDP rank of a Hydra job through it (else every rank re-runs the sweep)",
     )
+
+
+def test_lightning_model_checkpoint_state_keeps_the_paths_a_moved_run_directory_rewrites(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    keys = ("dirpath", "best_model_path", "kth_best_model_path", "last_model_path", "best_k_models")
+    state = ModelCheckpoint(dirpath=tmp_path).state_dict()
+    for key in keys:
+        assert key in state, broken(
+            "lightning",
+            f"ModelCheckpoint.state_dict()[{key!r}]",
+            "callbacks/checkpoints.py RunCheckpoint.load_state_dict points it into a copied run directory",
+        )
+
+
+def test_lightning_counts_an_epoch_as_processed_before_its_epoch_end_hooks_and_checkpoints_that_count(tmp_path):
+    import lightning as L
+    import torch
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    symbol = "fit_loop.epoch_progress.current.processed (the finished epochs, counted before on_train_epoch_end)"
+
+    class Counts(L.Callback):
+        def __init__(self) -> None:
+            self.seen: list[tuple[int, int]] = []
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            try:
+                processed = trainer.fit_loop.epoch_progress.current.processed
+            except AttributeError:
+                processed = None
+            self.seen.append((trainer.current_epoch + 1, processed))
+            trainer.save_checkpoint(tmp_path / f"{trainer.current_epoch + 1}.ckpt")
+
+    counts = Counts()
+    trainer = L.Trainer(
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[counts],
+    )
+    trainer.fit(BoringModel())
+    # data/in_memory.py seeds a loader's epoch order with it (also when a resumed run makes its loader)
+    assert counts.seen == [(1, 1), (2, 2)], broken("lightning", f"Trainer.{symbol}", "data/in_memory.py seeds by it")
+    # runs/checkpoints.py finished_epochs reads it back from a checkpoint (resume, intact checkpoints, records)
+    checkpoint = torch.load(tmp_path / "2.ckpt", weights_only=True)
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    assert progress.get("processed") == 2, broken(
+        "lightning", f"checkpoint['loops']['fit_loop']: {symbol}", "runs/checkpoints.py finished_epochs reads it"
+    )
+
+
+# -------------------------------------------------------------------------------------------------- ultralytics
+
+
+def test_ultralytics_trainer_looks_up_check_amp_in_its_module_when_it_trains():
+    import ultralytics.engine.trainer as trainer_module
+
+    symbol = "ultralytics.engine.trainer.check_amp, called by BaseTrainer._setup_train"
+    setup = getattr(trainer_module.BaseTrainer, "_setup_train", None)
+    called = "check_amp" in getattr(getattr(setup, "__code__", None), "co_names", ())
+    assert callable(getattr(trainer_module, "check_amp", None)) and called, broken(
+        "ultralytics", symbol, "detection/train.py replaces it so that an AMP run downloads no yolo26n.pt"
+    )
+
+
+def test_ultralytics_takes_its_fonts_from_its_config_folder_without_asking_the_network(tmp_path, monkeypatch):
+    import requests
+
+    from apa_lightning.detection.yolo import setup_ultralytics
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "config"))
+    config_dir = setup_ultralytics(tmp_path)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("ultralytics asked the network for its font")
+
+    monkeypatch.setattr(requests, "head", no_network)
+    monkeypatch.setattr(requests, "get", no_network)
+    from ultralytics.utils.checks import check_font
+
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        assert str(check_font(name)) == str(config_dir / name), broken(
+            "ultralytics",
+            f"ultralytics.utils.checks.check_font({name!r}) -> USER_CONFIG_DIR/{name}",
+            "detection/yolo.py puts a font there so that ultralytics stays offline",
+        )

@@ -404,10 +404,7 @@ def test_sigterm_while_a_checkpoint_is_written_leaves_a_record_that_matches_the_
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 3
 
 
-def test_a_moved_checkpoint_state_names_the_files_in_the_new_folder_and_lightning_still_offers_the_hooks(tmp_path):
-    import lightning
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
+def test_a_moved_checkpoint_state_names_the_files_in_the_new_folder(tmp_path):
     from apa_lightning.callbacks.checkpoints import RunCheckpoint
 
     old, new = "/scratch/run/checkpoints", tmp_path / "home" / "run" / "checkpoints"
@@ -431,12 +428,6 @@ def test_a_moved_checkpoint_state_names_the_files_in_the_new_folder_and_lightnin
     assert callback.last_model_path == str(new / "last.ckpt")
     assert callback.best_model_path == callback.kth_best_model_path == str(new / "epoch002.ckpt")
     assert callback.best_k_models == {str(new / "epoch002.ckpt"): score} and callback.best_model_score == score
-    # the ModelCheckpoint internals RunCheckpoint builds on (there is no public way): a Lightning that renames them
-    # fails here, by name, rather than resuming wrongly
-    for name in ("_save_checkpoint", "_save_last_checkpoint", "_should_skip_saving_checkpoint", "_monitor_candidates"):
-        where = f"lightning {lightning.__version__}: ModelCheckpoint.{name}"
-        assert callable(getattr(ModelCheckpoint, name, None)), where
-    assert {"dirpath", "best_k_models", "last_model_path"} <= ModelCheckpoint(dirpath=tmp_path).state_dict().keys()
 
 
 def test_a_detection_runs_last_weights_resume_it_in_place(tmp_path):

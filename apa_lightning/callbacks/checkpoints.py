@@ -11,20 +11,24 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from apa_lightning.runs.checkpoints import finished_epochs
 from apa_lightning.runs.files import write_atomically
 
 
 class RunCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` that refreshes ``last.ckpt`` after every training epoch and numbers epochs from 1.
 
-    Lightning (2.6) rewrites ``last.ckpt`` only when a top-k checkpoint is saved in the same step, so with
-    ``save_top_k=1`` on a monitored metric it stays at the best epoch and a resume retrains the epochs after it.
-    Here ``last.ckpt`` is written at the end of every training epoch (after that epoch's validation), whatever the
-    monitor says. An interruption in the middle of an epoch leaves it at the last finished epoch, so a resume
-    repeats exactly the unfinished one.
+    Lightning (2.6) rewrites ``last.ckpt`` (``save_last=True``) only when a top-k checkpoint is saved in the same
+    step, so with ``save_top_k=1`` on a monitored metric it stays at the best epoch and a resume retrains the epochs
+    after it. Here ``save_last=True`` writes ``last.ckpt`` itself, with the trainer's public ``save_checkpoint``, at
+    the end of every training epoch (after that epoch's validation and top-k checkpoint), whatever the monitor says.
+    An interruption in the middle of an epoch leaves it at the last finished epoch, so a resume repeats exactly the
+    unfinished one. (``save_last="link"`` is Lightning's: a link to the newest top-k checkpoint.)
     """
 
-    saved_epochs = 0  # the most finished epochs in a checkpoint this callback wrote in this process
+    def __init__(self, *args: Any, save_last: bool | str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, save_last=None if save_last is True else save_last, **kwargs)
+        self.last_every_epoch = save_last is True
 
     @property
     def state_key(self) -> str:
@@ -43,13 +47,10 @@ class RunCheckpoint(ModelCheckpoint):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        super()._save_checkpoint(trainer, filepath)
-        # the epochs the checkpoint holds, as a resume reads them (``checkpoint_files.finished_epochs``)
-        self.saved_epochs = max(self.saved_epochs, trainer.fit_loop.epoch_progress.current.processed)
+        if self.last_every_epoch and not trainer.fast_dev_run:
+            # the path is part of the callback's state, which the checkpoint holds: set before writing
+            self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
+            trainer.save_checkpoint(self.last_model_path, weights_only=self.save_weights_only)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Lightning's, for a run directory that was moved or copied since the checkpoint was written (scratch to
@@ -83,6 +84,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def __init__(self, run_dir: str | Path | None = None) -> None:
         super().__init__()
         self.run_dir = Path(run_dir).resolve() if run_dir else None
+        self.saved_epochs = 0  # the most finished epochs in a checkpoint written in this process
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         path = Path(path)
@@ -97,3 +99,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             f.write(buffer.getbuffer())
 
         write_atomically(path, write)
+        # the epochs the checkpoint holds, as a resume reads them: the run's record counts an epoch as soon as
+        # a checkpoint of it is written (a stop between an epoch's top-k checkpoint and its last.ckpt)
+        self.saved_epochs = max(self.saved_epochs, finished_epochs(checkpoint))

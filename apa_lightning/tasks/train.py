@@ -149,11 +149,12 @@ def _speed(trainer: L.Trainer | None) -> dict[str, Any]:
 def _results(trainer: L.Trainer | None, start: float) -> dict[str, Any]:
     score = getattr(trainer.checkpoint_callback, "best_model_score", None) if trainer else None
     metrics = trainer.callback_metrics if trainer else {}
+    saved_epochs = getattr(trainer.strategy.checkpoint_io, "saved_epochs", 0) if trainer else 0  # AtomicCheckpointIO
     return {
         "best_checkpoint": best_checkpoint(trainer) if trainer else None,
         "best_score": None if score is None else _number(score),
         # an interruption while the epoch's checkpoints were written: that epoch counts once a checkpoint holds it
-        "epochs": max(trainer.current_epoch, getattr(trainer.checkpoint_callback, "saved_epochs", 0)) if trainer else 0,
+        "epochs": max(trainer.current_epoch, saved_epochs) if trainer else 0,
         "wall_time_s": round(time.perf_counter() - start, 2),
         **_speed(trainer),
         "test": {k: _number(v) for k, v in sorted(metrics.items()) if k.startswith("test/")},
