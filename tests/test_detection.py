@@ -585,3 +585,36 @@ def test_yolov3_experiments_train_the_reports_200_epochs_at_416_px(make_cfg):
     transfer = make_cfg("experiment=kitti_yolov3_transfer")
     assert transfer.model.weights.endswith("weights/yolov3u.pt")
     assert make_cfg("experiment=kitti_yolov3_scratch").model.weights is None
+
+
+@pytest.mark.slow
+def test_an_amp_run_asks_the_amp_check_stand_in_not_ultralytics_downloading_one(make_cfg, monkeypatch, tmp_path):
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "yolo_config"))  # undone after the test
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    import ultralytics.engine.trainer
+
+    from apa_lightning.detection import train as detection
+    from apa_lightning.detection.yolo import amp_check_without_download
+
+    monkeypatch.setattr(ultralytics.engine.trainer, "check_amp", ultralytics.engine.trainer.check_amp)  # put back
+    checked = []
+
+    def recording_check(model):
+        checked.append(next(model.parameters()).device.type)
+        return amp_check_without_download(model)
+
+    monkeypatch.setattr(detection, "amp_check_without_download", recording_check)
+    cfg = make_cfg(
+        "experiment=kitti_yolo_scratch",
+        f"data.data_dir={write_kitti(tmp_path / 'kitti')}",
+        "trainer=cpu",
+        "trainer.precision=16-mixed",  # AMP: ultralytics checks it, also on the CPU, where the check says no
+        "trainer.max_epochs=1",
+        "model.imgsz=64",
+        "model.batch=4",
+        "data.num_workers=0",
+        "model.val_images=0",
+    )
+    detection.train(cfg)
+    assert checked == ["cpu"]  # ultralytics' trainer asked the stand-in, once
+    assert json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["status"] == "completed"

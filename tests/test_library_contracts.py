@@ -119,3 +119,18 @@ def test_ultralytics_takes_its_fonts_from_its_config_folder_without_asking_the_n
             f"ultralytics.utils.checks.check_font({name!r}) -> USER_CONFIG_DIR/{name}",
             "detection/yolo.py puts a font there so that ultralytics stays offline",
         )
+
+
+def test_ultralytics_training_checkpoints_hold_the_keys_a_resume_check_reads():
+    from ultralytics.engine.trainer import BaseTrainer
+
+    # detection/train.py read_checkpoint unpickles last.pt without ultralytics (its objects become placeholders,
+    # since ultralytics must not start before it is set up in the run directory) and reads these plain values
+    save_model = getattr(BaseTrainer, "save_model", None)
+    written = set(getattr(getattr(save_model, "__code__", None), "co_consts", ()))
+    for key in ("epoch", "optimizer", "train_args"):
+        assert key in written, broken(
+            "ultralytics",
+            f"BaseTrainer.save_model writing checkpoint[{key!r}]",
+            "detection/train.py resumable_checkpoint checks a resume with it",
+        )

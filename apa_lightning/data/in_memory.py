@@ -322,6 +322,9 @@ class InMemoryImageDataModule(L.LightningDataModule):
         if seed is None:
             return None
         trainer = getattr(self, "trainer", None)
+        # Private: Lightning's count of finished epochs. The public trainer.current_epoch lags one behind it when a
+        # resumed run makes its loader (Lightning counts the checkpoint's last epoch as completed only afterwards),
+        # and set_epoch may come after the first fetch (above). tests/test_library_contracts.py pins it.
         epoch = trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0
         return EpochShuffle(n, int(seed), epoch)
 

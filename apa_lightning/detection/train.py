@@ -208,7 +208,9 @@ class _NoUltralyticsUnpickler(pickle.Unpickler):
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """An ultralytics checkpoint with its model objects left out (placeholders): its epoch, optimizer state and
     train_args. Imports torch but not ultralytics, which must not start before it is told to write inside the run
-    directory (``setup_ultralytics``); so Hydra's on_run_start callback can check a resume too."""
+    directory (``setup_ultralytics``); so Hydra's on_run_start callback can check a resume too. (Ultralytics' own
+    loaders import it: this relies on its checkpoint keeping those plain values, which
+    tests/test_library_contracts.py pins.)"""
     import torch
 
     stand_in = types.ModuleType("no_ultralytics_pickle")
@@ -347,7 +349,10 @@ def _train(cfg: DictConfig) -> float | None:
         import ultralytics.engine.trainer
         from ultralytics import YOLO
 
-        ultralytics.engine.trainer.check_amp = amp_check_without_download  # no yolo26n.pt download (see there)
+        # Private hook: ultralytics' trainer calls this module global before training with AMP, and its own
+        # downloads yolo26n.pt (YOLO_OFFLINE does not stop that download); no train argument skips it but amp=bf16.
+        # tests/test_library_contracts.py pins the name, tests/test_detection.py that the stand-in runs.
+        ultralytics.engine.trainer.check_amp = amp_check_without_download
         device = ultralytics_device(cfg.trainer.accelerator, cfg.trainer.devices)
         seed = cfg.seed if cfg.get("seed") is not None else secrets.randbelow(2**31)  # ultralytics always seeds
         common = {"data": str(data_yaml), "device": device, "workers": data.num_workers, "save_dir": str(run_dir)}

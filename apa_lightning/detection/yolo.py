@@ -201,7 +201,10 @@ def setup_ultralytics(run_dir: Path) -> Path:
     from ultralytics.utils import SETTINGS, USER_CONFIG_DIR
 
     font = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-    for name in ("Arial.ttf", "Arial.Unicode.ttf"):  # the fonts ultralytics draws labels with
+    # ultralytics' check_font (every dataset check, every label drawn) looks for its fonts in its config folder
+    # first, then asks the network (even with YOLO_OFFLINE), and has no setting to skip that: a TTF there under
+    # its names keeps it offline. tests/test_library_contracts.py pins that lookup.
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
         if not (USER_CONFIG_DIR / name).is_file():
             write_atomically(USER_CONFIG_DIR / name, lambda f: f.write(font.read_bytes()))
     own = run_dir / ".ultralytics"
