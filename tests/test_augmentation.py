@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import kornia.augmentation as K
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -17,7 +18,7 @@ from torchvision.transforms import v2
 
 from apa_lightning.callbacks.epoch_seed import epoch_seed
 from apa_lightning.cli.config_checks import check_config
-from apa_lightning.data.augmentation import BatchAugmentation, BatchHorizontalFlip, BatchRandomCrop, batched_step
+from apa_lightning.data.augmentation import BatchAugmentation, BatchRandomCrop, batched_step
 from apa_lightning.data.digits import DigitsDataModule
 from apa_lightning.data.font import FontDataModule
 from apa_lightning.data.in_memory import DeviceBatches, EpochShuffle, ImageTensorDataset, keep_batch
@@ -73,15 +74,42 @@ def test_crop_from_torchvision_pads_left_right_and_top_bottom_as_torchvision_doe
     assert all(sum(h) == 1 for h in hits) and all(any(col) for col in zip(*hits, strict=True))
 
 
+def flip(p: float):
+    return batched_step("flip", v2.RandomHorizontalFlip(p))
+
+
 def test_flip_mirrors_each_image_with_its_own_coin():
     mirrored = torch.tensor([[3.0, 2, 1], [6, 5, 4], [9, 8, 7]])
-    assert torch.equal(BatchHorizontalFlip(1.0)(NINE)[0, 0], mirrored)
-    assert torch.equal(BatchHorizontalFlip(0.0)(NINE), NINE)
+    assert torch.equal(flip(1.0)(NINE)[0, 0], mirrored)
+    assert torch.equal(flip(0.0)(NINE), NINE)
     torch.manual_seed(0)
-    out = BatchHorizontalFlip(0.5)(NINE.expand(40, 1, 3, 3))
+    out = flip(0.5)(NINE.expand(40, 1, 3, 3))
     flipped = [torch.equal(img[0], mirrored) for img in out]
     assert all(f or torch.equal(img, NINE[0]) for f, img in zip(flipped, out, strict=True))
     assert 10 < sum(flipped) < 30
+
+
+def test_flip_is_kornias():
+    images = torch.rand(64, 3, 5, 5)
+    step = flip(0.5)
+    assert isinstance(step, K.RandomHorizontalFlip)
+    torch.manual_seed(5)
+    ours = step(images)
+    torch.manual_seed(5)
+    assert torch.equal(ours, K.RandomHorizontalFlip(p=0.5)(images))  # kornia's, called directly, same seed
+
+
+@pytest.mark.parametrize("transform", [v2.RandomHorizontalFlip(0.5), v2.RandomCrop(5, padding=2)])
+def test_flip_and_crop_draw_from_the_seeded_global_generator(transform):
+    images = torch.rand(64, 3, 5, 5)
+    step = batched_step("step", transform)
+    outputs = {}
+    for name, seed in (("first", 5), ("again", 5), ("other", 6)):
+        torch.manual_seed(seed)  # what EpochSeed does at the start of each training epoch
+        outputs[name] = step(images)
+    # the same seed gives the same draws, another epoch's seed other ones (not a fixed private generator) ...
+    assert torch.equal(outputs["first"], outputs["again"]) and not torch.equal(outputs["first"], outputs["other"])
+    assert not torch.equal(step(images), step(images))  # ... and the next batch its own
 
 
 def test_rotation_turns_the_way_torchvision_turns_and_fills_like_it():
@@ -308,8 +336,12 @@ def test_augmentation_benchmark_runs_both_paths(monkeypatch, capsys):
     runpy.run_path(str(script), run_name="__main__")
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("synthetic CIFAR-shaped data: 16 random uint8 images of 3x32x32 (not CIFAR-10)")
-    assert [line.split()[:2] for line in lines[1:]] == [["standard", "32"], ["report", "224"]]
-    assert all("images/s" in line and "device/workers" in line for line in lines[1:])
+    assert [line.split()[:2] for line in lines[1:3]] == [["standard", "32"], ["report", "224"]]
+    assert all("images/s" in line and "device/workers" in line for line in lines[1:3])
+    # the hand-written flip and crop against kornia's, at both sizes
+    steps = [["flip", "32"], ["crop", "32"], ["flip", "224"], ["crop", "224"]]
+    assert [line.split()[:2] for line in lines[3:]] == steps
+    assert all("hand-written" in line and "kornia/hand-written" in line for line in lines[3:])
 
 
 def test_presets_keep_their_steps_in_order():

@@ -3,9 +3,10 @@ image with its own random parameters.
 
 The same instantiated steps also serve the per-image path (``data.augment_on=workers``, a ``v2.Compose`` on the
 loader's workers), so a recipe is described once. Resize is the torchvision transform itself (it is not random);
-flip and padded crop are a few tensor operations; rotation and affine are kornia's affine warp, colour jitter is
-kornia's (one random order of its four adjustments per batch, where torchvision draws one per image; hue leaves
-1-channel images unchanged, as in torchvision: see ``BatchColorJitter``).
+flip is kornia's; padded crop is a few tensor operations (``BatchRandomCrop``: faster than kornia's at 32 pixels,
+see there); rotation and affine are kornia's affine warp, colour jitter is kornia's (one random order of its four
+adjustments per batch, where torchvision draws one per image; hue leaves 1-channel images unchanged, as in
+torchvision: see ``BatchColorJitter``). Every step draws from torch's generator of the batch's device.
 """
 
 from __future__ import annotations
@@ -24,22 +25,18 @@ from apa_lightning.errors import ApaError
 PAD_MODES = {"constant": "constant", "edge": "replicate", "reflect": "reflect"}
 
 
-class BatchHorizontalFlip(nn.Module):
-    """Mirrors each image of a ``(B, C, H, W)`` batch left-right with probability ``p``, independently."""
-
-    def __init__(self, p: float = 0.5) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, images: Tensor) -> Tensor:
-        flip = torch.rand(len(images), device=images.device) < self.p
-        return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
-
-
 class BatchRandomCrop(nn.Module):
     """Pads a ``(B, C, H, W)`` batch by ``padding`` (``F.pad``'s order: left, right, top, bottom) and cuts a
     ``size`` (height, width) window from each image at its own uniformly drawn offset, as ``v2.RandomCrop`` does
-    per image."""
+    per image.
+
+    Kept over kornia's ``RandomCrop(padding=...)`` because it is clearly faster at the CIFAR size:
+    ``benchmarks/augmentation.py`` (CPU, 1 thread, batches of 128, median of 21 alternating rounds) gave kornia/this
+    0.66x at 32 px (padding 4) but 1.78x at 224 px (padding 10); kornia's flip ran at 0.90x / 0.96x, within this
+    shared machine's noise, and replaced the hand-written one. kornia cuts each image with a Python-level slice
+    after reading the offsets back to the host (a device sync per batch on a GPU), this is two gathers; rerun the
+    benchmark on a GPU before switching.
+    """
 
     def __init__(
         self, size: tuple[int, int], padding: tuple[int, int, int, int], fill: float = 0.0, mode: str = "constant"
@@ -103,7 +100,7 @@ def batched_step(name: str, transform: object) -> nn.Module:
     if isinstance(transform, v2.Resize):
         return transform  # deterministic: the same on a whole batch as on each image
     if isinstance(transform, v2.RandomHorizontalFlip):
-        return BatchHorizontalFlip(transform.p)
+        return K.RandomHorizontalFlip(p=transform.p)  # each image its own coin
     if isinstance(transform, v2.RandomCrop):
         if transform.pad_if_needed:
             raise _unsupported(name, transform, "with pad_if_needed=true")
