@@ -544,3 +544,36 @@ def test_a_sweep_over_a_runs_checkpoint_stays_a_sweep(tmp_path, flag):
     assert checkpoint_arguments(single) == ["task=eval", checkpoint, "model=cnn_base", "hydra.mode=RUN", single[-1]]
     sweep = [flag, "task=eval", f"ckpt_path={run}", "data.batch_size=8,16"]
     assert checkpoint_arguments(sweep) == [flag, "task=eval", checkpoint, "model=cnn_base", sweep[-1]]
+
+
+def test_predict_picks_the_device_of_trainer_accelerator(make_cfg):
+    from apa_lightning.errors import ApaError
+    from apa_lightning.tasks.predict import predict_device
+
+    assert predict_device(make_cfg("trainer.accelerator=cpu")) == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ApaError, match=r"trainer.accelerator=gpu \(trainer=gpu\) needs a GPU.*use trainer=cpu"):
+            predict_device(make_cfg("trainer.accelerator=gpu"))
+
+
+def test_predict_runs_the_network_on_the_device_it_picked(runs, make_cfg, tmp_path, monkeypatch):
+    from apa_lightning.tasks import predict as predict_module
+
+    image = tmp_path / "digit.png"
+    Image.fromarray(digit_test_images(1)[0, 0].numpy()).save(image)
+    seen = []
+
+    class Seen(Exception):
+        pass
+
+    def forward(self, x):
+        seen.append((x.device.type, next(self.parameters()).device.type))
+        raise Seen
+
+    # "meta": a device other than the CPU that needs no hardware (tensors without data), as a GPU would be
+    monkeypatch.setattr(predict_module, "predict_device", lambda cfg: torch.device("meta"))
+    monkeypatch.setattr(ClassifierModule, "forward", forward)
+    cfg = make_cfg("task=predict", f"ckpt_path={runs['classifier']}", f"input={image}")
+    with pytest.raises(Seen):
+        predict_module.predict(cfg)
+    assert seen == [("meta", "meta")]  # the inputs converted there, the weights moved there

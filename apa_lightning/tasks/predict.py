@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
 from lightning import LightningDataModule, LightningModule
@@ -27,7 +28,7 @@ from apa_lightning.runs.checkpoint_lookup import checkpoint_file
 from apa_lightning.runs.figures import labelled_grid, save_png
 from apa_lightning.runs.files import write_text_atomically
 from apa_lightning.tasks.image_files import input_images, read_image
-from apa_lightning.tasks.train import instantiate_plain
+from apa_lightning.tasks.train import check_accelerator, instantiate_plain
 
 
 def predict(cfg: DictConfig) -> None:
@@ -40,8 +41,9 @@ def predict(cfg: DictConfig) -> None:
     ``predict.grid_images``, named); a VAE also ``samples.png`` with ``predict.samples`` images from the prior.
     The images go through in chunks of ``data.batch_size``, each read (``read_image``) at the size and in the
     channels the dataset stores its images in (``stored_input_shape``: CIFAR-10's 32x32 even for a network trained
-    at ``data.image_size=224``), converted as in training (the datamodule's ``on_after_batch_transfer``, which
-    resizes them to ``data.image_size``) and predicted before the next is read; the results appear only
+    at ``data.image_size=224``), moved to the device ``trainer.accelerator`` picks (``predict_device``: a GPU when
+    there is one), converted there as in training (the datamodule's ``on_after_batch_transfer``, which resizes them
+    to ``data.image_size``) and predicted before the next is read; the results appear only
     once every image went through, so an unreadable one stops the task before anything is in place. Raises
     ApaError for a bad checkpoint, input or data config.
     """
@@ -57,7 +59,8 @@ def predict(cfg: DictConfig) -> None:
     datamodule: LightningDataModule = instantiate_plain(cfg.data)
     model: LightningModule = instantiate_plain(model_config(checkpoint, path))
     load_weights(model, checkpoint, path)
-    model.eval()
+    device = predict_device(cfg)
+    model.to(device).eval()
     classifier = isinstance(model, ClassifierModule)
     if not use_saved_data_state(datamodule, checkpoint, path, classes=True) and (
         classifier or datamodule.normalize != "none"
@@ -66,11 +69,11 @@ def predict(cfg: DictConfig) -> None:
         datamodule.setup("fit")
     run_dir = Path(cfg.paths.output_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    chunks = network_inputs(files, datamodule, cfg.data.batch_size)
+    chunks = network_inputs(files, datamodule, cfg.data.batch_size, device)
     shown = cfg.predict.show
     with torch.no_grad():
         if classifier:
-            probabilities = torch.cat([model(x).float().softmax(1) for _, x in chunks])
+            probabilities = torch.cat([model(x).float().softmax(1).cpu() for _, x in chunks])
             table = classification_table(files[:shown], probabilities[:shown], datamodule.classes, cfg.predict.top_k)
             written = [_write_predictions(run_dir, files, probabilities, datamodule.classes, cfg.predict.top_k)]
             shape = stored_input_shape(datamodule)
@@ -84,13 +87,30 @@ def predict(cfg: DictConfig) -> None:
             if isinstance(model, VAEModule) and cfg.predict.samples > 0:
                 if cfg.get("seed") is not None:
                     torch.manual_seed(cfg.seed)
-                samples = model.sample(cfg.predict.samples).float().clamp(0, 1)
+                samples = model.sample(cfg.predict.samples).float().clamp(0, 1).cpu()
                 rows = [("", row) for row in samples.split(math.ceil(math.sqrt(len(samples))))]
                 save_png(run_dir / "samples.png", labelled_grid(rows, title="samples from the prior"))
                 written.append(run_dir / "samples.png")
     listing = "".join(f"  {p}\n" for p in written)
     first = f" (the first {shown})" if len(files) > shown else ""
     print(f"\n{len(files)} image(s) through {path}{first}:\n{table}\n\n{listing}Run directory: {run_dir}")
+
+
+def predict_device(cfg: DictConfig) -> torch.device:
+    """The device ``task=predict`` runs the network on: the one Lightning's Trainer picks for ``trainer.accelerator``
+    on one device, as a training run does (``auto``: a CUDA or MPS GPU when there is one, else the CPU). Raises
+    ApaError when the accelerator asks for a GPU and there is none."""
+    check_accelerator(cfg)
+    accelerator = cfg.trainer.get("accelerator") or "auto"
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return trainer.strategy.root_device
 
 
 def _measured(
@@ -157,14 +177,15 @@ def stored_input_shape(datamodule: LightningDataModule) -> tuple[int, int, int]:
 
 
 def network_inputs(
-    files: list[Path], datamodule: LightningDataModule, batch_size: int
+    files: list[Path], datamodule: LightningDataModule, batch_size: int, device: torch.device | str = "cpu"
 ) -> Iterator[tuple[list[Path], Tensor]]:
     """The images of ``files`` as the network's input, ``batch_size`` at a time: each chunk's files and their
-    float batch (``read_image`` in the stored shape, then the datamodule's ``on_after_batch_transfer``)."""
+    float batch (``read_image`` in the stored shape, moved to ``device``, then the
+    datamodule's ``on_after_batch_transfer``, as a training batch after its transfer)."""
     channels, height, width = stored_input_shape(datamodule)
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
-        images = torch.from_numpy(np.stack([read_image(f, channels, height, width) for f in chunk]))
+        images = torch.from_numpy(np.stack([read_image(f, channels, height, width) for f in chunk])).to(device)
         x, _ = datamodule.on_after_batch_transfer((images, torch.zeros(len(images), dtype=torch.long)), 0)
         yield chunk, x
 

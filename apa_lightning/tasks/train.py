@@ -170,18 +170,23 @@ def seed_run(cfg: DictConfig) -> None:
         os.environ.pop("PL_GLOBAL_SEED", None)
 
 
-def build_run(
-    cfg: DictConfig, threads: int | None = None
-) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
-    """The datamodule, module and trainer of a training run, built from ``cfg`` as ``python -m apa_lightning``
-    builds them (callbacks, loggers, atomic checkpoints, the run-time precision and matmul precision), on
-    ``threads`` CPU threads (default: ``cpu_threads(cfg)``)."""
+def check_accelerator(cfg: DictConfig) -> None:
+    """Raises ApaError when ``trainer.accelerator`` asks for a GPU and torch finds none."""
     if str(cfg.trainer.get("accelerator")) in ("gpu", "cuda") and not gpu_available():
         raise ApaError(
             f"trainer.accelerator={cfg.trainer.accelerator} (trainer=gpu) needs a GPU, and torch finds none here "
             "(no CUDA device, or a CPU-only torch build); use trainer=cpu, or trainer=default to take a GPU when "
             "there is one."
         )
+
+
+def build_run(
+    cfg: DictConfig, threads: int | None = None
+) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+    """The datamodule, module and trainer of a training run, built from ``cfg`` as ``python -m apa_lightning``
+    builds them (callbacks, loggers, atomic checkpoints, the run-time precision and matmul precision), on
+    ``threads`` CPU threads (default: ``cpu_threads(cfg)``)."""
+    check_accelerator(cfg)
     apply_matmul_precision(cfg.get("matmul_precision"))
     datamodule: L.LightningDataModule = instantiate_plain(cfg.data)
     model: L.LightningModule = instantiate_plain(cfg.model)
