@@ -31,11 +31,11 @@ class BatchRandomCrop(nn.Module):
     per image.
 
     Kept over kornia's ``RandomCrop(padding=...)`` because it is clearly faster at the CIFAR size:
-    ``benchmarks/augmentation.py`` (CPU, 1 thread, batches of 128, median of 21 alternating rounds) gave kornia/this
-    0.66x at 32 px (padding 4) but 1.78x at 224 px (padding 10); kornia's flip ran at 0.90x / 0.96x, within this
-    shared machine's noise, and replaced the hand-written one. kornia cuts each image with a Python-level slice
-    after reading the offsets back to the host (a device sync per batch on a GPU), this is two gathers; rerun the
-    benchmark on a GPU before switching.
+    ``benchmarks/augmentation.py`` (CPU, 1 thread, batches of 128, two runs of 21 and 7 alternating rounds) gave
+    kornia/this 0.66x and 0.58x at 32 px (padding 4), though 1.78x and 1.64x at 224 px (padding 10); kornia's flip
+    ran at 0.90x and 2.09x at 32 px, 0.96x and 0.99x at 224 px, within this shared machine's noise, and replaced
+    the hand-written one. kornia cuts each image with a Python-level slice after reading the offsets back to the
+    host (a device sync per batch on a GPU), this is two gathers; rerun the benchmark on a GPU before switching.
     """
 
     def __init__(
