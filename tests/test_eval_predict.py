@@ -546,14 +546,15 @@ def test_a_sweep_over_a_runs_checkpoint_stays_a_sweep(tmp_path, flag):
     assert checkpoint_arguments(sweep) == [flag, "task=eval", checkpoint, "model=cnn_base", sweep[-1]]
 
 
-def test_predict_picks_the_device_of_trainer_accelerator(make_cfg):
+def test_predict_picks_the_device_of_trainer_accelerator(make_cfg, monkeypatch):
     from apa_lightning.errors import ApaError
     from apa_lightning.tasks.predict import predict_device
 
     assert predict_device(make_cfg("trainer.accelerator=cpu")) == torch.device("cpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(ApaError, match=r"trainer.accelerator=gpu \(trainer=gpu\) needs a GPU.*use trainer=cpu"):
-            predict_device(make_cfg("trainer.accelerator=gpu"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without a GPU
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ApaError, match=r"trainer.accelerator=gpu \(trainer=gpu\) needs a GPU.*use trainer=cpu"):
+        predict_device(make_cfg("trainer=gpu"))
 
 
 def test_predict_runs_the_network_on_the_device_it_picked(runs, make_cfg, tmp_path, monkeypatch):
