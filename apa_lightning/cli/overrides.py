@@ -12,7 +12,6 @@ import os
 import re
 from contextlib import redirect_stderr, redirect_stdout
 from difflib import SequenceMatcher, get_close_matches
-from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_module
@@ -22,7 +21,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, ValueType
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, InterpolationKeyError, OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from apa_lightning.cli.config_checks import check_config
 from apa_lightning.errors import ApaError
@@ -220,10 +219,11 @@ def _composition_message(exc: Exception, overrides: list[Override], arguments: l
         repository = GlobalHydra.instance().config_loader().repository
         options = repository.get_group_options(group, results_filter=ObjectType.CONFIG)
         return missing_config_message(group, name, options, asked_by, repository.group_exists(group))
-    unknown = re.match(r"Could not override '([^']+)'", str(exc))
-    if unknown and isinstance(exc.__cause__, (ConfigAttributeError, ConfigKeyError)):
-        key = unknown[1]
-        at = next((i for i, o in enumerate(overrides) if o.key_or_group == key), None)
+    cause = exc.__cause__  # OmegaConf's error for the override's key, or for the first part of it that is missing
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key:
+        named = (cause.full_key, f"{cause.full_key}.")
+        at = next((i for i, o in enumerate(overrides) if o.key_or_group.startswith(named)), None)
+        key = overrides[at].key_or_group if at is not None else cause.full_key
         argument = overrides[at].input_line if at is not None else f"{key}=..."
         others = [a for i, a in enumerate(arguments) if i != at]
         for attempt in (others, []):  # the suggestions come from the config without the bad override
@@ -277,29 +277,17 @@ def _preset_group_values(params: dict[str, str], overrides: list[Override], load
     return values
 
 
-def _config_text(loader: Any, path: str) -> str:
-    """The text of the config file ``path`` (``hparams_search/optuna``), '' when no file or package holds it."""
-    for source in loader.get_sources():
-        if source.scheme() not in ("file", "pkg") or not source.is_config(path):
-            continue
-        module, _, folder = source.path.partition("/")
-        try:
-            root = importlib.resources.files(module) if source.scheme() == "pkg" else Path(source.path)
-            directory = root.joinpath(folder) if source.scheme() == "pkg" and folder else root
-            return directory.joinpath(f"{path}.yaml").read_text()
-        except (ImportError, OSError, ValueError):
-            return ""
-    return ""
-
-
 def _missing_keys(config: Any, keys: list[str]) -> list[str]:
     return [k for k in keys if OmegaConf.select(config, k, default=ABSENT, throw_on_resolution_failure=False) is ABSENT]
 
 
-def _preset_example(loader: Any, preset: str, keys: list[str]) -> str | None:
-    """An ``experiment=`` or ``model=`` choice that has ``keys`` with the preset: one its header comment runs it
-    with, else the one its defaults list picks; None when neither has them."""
-    text = _config_text(loader, f"hparams_search/{preset}")
+def _preset_example(preset: str, keys: list[str]) -> str | None:
+    """An ``experiment=`` or ``model=`` choice that has ``keys`` with the preset (one of this package's): one its
+    header comment runs it with, else the one its defaults list picks; None when neither has them."""
+    try:
+        text = importlib.resources.files("apa_lightning.conf").joinpath(f"hparams_search/{preset}.yaml").read_text()
+    except OSError:  # a preset from another config folder: no example
+        return None
     header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
     named = re.findall(r"\b((?:experiment|model)=[\w.-]+)", header)
     named += [f"{g}={n}" for g, n in re.findall(r"override /(experiment|model):\s*([\w.-]+)", text)]
@@ -324,20 +312,8 @@ def _missing_swept_keys(config: Any, attempt: list[str], loader: Any) -> str | N
     preset = _preset(attempt)
     chosen = OmegaConf.select(config, "hydra.runtime.choices", default={})
     choices = ", ".join(f"{g}={chosen[g]}" for g in CHOICES_NAMED if chosen.get(g))
-    example = _preset_example(loader, preset, missing) if preset else None
+    example = _preset_example(preset, missing) if preset else None
     return missing_swept_keys_message(missing, preset, choices, example)
-
-
-def _interpolation_texts(node: Any, prefix: str = "") -> list[tuple[str, str]]:
-    """(dotted key, text) of each interpolation in a plain nested container."""
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
-    texts = []
-    for name, child in items:
-        key = f"{prefix}{name}"
-        if isinstance(child, str) and "${" in child:
-            texts.append((key, child))
-        texts += _interpolation_texts(child, f"{key}.")
-    return texts
 
 
 def _set_values(overrides: list[Override], params: dict[str, str], loader: Any) -> dict[str, list[Any]]:
@@ -363,44 +339,23 @@ def _set_values(overrides: list[Override], params: dict[str, str], loader: Any) 
 
 
 def _unknown_choice(config: Any, values: dict[str, list[Any]], preset: str | None) -> str | None:
-    """The message for a value (``setting=row5``) that an interpolation of the composed ``config`` uses as a key
-    the config lacks (``${settings.${setting}.lr}``); None when each value resolves."""
+    """The message for a value (``setting=row5``) that an interpolation of the composed ``config`` uses as a key of
+    a node that lacks it (``${settings.${setting}.lr}``); None when each value is a key there."""
     plain = OmegaConf.to_container(config, resolve=False)
     plain.pop("hydra", None)
-    texts = _interpolation_texts(plain)
+    text = OmegaConf.to_yaml(plain)  # the interpolations as written
     for key, choices in values.items():
-        used = re.compile(r"\$\{\s*" + re.escape(key) + r"\s*\}")
-        paths = [path for path, text in texts if used.search(text)]
-        for value in choices if paths else []:
-            trial = OmegaConf.create(plain)
-            try:
-                OmegaConf.update(trial, key, value, merge=False)
-                for path in paths:
-                    OmegaConf.select(trial, path, throw_on_resolution_failure=True)
-            except InterpolationKeyError as exc:
-                missing = re.search(r"Interpolation key '([^']+)' not found", str(exc))
-                parent, names = _missing_part(missing[1] if missing else "", plain, str(value))
-                if names is not None:
-                    owner = f"hparams_search={preset}" if preset else "this config"
-                    where = f"the {parent}" if parent else "the top-level keys"
-                    return f"{key}={value} is not one of {where} of {owner}: {', '.join(names)}"
-            except OmegaConfBaseException:  # another problem (a resolver): the run reports it
-                continue
+        for table in dict.fromkeys(re.findall(r"\$\{(?:([\w.]+)\.)?\$\{\s*" + re.escape(key) + r"\s*\}", text)):
+            node: Any = plain
+            for part in table.split(".") if table else []:
+                node = node.get(part) if isinstance(node, dict) else None
+            names = [str(name) for name in node] if isinstance(node, dict) else []
+            unknown = next((v for v in choices if names and str(v) not in names), None)
+            if unknown is not None:
+                owner = f"hparams_search={preset}" if preset else "this config"
+                where = f"the {table}" if table else "the top-level keys"
+                return f"{key}={unknown} is not one of {where} of {owner}: {', '.join(names)}"
     return None
-
-
-def _missing_part(key: str, config: dict[str, Any], value: str) -> tuple[str, list[str] | None]:
-    """The part of the missing ``key`` that exists and its keys, when the first missing part is ``value`` (the
-    value a user set); else ('', None)."""
-    node: Any = config
-    parts = key.split(".")
-    for at, part in enumerate(parts):
-        if not isinstance(node, dict):
-            break
-        if part not in node:
-            return (".".join(parts[:at]), [str(k) for k in node]) if part == value else ("", None)
-        node = node[part]
-    return "", None
 
 
 def _composed(arguments: list[str]) -> dict[str, Any]:
