@@ -40,11 +40,14 @@ PLUGIN_CONFIGS = {
 SHELL_SPECIAL = frozenset(" \t'\"$`\\*?[]{}()<>|&;#~")  # characters bash or zsh would expand or strip
 CHOICES_NAMED = ("experiment", "model", "data")  # the config choices a message about a missing key names
 ABSENT = object()  # OmegaConf.select's default for a key the config does not have
+# the config whose defaults list names a missing config: only in Hydra's message (tests/test_library_contracts.py)
+ASKED_BY = re.compile(r"In '([^']+)'")
 
 
 def _hydra_arguments(argv: list[str]) -> Any | None:
     """``argv`` as Hydra's own argument parser reads it, or None when Hydra would not compose this tool's config
-    with the overrides (help, info, another config) or refuses the options itself (it then says why)."""
+    with the overrides (help, info, another config) or refuses the options itself (it then says why). Hydra has no
+    public way to its parser, and a copy would miss its next option: tests/test_library_contracts.py pins it."""
     from hydra._internal.utils import get_args_parser
 
     try:
@@ -211,7 +214,7 @@ def _composition_message(exc: Exception, overrides: list[Override], arguments: l
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and "/" in exc.missing_cfg_file:
         group, _, name = exc.missing_cfg_file.rpartition("/")
         typed = any(o.key_or_group == group and name in _named_configs(o) for o in overrides)
-        source = re.match(r"In '([^']+)'", str(exc))
+        source = ASKED_BY.match(str(exc))
         asked_by = None if typed or not source else source[1]
         if exc.options:
             return missing_config_message(group, name, list(exc.options), asked_by)
@@ -260,21 +263,18 @@ def _preset(attempt: list[str]) -> str | None:
     return next((a.split("=", 1)[1] for a in attempt if re.fullmatch(r"\+{0,2}hparams_search=[\w.-]+", a)), None)
 
 
-def _preset_group_values(params: dict[str, str], overrides: list[Override], loader: Any) -> list[str]:
-    """``group=config`` for each config of a group the sweep's ``params`` sweep (``model/optimizer: sgd,asgd``)
-    that the command line (``overrides``) does not set: each trial composes one of them."""
-    parser, given = OverridesParser.create(), {o.key_or_group for o in overrides}
-    values = []
+def _param_overrides(params: dict[str, str], overrides: list[Override], loader: Any) -> list[Override]:
+    """The sweep's ``params`` that the command line (``overrides``) does not set, parsed; not those that add or
+    delete a key (``+x``, ``~x``), nor those the sweeper refuses (it says what is wrong with them)."""
+    parser, given, parsed = OverridesParser.create(), {o.key_or_group for o in overrides}, []
     for key, value in params.items():
-        if key in given or key.startswith(("+", "~")) or not _is_group(key, loader):
-            continue
-        try:
-            override = parser.parse_override(f"{key}={value}")
-        except OverrideParseException:  # the sweeper says what is wrong with it
-            continue
-        override.config_loader = loader  # a glob(...) lists the group's configs
-        values += [f"{key}={name}" for name in _named_configs(override) if name != "null"]
-    return values
+        if key not in given and not key.startswith(("+", "~")):
+            try:
+                parsed.append(parser.parse_override(f"{key}={value}"))
+            except OverrideParseException:
+                continue
+            parsed[-1].config_loader = loader  # a glob(...) lists the group's configs
+    return parsed
 
 
 def _missing_keys(config: Any, keys: list[str]) -> list[str]:
@@ -316,20 +316,13 @@ def _missing_swept_keys(config: Any, attempt: list[str], loader: Any) -> str | N
     return missing_swept_keys_message(missing, preset, choices, example)
 
 
-def _set_values(overrides: list[Override], params: dict[str, str], loader: Any) -> dict[str, list[Any]]:
-    """The values the command line (``overrides``) and the sweep's ``params`` give each setting (not a config
-    group), as Hydra reads them: each value of a list or ``range`` sweep, none for an ``interval``."""
-    parser = OverridesParser.create()
-    given = {o.key_or_group: o for o in overrides}
-    for key, value in params.items():
-        if key not in given and not key.startswith(("+", "~")):
-            try:
-                given[key] = parser.parse_override(f"{key}={value}")
-            except OverrideParseException:  # the sweeper says what is wrong with it
-                continue
+def _set_values(overrides: list[Override], loader: Any) -> dict[str, list[Any]]:
+    """The values ``overrides`` (the command line's, then the sweep's) give each setting (not a config group), as
+    Hydra reads them: each value of a list or ``range`` sweep, none for an ``interval``."""
     values: dict[str, list[Any]] = {}
-    for key, override in given.items():
-        if override.is_delete() or override.is_interval_sweep() or _is_group(key, loader):
+    for override in overrides:
+        key = override.key_or_group
+        if key in values or override.is_delete() or override.is_interval_sweep() or _is_group(key, loader):
             continue
         try:
             values[key] = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
@@ -443,8 +436,16 @@ def check_overrides(argv: list[str]) -> None:
                 mode = OmegaConf.select(composed, "hydra.mode")
                 multirun = arguments.multirun or getattr(mode, "name", mode) == "MULTIRUN"
                 params = _sweep_params(composed) if multirun else {}  # a run without -m does not sweep them
-                attempts += [([*first, value], [value]) for value in _preset_group_values(params, overrides, loader)]
-                values = _set_values(overrides, params, loader)
+                preset_sweeps = _param_overrides(params, overrides, loader)
+                groups = [o for o in preset_sweeps if _is_group(o.key_or_group, loader)]
+                # each config of a group the preset sweeps (model/optimizer: sgd,asgd) is composed
+                attempts += [
+                    ([*first, f"{o.key_or_group}={n}"], [f"{o.key_or_group}={n}"])
+                    for o in groups
+                    for n in _named_configs(o)
+                    if n != "null"
+                ]
+                values = _set_values([*overrides, *preset_sweeps], loader)
             problem = _missing_swept_keys(composed, attempt, loader) if multirun else None
             problem = problem or _unknown_choice(composed, values, _preset(attempt))
             if problem:
@@ -452,25 +453,22 @@ def check_overrides(argv: list[str]) -> None:
     sweep = next((o for o in overrides if o.is_sweep_override()), None)
     if sweep is not None and not arguments.multirun and getattr(mode, "name", mode) != "MULTIRUN":
         raise ApaError(several_values_message(sweep))
-    if sweep is not None:
-        check_swept_values(first_config, overrides)
+    if multirun:
+        check_swept_values(first_config, values)
 
 
-def check_swept_values(config: Any, overrides: list[Override]) -> None:
-    """Raise ApaError when a value a command-line sweep gives a setting (``model.optimizer.lr=0.1,abc``) is one the
-    config checks refuse (``config_checks.check_config``), before the sweep starts its first job rather than when
-    that value's job does. Each value is put into ``config`` (composed with every sweep at its first value) alone;
-    config groups were composed for each of their values already."""
-    for override in overrides:
-        if not override.is_sweep_override() or override.is_interval_sweep():
-            continue
-        key = override.key_or_group.lstrip("+~")
-        node = OmegaConf.select(config, key, default=ABSENT, throw_on_resolution_failure=False)
+def check_swept_values(config: Any, values: dict[str, list[Any]]) -> None:
+    """Raise ApaError when a value a sweep gives a setting (``model.optimizer.lr=0.1,abc``) is one the config checks
+    refuse (``config_checks.check_config``), before the sweep starts its first job rather than when that value's
+    job does. Each value is put into ``config`` (composed with every sweep at its first value) alone; config groups
+    were composed for each of their values already."""
+    for key, choices in values.items():
+        node = OmegaConf.select(config, key.lstrip("+~"), default=ABSENT, throw_on_resolution_failure=False)
         if node is ABSENT or OmegaConf.is_config(node):  # a new key (+key=...), a config group
             continue
-        for value in override.sweep_iterator():
+        for value in choices:
             trial = config.copy()
-            OmegaConf.update(trial, key, value, force_add=True)
+            OmegaConf.update(trial, key.lstrip("+~"), value, force_add=True)
             try:
                 check_config(trial)
             except OmegaConfBaseException:  # ${hydra:...}, a job's ${oc.env:...}: the trial checks itself
