@@ -87,18 +87,6 @@ def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
     return keys
 
 
-def _settings(node: dict[str, Any], top: bool) -> list[str]:
-    """The keys of ``node`` a user sets: not ``_target_`` and the like, not ``hydra`` at the top."""
-    return [str(k) for k in node if not str(k).startswith("_") and not (top and k == "hydra")]
-
-
-def _closest(word: str, candidates: list[str]) -> list[str]:
-    """The candidates closest to ``word``: the best of difflib's close matches and those nearly as close."""
-    close = get_close_matches(word, candidates, n=3)
-    ratios = [SequenceMatcher(None, word, c).ratio() for c in close]
-    return [c for c, r in zip(close, ratios, strict=True) if r >= ratios[0] - 0.05]
-
-
 def _existing_part(key: str, config: dict[str, Any]) -> tuple[str, Any]:
     """The longest part of ``key``'s parent that ``config`` has ('' for the top level), and its node."""
     node: Any = config
@@ -111,26 +99,24 @@ def _existing_part(key: str, config: dict[str, Any]) -> tuple[str, Any]:
 
 
 def _similar_keys(key: str, config: dict[str, Any]) -> list[str]:
-    """The existing keys ``key`` may have meant: a close name next to it (``trainer.max_epoch``), else keys of
-    the same or a close name under the longest part of it that exists (``model.lr``, ``trainr.max_epochs``)."""
+    """The existing keys ``key`` may have meant: under the longest part of it that exists, those of its name or of
+    the closest name (difflib): next to it if there are any (``trainer.max_epoch``), else the most alike of all
+    (``model.lr``, ``trainr.max_epochs``)."""
     parent, _, name = key.rpartition(".")
     found, node = _existing_part(key, config)
-    if found == parent and isinstance(node, dict):
-        close = _closest(name, _settings(node, not parent))
-        if close:
-            return [f"{parent}.{c}" if parent else c for c in close]
     prefix = f"{found}." if found else ""
     keys = [f"{prefix}{k}" for k in _dotted_keys(node) if key.startswith("hydra") or not k.startswith("hydra.")]
     names = {k.rpartition(".")[2] for k in keys if not k.rpartition(".")[2].startswith("_")}
-    matched = [name] if name in names else _closest(name, sorted(names))
+    matched = [name] if name in names else get_close_matches(name, sorted(names), n=1)
     similar = [k for k in keys if k.rpartition(".")[2] in matched]
-    return sorted(similar, key=lambda k: -SequenceMatcher(None, key, k).ratio())[:3]
+    siblings = [k for k in similar if k.rpartition(".")[0] == parent]
+    return siblings or sorted(similar, key=lambda k: -SequenceMatcher(None, key, k).ratio())[:3]
 
 
 def _keys_around(key: str, config: dict[str, Any]) -> str:
     """``(keys of trainer: ...)``: the keys of the longest part of ``key``'s parent that exists, shortened."""
     found, node = _existing_part(key, config)
-    names = _settings(node, not found)
+    names = [str(k) for k in node if not str(k).startswith("_") and (found or k != "hydra")]  # what a user sets
     shown = ", ".join(names[:KEYS_SHOWN]) + (f", ... ({len(names)} in all)" if len(names) > KEYS_SHOWN else "")
     return f"(keys of {found}: {shown})" if found else f"(top-level keys: {shown})"
 
@@ -231,7 +217,8 @@ def _composition_message(exc: Exception, overrides: list[Override], arguments: l
         others = [a for i, a in enumerate(arguments) if i != at]
         for attempt in (others, []):  # the suggestions come from the config without the bad override
             try:
-                return unknown_key_message(key, argument, _composed(attempt))
+                config = compose("train", overrides=attempt, return_hydra_config=True)
+                return unknown_key_message(key, argument, OmegaConf.to_container(config, resolve=False))
             except (HydraException, OmegaConfBaseException):
                 continue
     return _one_paragraph(str(exc))
@@ -351,11 +338,6 @@ def _unknown_choice(config: Any, values: dict[str, list[Any]], preset: str | Non
     return None
 
 
-def _composed(arguments: list[str]) -> dict[str, Any]:
-    config = compose("train", overrides=arguments, return_hydra_config=True)
-    return OmegaConf.to_container(config, resolve=False)
-
-
 def check_overrides(argv: list[str]) -> None:
     """Raise ApaError when the config cannot be composed with the overrides in ``argv`` (the command line
     after ``python -m apa_lightning``).
@@ -433,7 +415,7 @@ def check_overrides(argv: list[str]) -> None:
                 return
             if attempt is first:
                 first_config = composed
-                mode = OmegaConf.select(composed, "hydra.mode")
+                mode = OmegaConf.select(composed, "hydra.mode")  # a preset may set MULTIRUN
                 multirun = arguments.multirun or getattr(mode, "name", mode) == "MULTIRUN"
                 params = _sweep_params(composed) if multirun else {}  # a run without -m does not sweep them
                 preset_sweeps = _param_overrides(params, overrides, loader)
@@ -451,7 +433,7 @@ def check_overrides(argv: list[str]) -> None:
             if problem:
                 raise ApaError(problem)
     sweep = next((o for o in overrides if o.is_sweep_override()), None)
-    if sweep is not None and not arguments.multirun and getattr(mode, "name", mode) != "MULTIRUN":
+    if sweep is not None and not multirun:
         raise ApaError(several_values_message(sweep))
     if multirun:
         check_swept_values(first_config, values)
