@@ -4,6 +4,7 @@ promises (a private function, the wording of a message), and fails naming the li
 from __future__ import annotations
 
 import inspect
+import platform
 import re
 from importlib.metadata import version
 from pathlib import Path
@@ -24,10 +25,11 @@ MODULES = ("torch.utils._pytree", "lightning.pytorch.loops.fit_loop", "lightning
 
 
 def _contract(holds: bool, distribution: str, what: str, seen: object) -> None:
-    """Fail naming ``distribution`` (as pip knows it), its installed version, what this package relies on, and
-    what the library gives now, unless the contract ``holds``."""
+    """Fail naming ``distribution`` (as pip knows it, or ``Python``), its installed version, what this package relies
+    on, and what the library gives now, unless the contract ``holds``."""
     if not holds:
-        pytest.fail(f"{distribution} {version(distribution)} changed: {what}. It now gives: {seen!r}", pytrace=False)
+        installed = platform.python_version() if distribution == "Python" else version(distribution)
+        pytest.fail(f"{distribution} {installed} changed: {what}. It now gives: {seen!r}", pytrace=False)
 
 
 @pytest.fixture
@@ -76,6 +78,13 @@ def test_a_missing_config_names_the_config_that_asked_for_it_only_in_hydras_mess
     attributes = (type(error), getattr(error, "missing_cfg_file", None), sorted(getattr(error, "options", [])))
     expected = (MissingConfigException, "db/nope", ["asks", "real"])
     _contract(attributes == expected, "hydra-core", "MissingConfigException(missing_cfg_file, options)", attributes)
+    # the overrides' messages are Hydra's without the search path it appends (overrides._one_paragraph)
+    _contract(
+        "Config search path:" in str(error),
+        "hydra-core",
+        "the search path is appended after 'Config search path:'",
+        str(error),
+    )
     asked_by = ASKED_BY.match(str(error))
     _contract(
         asked_by is not None and asked_by[1] == "db/asks",
@@ -125,8 +134,9 @@ def test_an_unexpected_config_key_is_named_only_in_the_messages_of_python_and_hy
         isinstance(cause, TypeError)
         and unexpected is not None
         and unexpected.groups() == ("TakesOnlyPath.__init__", "pth"),
-        "hydra-core",
-        f"the TypeError of an unexpected keyword is the cause ({UNEXPECTED_ARGUMENT.pattern})",
+        "Python",
+        f"Hydra's InstantiationException is raised from the TypeError of an unexpected keyword, worded as "
+        f"{UNEXPECTED_ARGUMENT.pattern}",
         repr(cause),
     )
     target, key = TARGET_CALL.match(message), FULL_KEY.search(message)
