@@ -12,7 +12,10 @@ from difflib import get_close_matches
 
 from hydra.errors import InstantiationException
 
+# the wording of Python's TypeError and of Hydra's InstantiationException (no attribute holds these)
 UNEXPECTED_ARGUMENT = re.compile(r"([\w.]+)\(\) got an unexpected keyword argument '(\w+)'")
+TARGET_CALL = re.compile(r"Error in call to target '([\w.]+)'")
+FULL_KEY = re.compile(r"full_key: (\S+)")
 PARAMETERS_SHOWN = 20  # of a _target_ that takes no parameter of a name close to the unexpected one
 
 
@@ -99,65 +102,54 @@ def user_error(exc: BaseException) -> str | None:
 
 def _parameters(target: str, owner: str) -> list[str] | None:
     """The keyword parameters a config of ``target`` can set when ``owner`` (the qualified name of the function
-    Python named: a class's ``__init__``, maybe a base class's) refused one: the union of the ``__init__``
-    parameters from the target class down to ``owner`` (a subclass passes ``**kwargs`` on). None when ``owner``
-    is not the target or one of its bases (the TypeError came from other code the target called), [] when they
-    cannot be looked up."""
+    Python named: a class's ``__init__``, maybe a base class's) refused one: those of the target and of each base
+    class down to ``owner`` (a subclass passes ``**kwargs`` on). None when ``owner`` is neither the target nor one of
+    its bases (the TypeError came from other code the target called), [] when they cannot be looked up."""
     from hydra.utils import get_object
 
     try:
         found = get_object(target)
     except Exception:  # only the suggestions are lost
         return []
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    if not inspect.isclass(found):
-        functions = [found] if getattr(found, "__qualname__", None) == owner else []
-    else:
-        classes = inspect.getmro(found)
-        names = [c.__qualname__ for c in classes]
-        owner_class = owner.removesuffix(".__init__")
-        functions = [c.__init__ for c in classes[: names.index(owner_class) + 1]] if owner_class in names else []
-    if not functions:
+    functions = [c.__init__ for c in inspect.getmro(found)] if inspect.isclass(found) else [found]
+    names = [getattr(f, "__qualname__", None) for f in functions]
+    if owner not in names:
         return None
-    parameters: list[str] = []
-    for function in functions:
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    parameters: dict[str, None] = {}
+    for function in functions[: names.index(owner) + 1]:
         try:
             signature = inspect.signature(function).parameters.items()
         except (TypeError, ValueError):
             continue
-        parameters += [n for n, p in signature if p.kind in kinds and n != "self" and n not in parameters]
-    return parameters
+        parameters.update(dict.fromkeys(n for n, p in signature if p.kind in kinds and n != "self"))
+    return list(parameters)
 
 
 def unexpected_argument(exc: InstantiationException) -> str | None:
     """The message for a ``_target_`` config with a key its class does not take (``+trainer.max_epoch=1``:
     Trainer's TypeError "unexpected keyword argument"), naming the key and the parameters of close names; None
-    for other instantiation errors. A nested target built by its parent (``model.net``) is named by its class."""
+    for other instantiation errors. A nested target built by its parent (``model.net``) is named by its class.
+    Hydra's InstantiationException carries the target and the config key only in its message (TARGET_CALL,
+    FULL_KEY; tests/test_library_contracts.py pins that wording)."""
     causes = chain(exc, context=False)
     innermost = next((i for i, link in enumerate(causes) if not isinstance(link, InstantiationException)), len(causes))
     cause, inner = causes[innermost] if innermost < len(causes) else None, str(causes[innermost - 1])
     unexpected = UNEXPECTED_ARGUMENT.search(str(cause)) if isinstance(cause, TypeError) else None
-    target = re.match(r"Error in call to target '([\w.]+)'", inner)
-    if unexpected is None or target is None:
-        return None
-    owner, name = unexpected.groups()
-    parameters = _parameters(target[1], owner)
+    target = TARGET_CALL.match(inner)
+    parameters = _parameters(target[1], unexpected[1]) if unexpected and target else None
     if parameters is None:
         return None
-    own_key = re.search(r"full_key: (\S+)", inner)
-    outer_key = re.search(r"full_key: (\S+)", str(exc))
+    name = unexpected[2]
+    own_key, outer_key = FULL_KEY.search(inner), FULL_KEY.search(str(exc))
     if own_key:
         key, parent, where = f"{own_key[1]}.{name}", f"{own_key[1]}.", f"the _target_ of {own_key[1]}"
     else:
         key, parent, where = name, "", f"a _target_ inside {outer_key[1]}" if outer_key else "a _target_"
     close = get_close_matches(name, parameters, n=1)
-    if close:
-        hint = f" Did you mean {parent}{close[0]}?"
-    elif parameters:
-        more = ", ..." if len(parameters) > PARAMETERS_SHOWN else ""
-        hint = f" It takes: {', '.join(parameters[:PARAMETERS_SHOWN])}{more}."
-    else:
-        hint = ""
+    more = ", ..." if len(parameters) > PARAMETERS_SHOWN else ""
+    hint = f" It takes: {', '.join(parameters[:PARAMETERS_SHOWN])}{more}." if parameters else ""
+    hint = f" Did you mean {parent}{close[0]}?" if close else hint
     return f"{key} is not a parameter of {target[1]} ({where}).{hint} Correct the key or leave it out."
 
 

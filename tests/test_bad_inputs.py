@@ -682,3 +682,16 @@ def test_quoting_advice_survives_the_shell(argv, advice, monkeypatch):
         assert part in message, message
         (word,) = shlex.split(part)  # what bash hands Python: the single quotes of the value survive
         assert word == part[1:-1]
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["-m", "model=ae,vae", "trainer.max_epochs=0"], "trainer.max_epochs=0 is not allowed"),  # set, not swept
+        (["hparams_search=resnet18_grid", "data.num_workers=-1"], "data.num_workers=-1 is not allowed"),  # no -m
+    ],
+)
+def test_a_sweep_with_a_value_every_job_would_refuse_stops_before_the_first_job(argv, expected, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(ApaError, match=expected):
+        check_overrides(argv)

@@ -28,20 +28,20 @@ class ConsoleFormatter(logging.Formatter):
         return text if record.levelno == logging.INFO else f"{record.levelname}: {text}"
 
 
-class DropTips(logging.Filter):
-    """Drops Lightning's advertisements ("💡 Tip: ... try installing litlogger"), which it logs on every fit."""
+# logger -> text of the lines dropped: Lightning's advertisements (every fit), submitit's failed status polls on a
+# cluster without job accounting (3 copies each; it learns a trial's end from its result file: docs/cluster.md)
+DROPPED_LINES = {"lightning.pytorch.utilities.rank_zero": "💡 Tip:", "submitit": "Bypassing sacct error"}
+
+
+class DropLines(logging.Filter):
+    """Drops the records whose message holds ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("💡 Tip:")
-
-
-class DropAccountingPolls(logging.Filter):
-    """Drops submitit's "Bypassing sacct error" warnings (three copies of each, on stdout and stderr): a cluster
-    without job accounting fails every status poll of a ``hydra/launcher=slurm`` sweep, and submitit then learns
-    that a trial ended from its result file (docs/cluster.md)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Bypassing sacct error" not in record.getMessage()
+        return self.text not in record.getMessage()
 
 
 def quiet_console() -> None:
@@ -59,11 +59,9 @@ def quiet_console() -> None:
             for handler in list(logger.handlers):
                 logger.removeHandler(handler)
             logger.propagate = True
-    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # where rank_zero_info logs
-    if not any(isinstance(f, DropTips) for f in rank_zero.filters):
-        rank_zero.addFilter(DropTips())
-    submitit = logging.getLogger("submitit")  # the launching process of a SLURM sweep; submitit need not be imported
-    if not any(isinstance(f, DropAccountingPolls) for f in submitit.filters):
-        submitit.addFilter(DropAccountingPolls())
+    for name, text in DROPPED_LINES.items():  # submitit's logger need not be imported yet
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DropLines) for f in logger.filters):
+            logger.addFilter(DropLines(text))
     for category, message in IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)

@@ -12,7 +12,6 @@ import os
 import re
 from contextlib import redirect_stderr, redirect_stdout
 from difflib import SequenceMatcher, get_close_matches
-from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_module
@@ -22,7 +21,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, ValueType
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, InterpolationKeyError, OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from apa_lightning.cli.config_checks import check_config
 from apa_lightning.errors import ApaError
@@ -41,11 +40,14 @@ PLUGIN_CONFIGS = {
 SHELL_SPECIAL = frozenset(" \t'\"$`\\*?[]{}()<>|&;#~")  # characters bash or zsh would expand or strip
 CHOICES_NAMED = ("experiment", "model", "data")  # the config choices a message about a missing key names
 ABSENT = object()  # OmegaConf.select's default for a key the config does not have
+# the config whose defaults list names a missing config: only in Hydra's message (tests/test_library_contracts.py)
+ASKED_BY = re.compile(r"In '([^']+)'")
 
 
 def _hydra_arguments(argv: list[str]) -> Any | None:
     """``argv`` as Hydra's own argument parser reads it, or None when Hydra would not compose this tool's config
-    with the overrides (help, info, another config) or refuses the options itself (it then says why)."""
+    with the overrides (help, info, another config) or refuses the options itself (it then says why). Hydra has no
+    public way to its parser, and a copy would miss its next option: tests/test_library_contracts.py pins it."""
     from hydra._internal.utils import get_args_parser
 
     try:
@@ -85,18 +87,6 @@ def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
     return keys
 
 
-def _settings(node: dict[str, Any], top: bool) -> list[str]:
-    """The keys of ``node`` a user sets: not ``_target_`` and the like, not ``hydra`` at the top."""
-    return [str(k) for k in node if not str(k).startswith("_") and not (top and k == "hydra")]
-
-
-def _closest(word: str, candidates: list[str]) -> list[str]:
-    """The candidates closest to ``word``: the best of difflib's close matches and those nearly as close."""
-    close = get_close_matches(word, candidates, n=3)
-    ratios = [SequenceMatcher(None, word, c).ratio() for c in close]
-    return [c for c, r in zip(close, ratios, strict=True) if r >= ratios[0] - 0.05]
-
-
 def _existing_part(key: str, config: dict[str, Any]) -> tuple[str, Any]:
     """The longest part of ``key``'s parent that ``config`` has ('' for the top level), and its node."""
     node: Any = config
@@ -109,26 +99,24 @@ def _existing_part(key: str, config: dict[str, Any]) -> tuple[str, Any]:
 
 
 def _similar_keys(key: str, config: dict[str, Any]) -> list[str]:
-    """The existing keys ``key`` may have meant: a close name next to it (``trainer.max_epoch``), else keys of
-    the same or a close name under the longest part of it that exists (``model.lr``, ``trainr.max_epochs``)."""
+    """The existing keys ``key`` may have meant: under the longest part of it that exists, those of its name or of
+    the closest name (difflib): next to it if there are any (``trainer.max_epoch``), else the most alike of all
+    (``model.lr``, ``trainr.max_epochs``)."""
     parent, _, name = key.rpartition(".")
     found, node = _existing_part(key, config)
-    if found == parent and isinstance(node, dict):
-        close = _closest(name, _settings(node, not parent))
-        if close:
-            return [f"{parent}.{c}" if parent else c for c in close]
     prefix = f"{found}." if found else ""
     keys = [f"{prefix}{k}" for k in _dotted_keys(node) if key.startswith("hydra") or not k.startswith("hydra.")]
     names = {k.rpartition(".")[2] for k in keys if not k.rpartition(".")[2].startswith("_")}
-    matched = [name] if name in names else _closest(name, sorted(names))
+    matched = [name] if name in names else get_close_matches(name, sorted(names), n=1)
     similar = [k for k in keys if k.rpartition(".")[2] in matched]
-    return sorted(similar, key=lambda k: -SequenceMatcher(None, key, k).ratio())[:3]
+    siblings = [k for k in similar if k.rpartition(".")[0] == parent]
+    return siblings or sorted(similar, key=lambda k: -SequenceMatcher(None, key, k).ratio())[:3]
 
 
 def _keys_around(key: str, config: dict[str, Any]) -> str:
     """``(keys of trainer: ...)``: the keys of the longest part of ``key``'s parent that exists, shortened."""
     found, node = _existing_part(key, config)
-    names = _settings(node, not found)
+    names = [str(k) for k in node if not str(k).startswith("_") and (found or k != "hydra")]  # what a user sets
     shown = ", ".join(names[:KEYS_SHOWN]) + (f", ... ({len(names)} in all)" if len(names) > KEYS_SHOWN else "")
     return f"(keys of {found}: {shown})" if found else f"(top-level keys: {shown})"
 
@@ -212,7 +200,7 @@ def _composition_message(exc: Exception, overrides: list[Override], arguments: l
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and "/" in exc.missing_cfg_file:
         group, _, name = exc.missing_cfg_file.rpartition("/")
         typed = any(o.key_or_group == group and name in _named_configs(o) for o in overrides)
-        source = re.match(r"In '([^']+)'", str(exc))
+        source = ASKED_BY.match(str(exc))
         asked_by = None if typed or not source else source[1]
         if exc.options:
             return missing_config_message(group, name, list(exc.options), asked_by)
@@ -220,15 +208,17 @@ def _composition_message(exc: Exception, overrides: list[Override], arguments: l
         repository = GlobalHydra.instance().config_loader().repository
         options = repository.get_group_options(group, results_filter=ObjectType.CONFIG)
         return missing_config_message(group, name, options, asked_by, repository.group_exists(group))
-    unknown = re.match(r"Could not override '([^']+)'", str(exc))
-    if unknown and isinstance(exc.__cause__, (ConfigAttributeError, ConfigKeyError)):
-        key = unknown[1]
-        at = next((i for i, o in enumerate(overrides) if o.key_or_group == key), None)
+    cause = exc.__cause__  # OmegaConf's error for the override's key, or for the first part of it that is missing
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key:
+        named = (cause.full_key, f"{cause.full_key}.")
+        at = next((i for i, o in enumerate(overrides) if o.key_or_group.startswith(named)), None)
+        key = overrides[at].key_or_group if at is not None else cause.full_key
         argument = overrides[at].input_line if at is not None else f"{key}=..."
         others = [a for i, a in enumerate(arguments) if i != at]
         for attempt in (others, []):  # the suggestions come from the config without the bad override
             try:
-                return unknown_key_message(key, argument, _composed(attempt))
+                config = compose("train", overrides=attempt, return_hydra_config=True)
+                return unknown_key_message(key, argument, OmegaConf.to_container(config, resolve=False))
             except (HydraException, OmegaConfBaseException):
                 continue
     return _one_paragraph(str(exc))
@@ -260,46 +250,31 @@ def _preset(attempt: list[str]) -> str | None:
     return next((a.split("=", 1)[1] for a in attempt if re.fullmatch(r"\+{0,2}hparams_search=[\w.-]+", a)), None)
 
 
-def _preset_group_values(params: dict[str, str], overrides: list[Override], loader: Any) -> list[str]:
-    """``group=config`` for each config of a group the sweep's ``params`` sweep (``model/optimizer: sgd,asgd``)
-    that the command line (``overrides``) does not set: each trial composes one of them."""
-    parser, given = OverridesParser.create(), {o.key_or_group for o in overrides}
-    values = []
+def _param_overrides(params: dict[str, str], overrides: list[Override], loader: Any) -> list[Override]:
+    """The sweep's ``params`` that the command line (``overrides``) does not set, parsed; not those that add or
+    delete a key (``+x``, ``~x``), nor those the sweeper refuses (it says what is wrong with them)."""
+    parser, given, parsed = OverridesParser.create(), {o.key_or_group for o in overrides}, []
     for key, value in params.items():
-        if key in given or key.startswith(("+", "~")) or not _is_group(key, loader):
-            continue
-        try:
-            override = parser.parse_override(f"{key}={value}")
-        except OverrideParseException:  # the sweeper says what is wrong with it
-            continue
-        override.config_loader = loader  # a glob(...) lists the group's configs
-        values += [f"{key}={name}" for name in _named_configs(override) if name != "null"]
-    return values
-
-
-def _config_text(loader: Any, path: str) -> str:
-    """The text of the config file ``path`` (``hparams_search/optuna``), '' when no file or package holds it."""
-    for source in loader.get_sources():
-        if source.scheme() not in ("file", "pkg") or not source.is_config(path):
-            continue
-        module, _, folder = source.path.partition("/")
-        try:
-            root = importlib.resources.files(module) if source.scheme() == "pkg" else Path(source.path)
-            directory = root.joinpath(folder) if source.scheme() == "pkg" and folder else root
-            return directory.joinpath(f"{path}.yaml").read_text()
-        except (ImportError, OSError, ValueError):
-            return ""
-    return ""
+        if key not in given and not key.startswith(("+", "~")):
+            try:
+                parsed.append(parser.parse_override(f"{key}={value}"))
+            except OverrideParseException:
+                continue
+            parsed[-1].config_loader = loader  # a glob(...) lists the group's configs
+    return parsed
 
 
 def _missing_keys(config: Any, keys: list[str]) -> list[str]:
     return [k for k in keys if OmegaConf.select(config, k, default=ABSENT, throw_on_resolution_failure=False) is ABSENT]
 
 
-def _preset_example(loader: Any, preset: str, keys: list[str]) -> str | None:
-    """An ``experiment=`` or ``model=`` choice that has ``keys`` with the preset: one its header comment runs it
-    with, else the one its defaults list picks; None when neither has them."""
-    text = _config_text(loader, f"hparams_search/{preset}")
+def _preset_example(preset: str, keys: list[str]) -> str | None:
+    """An ``experiment=`` or ``model=`` choice that has ``keys`` with the preset (one of this package's): one its
+    header comment runs it with, else the one its defaults list picks; None when neither has them."""
+    try:
+        text = importlib.resources.files("apa_lightning.conf").joinpath(f"hparams_search/{preset}.yaml").read_text()
+    except OSError:  # a preset from another config folder: no example
+        return None
     header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
     named = re.findall(r"\b((?:experiment|model)=[\w.-]+)", header)
     named += [f"{g}={n}" for g, n in re.findall(r"override /(experiment|model):\s*([\w.-]+)", text)]
@@ -324,36 +299,17 @@ def _missing_swept_keys(config: Any, attempt: list[str], loader: Any) -> str | N
     preset = _preset(attempt)
     chosen = OmegaConf.select(config, "hydra.runtime.choices", default={})
     choices = ", ".join(f"{g}={chosen[g]}" for g in CHOICES_NAMED if chosen.get(g))
-    example = _preset_example(loader, preset, missing) if preset else None
+    example = _preset_example(preset, missing) if preset else None
     return missing_swept_keys_message(missing, preset, choices, example)
 
 
-def _interpolation_texts(node: Any, prefix: str = "") -> list[tuple[str, str]]:
-    """(dotted key, text) of each interpolation in a plain nested container."""
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
-    texts = []
-    for name, child in items:
-        key = f"{prefix}{name}"
-        if isinstance(child, str) and "${" in child:
-            texts.append((key, child))
-        texts += _interpolation_texts(child, f"{key}.")
-    return texts
-
-
-def _set_values(overrides: list[Override], params: dict[str, str], loader: Any) -> dict[str, list[Any]]:
-    """The values the command line (``overrides``) and the sweep's ``params`` give each setting (not a config
-    group), as Hydra reads them: each value of a list or ``range`` sweep, none for an ``interval``."""
-    parser = OverridesParser.create()
-    given = {o.key_or_group: o for o in overrides}
-    for key, value in params.items():
-        if key not in given and not key.startswith(("+", "~")):
-            try:
-                given[key] = parser.parse_override(f"{key}={value}")
-            except OverrideParseException:  # the sweeper says what is wrong with it
-                continue
+def _set_values(overrides: list[Override], loader: Any) -> dict[str, list[Any]]:
+    """The values ``overrides`` (the command line's, then the sweep's) give each setting (not a config group), as
+    Hydra reads them: each value of a list or ``range`` sweep, none for an ``interval``."""
     values: dict[str, list[Any]] = {}
-    for key, override in given.items():
-        if override.is_delete() or override.is_interval_sweep() or _is_group(key, loader):
+    for override in overrides:
+        key = override.key_or_group
+        if key in values or override.is_delete() or override.is_interval_sweep() or _is_group(key, loader):
             continue
         try:
             values[key] = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
@@ -363,49 +319,23 @@ def _set_values(overrides: list[Override], params: dict[str, str], loader: Any) 
 
 
 def _unknown_choice(config: Any, values: dict[str, list[Any]], preset: str | None) -> str | None:
-    """The message for a value (``setting=row5``) that an interpolation of the composed ``config`` uses as a key
-    the config lacks (``${settings.${setting}.lr}``); None when each value resolves."""
+    """The message for a value (``setting=row5``) that an interpolation of the composed ``config`` uses as a key of
+    a node that lacks it (``${settings.${setting}.lr}``); None when each value is a key there."""
     plain = OmegaConf.to_container(config, resolve=False)
     plain.pop("hydra", None)
-    texts = _interpolation_texts(plain)
+    text = OmegaConf.to_yaml(plain)  # the interpolations as written
     for key, choices in values.items():
-        used = re.compile(r"\$\{\s*" + re.escape(key) + r"\s*\}")
-        paths = [path for path, text in texts if used.search(text)]
-        for value in choices if paths else []:
-            trial = OmegaConf.create(plain)
-            try:
-                OmegaConf.update(trial, key, value, merge=False)
-                for path in paths:
-                    OmegaConf.select(trial, path, throw_on_resolution_failure=True)
-            except InterpolationKeyError as exc:
-                missing = re.search(r"Interpolation key '([^']+)' not found", str(exc))
-                parent, names = _missing_part(missing[1] if missing else "", plain, str(value))
-                if names is not None:
-                    owner = f"hparams_search={preset}" if preset else "this config"
-                    where = f"the {parent}" if parent else "the top-level keys"
-                    return f"{key}={value} is not one of {where} of {owner}: {', '.join(names)}"
-            except OmegaConfBaseException:  # another problem (a resolver): the run reports it
-                continue
+        for table in dict.fromkeys(re.findall(r"\$\{(?:([\w.]+)\.)?\$\{\s*" + re.escape(key) + r"\s*\}", text)):
+            node: Any = plain
+            for part in table.split(".") if table else []:
+                node = node.get(part) if isinstance(node, dict) else None
+            names = [str(name) for name in node] if isinstance(node, dict) else []
+            unknown = next((v for v in choices if names and str(v) not in names), None)
+            if unknown is not None:
+                owner = f"hparams_search={preset}" if preset else "this config"
+                where = f"the {table}" if table else "the top-level keys"
+                return f"{key}={unknown} is not one of {where} of {owner}: {', '.join(names)}"
     return None
-
-
-def _missing_part(key: str, config: dict[str, Any], value: str) -> tuple[str, list[str] | None]:
-    """The part of the missing ``key`` that exists and its keys, when the first missing part is ``value`` (the
-    value a user set); else ('', None)."""
-    node: Any = config
-    parts = key.split(".")
-    for at, part in enumerate(parts):
-        if not isinstance(node, dict):
-            break
-        if part not in node:
-            return (".".join(parts[:at]), [str(k) for k in node]) if part == value else ("", None)
-        node = node[part]
-    return "", None
-
-
-def _composed(arguments: list[str]) -> dict[str, Any]:
-    config = compose("train", overrides=arguments, return_hydra_config=True)
-    return OmegaConf.to_container(config, resolve=False)
 
 
 def check_overrides(argv: list[str]) -> None:
@@ -485,37 +415,42 @@ def check_overrides(argv: list[str]) -> None:
                 return
             if attempt is first:
                 first_config = composed
-                mode = OmegaConf.select(composed, "hydra.mode")
+                mode = OmegaConf.select(composed, "hydra.mode")  # a preset may set MULTIRUN
                 multirun = arguments.multirun or getattr(mode, "name", mode) == "MULTIRUN"
                 params = _sweep_params(composed) if multirun else {}  # a run without -m does not sweep them
-                attempts += [([*first, value], [value]) for value in _preset_group_values(params, overrides, loader)]
-                values = _set_values(overrides, params, loader)
+                preset_sweeps = _param_overrides(params, overrides, loader)
+                groups = [o for o in preset_sweeps if _is_group(o.key_or_group, loader)]
+                # each config of a group the preset sweeps (model/optimizer: sgd,asgd) is composed
+                attempts += [
+                    ([*first, f"{o.key_or_group}={n}"], [f"{o.key_or_group}={n}"])
+                    for o in groups
+                    for n in _named_configs(o)
+                    if n != "null"
+                ]
+                values = _set_values([*overrides, *preset_sweeps], loader)
             problem = _missing_swept_keys(composed, attempt, loader) if multirun else None
             problem = problem or _unknown_choice(composed, values, _preset(attempt))
             if problem:
                 raise ApaError(problem)
     sweep = next((o for o in overrides if o.is_sweep_override()), None)
-    if sweep is not None and not arguments.multirun and getattr(mode, "name", mode) != "MULTIRUN":
+    if sweep is not None and not multirun:
         raise ApaError(several_values_message(sweep))
-    if sweep is not None:
-        check_swept_values(first_config, overrides)
+    if multirun:
+        check_swept_values(first_config, values)
 
 
-def check_swept_values(config: Any, overrides: list[Override]) -> None:
-    """Raise ApaError when a value a command-line sweep gives a setting (``model.optimizer.lr=0.1,abc``) is one the
-    config checks refuse (``config_checks.check_config``), before the sweep starts its first job rather than when
-    that value's job does. Each value is put into ``config`` (composed with every sweep at its first value) alone;
-    config groups were composed for each of their values already."""
-    for override in overrides:
-        if not override.is_sweep_override() or override.is_interval_sweep():
-            continue
-        key = override.key_or_group.lstrip("+~")
-        node = OmegaConf.select(config, key, default=ABSENT, throw_on_resolution_failure=False)
+def check_swept_values(config: Any, values: dict[str, list[Any]]) -> None:
+    """Raise ApaError when a value a sweep gives a setting (``model.optimizer.lr=0.1,abc``) is one the config checks
+    refuse (``config_checks.check_config``), before the sweep starts its first job rather than when that value's
+    job does. Each value is put into ``config`` (composed with every sweep at its first value) alone; config groups
+    were composed for each of their values already."""
+    for key, choices in values.items():
+        node = OmegaConf.select(config, key.lstrip("+~"), default=ABSENT, throw_on_resolution_failure=False)
         if node is ABSENT or OmegaConf.is_config(node):  # a new key (+key=...), a config group
             continue
-        for value in override.sweep_iterator():
+        for value in choices:
             trial = config.copy()
-            OmegaConf.update(trial, key, value, force_add=True)
+            OmegaConf.update(trial, key.lstrip("+~"), value, force_add=True)
             try:
                 check_config(trial)
             except OmegaConfBaseException:  # ${hydra:...}, a job's ${oc.env:...}: the trial checks itself
