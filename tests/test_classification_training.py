@@ -56,9 +56,9 @@ def test_cnn_v2_learns_digits_well_above_chance_and_writes_the_report(make_cfg):
     assert [int(float(r["support"])) for r in rows[:10]] == torch.bincount(test_split.test_set.labels).tolist()
     assert (out / "confusion_matrix.png").is_file() and "mCA" in (out / "classification_report.txt").read_text()
     assert not (out / "images").exists()  # image grids are for autoencoders
-    epochs = [r for r in csv.DictReader(open(out / "csv" / "metrics.csv")) if r.get("train/acc")]
+    epochs = [r for r in csv.DictReader(open(out / "csv" / "steps.csv")) if r.get("train/acc")]
     assert float(epochs[-1]["train/acc"]) > float(epochs[0]["train/acc"])
-    assert "lr-Adam" in open(out / "csv" / "metrics.csv").readline()  # learning rate logged every epoch
+    assert "lr-Adam" in open(out / "csv" / "steps.csv").readline()  # learning rate logged every epoch
 
 
 @pytest.mark.parametrize("experiment", CIFAR10_EXPERIMENTS)
@@ -112,7 +112,7 @@ def test_one_cycle_schedule_takes_its_length_from_the_trainer(make_cfg):
         "logger=csv",
     )
     train(cfg)
-    rows = csv.DictReader(open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv"))
+    rows = csv.DictReader(open(Path(cfg.paths.output_dir) / "csv" / "steps.csv"))
     lrs = [float(r["lr-Adam"]) for r in rows if r.get("lr-Adam")]
     assert lrs[0] == pytest.approx(0.01 / 25, rel=1e-6) and lrs[1] > 0.003  # a wrong length stays near 0.0004
 
@@ -164,6 +164,6 @@ def test_scheduler_presets_step_in_a_real_run(make_cfg, scheduler, lr_after_one_
         "logger=csv",
     )
     train(cfg)
-    rows = csv.DictReader(open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv"))
+    rows = csv.DictReader(open(Path(cfg.paths.output_dir) / "csv" / "steps.csv"))
     lrs = [float(r["lr-Adam"]) for r in rows if r.get("lr-Adam")]
     assert lrs == pytest.approx([0.001, lr_after_one_epoch])

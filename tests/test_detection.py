@@ -19,8 +19,7 @@ import yaml
 from PIL import Image
 
 from apa_lightning.detection.kitti import KittiDetectionData, KittiObject, read_label_file, yolo_lines
-from apa_lightning.errors import ApaError
-from apa_lightning.tasks.train import user_error
+from apa_lightning.errors import ApaError, user_error
 
 
 def kitti_line(kind: str, box: tuple[float, float, float, float], truncated: float = 0.0, occluded: int = 0) -> str:
@@ -296,11 +295,12 @@ def test_missing_hub_weights_fail_at_once_naming_where_to_put_them(make_cfg, tmp
 
 def test_a_record_that_cannot_be_written_does_not_hide_the_error(make_cfg, tmp_path, monkeypatch, caplog):
     import apa_lightning.detection.train as detection_train
+    import apa_lightning.runs.record as run_record
 
     def full_disk(path, record):
         raise ApaError(f"the disk is full: writing {path} failed")
 
-    monkeypatch.setattr(detection_train, "write_metrics", full_disk)
+    monkeypatch.setattr(run_record, "write_metrics", full_disk)
     write_kitti(tmp_path / "data" / "kitti", count=4)
     with pytest.raises(ApaError, match="yolov8n.pt: no such file"):
         detection_train.train(make_cfg("experiment=kitti_yolo_transfer"))

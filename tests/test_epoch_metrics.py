@@ -47,7 +47,7 @@ def test_metrics_csv_has_a_row_per_epoch_with_the_logged_values_and_curves(make_
     assert [(r["epoch"], r["step"]) for r in rows] == [("1", "2"), ("2", "4")]
     assert [float(r["lr"]) for r in rows] == [cfg.model.optimizer.lr] * 2
     # the same numbers as Lightning's CSV logger (its epochs count from 0) and metrics.json
-    logged = read(out / "csv" / "metrics.csv")
+    logged = read(out / "csv" / "steps.csv")
     for row in rows:
         epoch = str(int(row["epoch"]) - 1)
         for key in ("train/loss", "val/loss", "val/psnr"):

@@ -236,16 +236,17 @@ def test_font_ae_steps_per_mini_batch_and_anneals_once_per_epoch(make_cfg):
     out = Path(cfg.paths.output_dir)
     checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 2 * 2 * 7  # epochs x passes x mini-batches of 5 in 32 glyphs
-    rows = [r for r in csv.DictReader(open(out / "csv" / "metrics.csv")) if r.get("lr-Adam")]
+    rows = [r for r in csv.DictReader(open(out / "csv" / "steps.csv")) if r.get("lr-Adam")]
     assert [float(r["lr-Adam"]) for r in rows] == pytest.approx([0.01, 0.005])  # cosine over 2 epochs
-    assert sum(1 for r in csv.DictReader(open(out / "csv" / "metrics.csv")) if r.get("train/loss")) == 2
+    assert sum(1 for r in csv.DictReader(open(out / "csv" / "steps.csv")) if r.get("train/loss")) == 2
 
 
 @pytest.mark.parametrize(
     ("scheduler", "message"), [("plateau", "ReduceLROnPlateau"), ("onecycle", "model.scheduler.total_steps")]
 )
 def test_schedulers_the_module_cannot_step_are_refused(make_cfg, scheduler, message):
-    from apa_lightning.tasks.train import instantiate_plain, user_error
+    from apa_lightning.errors import user_error
+    from apa_lightning.tasks.train import instantiate_plain
 
     with pytest.raises(Exception) as raised:
         instantiate_plain(make_cfg("experiment=font_ae", f"model/scheduler={scheduler}").model)

@@ -132,8 +132,8 @@ def test_ultralytics_takes_its_fonts_from_its_config_folder_without_asking_the_n
 def test_ultralytics_training_checkpoints_hold_the_keys_a_resume_check_reads():
     from ultralytics.engine.trainer import BaseTrainer
 
-    # detection/train.py read_checkpoint unpickles last.pt without ultralytics (its objects become placeholders,
-    # since ultralytics must not start before it is set up in the run directory) and reads these plain values
+    # detection/train.py read_ultralytics_checkpoint unpickles last.pt without ultralytics (its objects become
+    # placeholders, since ultralytics must not start before it is set up in the run directory) and reads these values
     save_model = getattr(BaseTrainer, "save_model", None)
     written = set(getattr(getattr(save_model, "__code__", None), "co_consts", ()))
     for key in ("epoch", "optimizer", "train_args"):
@@ -142,6 +142,34 @@ def test_ultralytics_training_checkpoints_hold_the_keys_a_resume_check_reads():
             f"BaseTrainer.save_model writing checkpoint[{key!r}]",
             "detection/train.py resumable_checkpoint checks a resume with it",
         )
+
+
+# -------------------------------------------------------------------------------------------------- tensorboard
+
+
+def test_a_closed_summary_writer_reopens_its_event_file_writer(tmp_path):
+    from omegaconf import OmegaConf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+    from torch.utils.tensorboard import SummaryWriter
+
+    from apa_lightning.runs.hparams import write_final
+
+    used_by = "runs/hparams.py (write_final) writes the HParams summaries into the closed writer of a finished run"
+    writer = SummaryWriter(str(tmp_path))
+    writer.close()  # as Lightning's TensorBoardLogger leaves it after fit and test
+    symbol = "torch.utils.tensorboard.SummaryWriter._get_file_writer"
+    assert callable(getattr(writer, "_get_file_writer", None)), broken("torch", symbol, used_by)
+    cfg = OmegaConf.create({"seed": 1, "trainer": {"max_epochs": 2}, "model": {"lr": 0.1}, "data": {"batch": 4}})
+    write_final(writer, cfg, tmp_path / "runs" / "ae" / "1", {}, 3)  # no score: no scalar reopens it first
+    writer.close()
+    content = EventAccumulator(str(tmp_path)).Reload().PluginTagToContent(metadata.PLUGIN_NAME)
+    assert metadata.SESSION_START_INFO_TAG in content, broken(
+        "torch", f"{symbol} (reopening the event file: the summaries did not reach the log dir)", used_by
+    )
+    start = plugin_data_pb2.HParamsPluginData.FromString(content[metadata.SESSION_START_INFO_TAG])
+    assert start.session_start_info.group_name == "ae/1"
+    assert start.session_start_info.hparams["model/lr"].number_value == 0.1
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -265,7 +265,7 @@ def test_a_requeued_slurm_job_continues_its_run_and_skips_a_finished_one(monkeyp
     assert (record["status"], record["epochs"]) == ("completed", 2)
     assert record["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
     # the CSV log holds both epochs: the first process's and the requeued one's
-    rows = [r for r in csv.DictReader(open(run_dir / "csv" / "metrics.csv")) if r.get("val/loss")]
+    rows = [r for r in csv.DictReader(open(run_dir / "csv" / "steps.csv")) if r.get("val/loss")]
     assert [int(r["epoch"]) for r in rows] == [0, 1]
 
     # requeued again after it finished (another command of the job script was preempted): nothing to redo

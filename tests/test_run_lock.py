@@ -239,22 +239,23 @@ def test_an_interruption_after_the_record_is_saved_keeps_it_completed_and_its_ti
 ):
     """A SIGTERM while the HParams entry is written, after metrics.json was saved: the record used to be saved a
     second time, as interrupted, adding the resume's time twice (it read back its own first save)."""
+    import apa_lightning.runs.record as run_record
     import apa_lightning.tasks.train as run_module
 
     assert run_cli(monkeypatch, capsys, tmp_path, *TINY, "trainer.max_epochs=1")[0] == 0
     run_dir = only_run_dir(tmp_path)
     first = json.loads((run_dir / "metrics.json").read_text())["wall_time_s"]
     saved = []
-    original_save = run_module.save_record
+    original_write = run_record.write_metrics
 
-    def save_and_note(output_dir, record, *args, **kwargs):
-        original_save(output_dir, record, *args, **kwargs)
+    def save_and_note(path, record):
+        original_write(path, record)
         saved.append(dict(record))
 
     def interrupted(*args, **kwargs):
         raise Interrupted(15)
 
-    monkeypatch.setattr(run_module, "save_record", save_and_note)
+    monkeypatch.setattr(run_record, "write_metrics", save_and_note)
     monkeypatch.setattr(run_module, "log_final_hparams", interrupted)
     code, _ = run_cli(monkeypatch, capsys, tmp_path, f"resume={run_dir}", "trainer.max_epochs=2")
     assert code == 143

@@ -106,14 +106,13 @@ def test_long_decimal_numbers_are_shortened_to_four_significant_digits(value, sh
 
 def no_training(cfg: DictConfig) -> float:
     """A stand-in for the training task: records the run's HParams entries and a completed metrics.json."""
-    from apa_lightning.runs.files import run_record, write_metrics
     from apa_lightning.runs.hparams import hparams_for_tensorboard
     from apa_lightning.runs.names import sweep_context
+    from apa_lightning.runs.record import RunRecord
 
     output_dir = Path(cfg.paths.output_dir)
     (output_dir / "hparams.json").write_text(json.dumps(list(hparams_for_tensorboard(cfg, *sweep_context()))))
-    record = {**run_record(cfg, output_dir), "status": "completed", "best_score": 0.5, "test": {}}
-    write_metrics(output_dir / "metrics.json", record)
+    RunRecord(cfg, output_dir).close("completed", best_score=0.5, test={})
     return 0.5
 
 

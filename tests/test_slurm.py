@@ -142,7 +142,7 @@ def test_a_requeued_batch_job_continues_its_run_directory_from_last_ckpt(slurm_n
     # every epoch once: the first start's two and the requeued job's four
     with open(run_dir / "metrics.csv", newline="") as f:
         assert [int(row["epoch"]) for row in csv.DictReader(f)] == [1, 2, 3, 4, 5, 6]
-    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+    with open(run_dir / "csv" / "steps.csv", newline="") as f:
         assert [int(row["epoch"]) for row in csv.DictReader(f) if row["val/loss"]] == [0, 1, 2, 3, 4, 5]
 
 

@@ -47,7 +47,7 @@ def test_every_run_logs_images_per_second_and_epoch_time(make_cfg):
     train(cfg)
     out = Path(cfg.paths.output_dir)
     record = json.loads((out / "metrics.json").read_text())
-    rows = [r for r in csv.DictReader(open(out / "csv" / "metrics.csv")) if r.get("perf/images_per_s")]
+    rows = [r for r in csv.DictReader(open(out / "csv" / "steps.csv")) if r.get("perf/images_per_s")]
     assert len(rows) == 2  # one per epoch
     rates = [float(r["perf/images_per_s"]) for r in rows]
     epoch_times = [float(r["perf/epoch_time_s"]) for r in rows]

@@ -11,10 +11,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from apa_lightning.callbacks.epoch_seed import TEST_EPOCH, epoch_seed
 from apa_lightning.callbacks.finite_loss import FiniteLossCheck
-from apa_lightning.errors import ApaError
+from apa_lightning.errors import ApaError, user_error
 from apa_lightning.models.autoencoder import AutoencoderModule
 from apa_lightning.runs.figures import CARD_WIDTH, labelled_grid
-from apa_lightning.tasks.train import train, user_error
+from apa_lightning.tasks.train import train
 
 from .test_configs import EXPERIMENTS
 from .test_resume import only_run_dir, run_cli
@@ -40,7 +40,7 @@ def test_short_training_on_digits_lowers_validation_loss_and_tests_best_checkpoi
     cfg = make_cfg("logger=csv", "trainer.max_epochs=3", "data.batch_size=32", "model.optimizer.lr=0.005")
     best = train(cfg)
     out = Path(cfg.paths.output_dir)
-    rows = [r for r in csv.DictReader(open(out / "csv" / "metrics.csv")) if r.get("val/loss")]
+    rows = [r for r in csv.DictReader(open(out / "csv" / "steps.csv")) if r.get("val/loss")]
     losses = [float(r["val/loss"]) for r in rows]
     assert len(losses) == 3 and losses[-1] < 0.8 * losses[0]
     record = json.loads((out / "metrics.json").read_text())

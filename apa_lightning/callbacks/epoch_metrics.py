@@ -19,6 +19,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from apa_lightning.errors import ApaError
 from apa_lightning.runs.figures import save_figure
 from apa_lightning.runs.files import write_text_atomically
+from apa_lightning.runs.record import to_log_file
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +116,6 @@ def curves_figure(rows: Sequence[Row], metric: str | None, best: int | None = No
     return figure
 
 
-def to_log_files(line: str) -> None:
-    """Give ``line`` as an INFO record to the log's file handlers only (``run.log``), not to the console."""
-    if log.isEnabledFor(logging.INFO):
-        record = log.makeRecord(log.name, logging.INFO, __file__, 0, line, None, None)
-        for handler in logging.getLogger().handlers:
-            if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
-                handler.handle(record)
-
-
 def announce(trainer: L.Trainer, line: str) -> None:
     """Log ``line`` at INFO. While a progress bar is shown, the console gets it through the bar (printed above
     it, not glued to its end) and the log's file handlers get the record directly."""
@@ -133,7 +125,7 @@ def announce(trainer: L.Trainer, line: str) -> None:
         return
     if log.isEnabledFor(logging.INFO):
         bar.print(line)
-        to_log_files(line)
+        to_log_file(line, logger=log)
 
 
 def shown_on_console(epoch: int, max_epochs: int | None, lines: int) -> bool:
@@ -235,7 +227,7 @@ class EpochMetrics(L.Callback):
                 announce(trainer, line)
                 self._shown.add(int(row["epoch"]))
             else:
-                to_log_files(line)
+                to_log_file(line, logger=log)
         if self._check_main_metrics and self._validated:  # on every rank: they all stop
             self._check_main_metrics = False
             self.check_main_metrics(self.rows)

@@ -32,8 +32,8 @@ from apa_lightning.runs.checkpoint_lookup import (
     refuse_sweep_directory,
     unquoted,
 )
-from apa_lightning.runs.files import run_record, write_metrics
 from apa_lightning.runs.lock import RunInUse, RunLock, is_launching_process
+from apa_lightning.runs.record import record_refused, to_log_file
 from apa_lightning.tasks import TASKS
 from apa_lightning.tasks.distributed import requeue_on_sigusr1, slurm_job_id, srun_rank_overrides
 
@@ -125,14 +125,6 @@ def signals_interrupt() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _log_to_file(message: str) -> None:
-    """Put ``message`` into the run's log file only (the console gets the ``error:`` paragraph)."""
-    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
-
-
 @hydra.main(version_base="1.3", config_path="pkg://apa_lightning.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Run ``cfg.task`` (see ``tasks.TASKS``): train and test one configuration (``task=train``, ``detect``;
@@ -159,7 +151,9 @@ def main(cfg: DictConfig) -> float | None:
             quiet_console()  # after the task's imports: `import lightning` adds a second console handler
             return task(cfg)
     except Interrupted as exc:
-        _log_to_file(f"Interrupted by {exc.signal_name}; the finished epochs are kept in {output_dir}.")
+        to_log_file(
+            f"Interrupted by {exc.signal_name}; the finished epochs are kept in {output_dir}.", logging.ERROR, log
+        )
         if sweep:
             from apa_lightning.tasks.sweep_summary import recorded_order, write_summary
 
@@ -179,17 +173,13 @@ def main(cfg: DictConfig) -> float | None:
         raise SystemExit(exc.exit_code) from None
     except Exception as exc:
         message = user_error(exc) or broken_install(exc)
-        _log_to_file(f"Failed: {message or repr(exc)}")
+        to_log_file(f"Failed: {message or repr(exc)}", logging.ERROR, log)  # the console gets the error: paragraph
         error = message or describe(exc)
         # refused before the task recorded it; not by a DDP rank > 0 (rank 0 records the run), nor into a directory
         # that another live run holds
         unrecorded = output_dir.is_dir() and not (output_dir / "metrics.json").is_file()
         if unrecorded and is_launching_process() and not isinstance(exc, RunInUse):
-            record = {**run_record(cfg, output_dir), "status": "failed", "error": error}
-            try:
-                write_metrics(output_dir / "metrics.json", {**record, "best_score": None, "test": {}})
-            except (OSError, ApaError) as failed:  # the directory became unwritable or the disk is full
-                log.warning("The failure could not be recorded in %s: %s", output_dir, failed)
+            record_refused(cfg, output_dir, error)
         if sweep:
             log.error("Trial %s failed: %s", HydraConfig.get().job.num, error, exc_info=message is None)
             return None  # not a number: the Optuna sweeper records a failed trial (a NaN would crash it)

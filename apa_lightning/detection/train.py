@@ -13,8 +13,8 @@ import math
 import pickle
 import secrets
 import shutil
-import time
 import types
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +31,11 @@ from apa_lightning.detection.yolo import (
     ultralytics_amp,
     ultralytics_device,
 )
-from apa_lightning.errors import ApaError, describe, user_error
-from apa_lightning.runs.files import (
-    read_run_record,
-    record_failure,
-    run_record,
-    write_atomically,
-    write_metrics,
-    write_text_atomically,
-)
-from apa_lightning.runs.hparams import hparams_for_tensorboard, hparams_summaries, trial_name
+from apa_lightning.errors import ApaError, describe
+from apa_lightning.runs.files import write_atomically, write_text_atomically
+from apa_lightning.runs.hparams import write_final
 from apa_lightning.runs.lock import locked
-from apa_lightning.runs.names import sweep_context
+from apa_lightning.runs.record import RunRecord, read_run_record
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +179,7 @@ def _detection_parts(cfg: DictConfig) -> tuple[KittiDetectionData, YoloDetector]
 
 
 class _Placeholder:
-    """Stands in for every ultralytics object of a checkpoint read by ``read_checkpoint``."""
+    """Stands in for every ultralytics object of a checkpoint read by ``read_ultralytics_checkpoint``."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> _Placeholder:
         return object.__new__(cls)
@@ -205,7 +198,7 @@ class _NoUltralyticsUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
+def read_ultralytics_checkpoint(path: Path) -> dict[str, Any]:
     """An ultralytics checkpoint with its model objects left out (placeholders): its epoch, optimizer state and
     train_args. Imports torch but not ultralytics, which must not start before it is told to write inside the run
     directory (``setup_ultralytics``); so Hydra's on_run_start callback can check a resume too. (Ultralytics' own
@@ -249,7 +242,7 @@ def resumable_checkpoint(cfg: DictConfig) -> tuple[Path, int] | None:
             f"ckpt_path={ckpt_path} is not an ultralytics checkpoint file; pass <run dir>/weights/last.pt of the "
             "detection run to resume."
         )
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_ultralytics_checkpoint(path)
     if checkpoint.get("epoch", -1) < 0 or checkpoint.get("optimizer") is None:
         raise ApaError(
             f"ckpt_path={ckpt_path} holds a finished training (no epoch and optimizer state to resume). To train "
@@ -327,13 +320,12 @@ def _train(cfg: DictConfig) -> float | None:
 
     run_dir = Path(cfg.paths.output_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    record = run_record(cfg, run_dir)
     # a refused resume fails here, before anything of the run it names (its metrics.json) is written
     resume_from = resumable_checkpoint(cfg)
-    if resume_from is not None:
-        record["resumed_from"] = str(resume_from[0])
-    start, metrics, writer = time.perf_counter(), None, None
-    try:
+    resumed = {} if resume_from is None else {"resumed_from": str(resume_from[0])}
+    metrics = None
+    record = RunRecord(cfg, run_dir, results=lambda: results(run_dir, metrics, cfg), **resumed)
+    with record, ExitStack() as end:  # the TensorBoard writer is closed first, then the record
         if cfg.optimized_metric not in EPOCH_METRICS:
             raise ApaError(
                 f"optimized_metric={cfg.optimized_metric} is not a detection metric; use one of "
@@ -385,6 +377,7 @@ def _train(cfg: DictConfig) -> float | None:
                 "exist_ok": True,
             }
         writer = SummaryWriter(str(run_dir))  # the event files in the run directory: TensorBoard's run name
+        end.callback(_close, writer)
         to_tensorboard = ResultsToTensorBoard(run_dir / "results.csv", writer)
         model.add_callback("on_train_start", to_tensorboard)
         model.add_callback("on_fit_epoch_end", to_tensorboard)
@@ -403,52 +396,29 @@ def _train(cfg: DictConfig) -> float | None:
                 plots=False,
                 save_dir=str(run_dir / ".ultralytics" / "val"),
             )
-        record["status"] = "completed"
-    except BaseException as exc:
-        record_failure(record, exc)
-        _save_record(run_dir, record, metrics, cfg, start, quiet=True)
-        _close(writer)
-        raise
-    _save_record(run_dir, record, metrics, cfg, start)
-    writer.close()
-    _finish(cfg, record, data_yaml, detector, device, writer.log_dir)
-    return record["best_score"]
+        record.close()
+    _finish(cfg, record.data, data_yaml, detector, device, writer.log_dir)
+    return record.data["best_score"]
 
 
-def _save_record(
-    run_dir: Path, record: dict[str, Any], metrics: Any, cfg: DictConfig, start: float, quiet: bool = False
-) -> None:
-    """Complete ``record`` with the run's results and write ``metrics.json``; a resumed run adds its earlier wall
-    time. With ``quiet`` (a run that already failed) an error here is logged, not raised, so it never hides the
-    original error (as ``run.save_record`` does for the other tasks)."""
-    path = run_dir / "metrics.json"
-    try:
-        epochs = read_results(run_dir / "results.csv")
-        best = run_dir / "weights" / "best.pt"
-        overall, per_class = final_metrics(metrics) if metrics is not None else ({}, {})
-        record.update(
-            {
-                "best_checkpoint": str(best) if best.is_file() else None,
-                "best_score": _best_score(epochs, cfg.optimized_metric, cfg.optimized_mode),
-                "epochs": epochs[-1][0] if epochs else 0,
-                "wall_time_s": round(time.perf_counter() - start, 2),
-                "test": overall,
-                "per_class": per_class,
-            }
-        )
-        if record.get("resumed_from") and path.is_file():  # resumed in place: count the earlier time
-            record["wall_time_s"] += read_run_record(path).get("wall_time_s") or 0  # checked before training
-        write_metrics(path, record)
-    except Exception as exc:
-        if not quiet:
-            raise
-        log.error("Could not write %s: %s", path, user_error(exc) or describe(exc))
+def results(run_dir: Path, metrics: Any, cfg: DictConfig) -> dict[str, Any]:
+    """What ``metrics.json`` records of a detection run (see ``RunRecord``): best.pt, the best per-epoch
+    ``optimized_metric``, the finished epochs, and best.pt's overall and per-class validation metrics
+    (``metrics``, None before they exist)."""
+    epochs = read_results(run_dir / "results.csv")
+    best = run_dir / "weights" / "best.pt"
+    overall, per_class = final_metrics(metrics) if metrics is not None else ({}, {})
+    return {
+        "best_checkpoint": str(best) if best.is_file() else None,
+        "best_score": _best_score(epochs, cfg.optimized_metric, cfg.optimized_mode),
+        "epochs": epochs[-1][0] if epochs else 0,
+        "test": overall,
+        "per_class": per_class,
+    }
 
 
 def _close(writer: Any) -> None:
-    """Close a TensorBoard writer of a failed run; an error closing it is logged, not raised."""
-    if writer is None:
-        return
+    """Close a TensorBoard writer; an error closing it is logged, not raised (it must not hide a run's error)."""
     try:
         writer.close()
     except Exception as exc:
@@ -475,14 +445,10 @@ def _finish(
             )
             if grid is not None:
                 writer.add_image("val/predictions", grid, step, dataformats="HWC")
-        final = {f"best/{k}": v for k, v in record["test"].items()}  # best.pt's validation metrics
+        best = dict(record["test"])  # best.pt's validation metrics
         if record["best_score"] is not None:
-            final.setdefault(f"best/{record['optimized_metric']}", record["best_score"])
-        for name, value in final.items():
-            writer.add_scalar(name, value, step)
-        swept, choices = sweep_context()
-        for summary in hparams_summaries(hparams_for_tensorboard(cfg, swept, choices), trial_name(run_dir)):
-            writer._get_file_writer().add_summary(summary)
+            best.setdefault(record["optimized_metric"], record["best_score"])
+        write_final(writer, cfg, run_dir, best, step)
     lines = ["Validation metrics of best.pt:"]
     lines += [f"  {name:<16}  {value:.4f}" for name, value in record["test"].items()]
     for name, values in record["per_class"].items():

@@ -14,7 +14,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from apa_lightning.errors import ApaError
-from apa_lightning.runs.files import read_run_record
+from apa_lightning.runs.record import read_run_record
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from apa_lightning.errors import DISK_FULL, ApaError, describe, interruption, user_error
+from apa_lightning.errors import DISK_FULL, ApaError, describe
 
 
 def disk_full_message(path: Path) -> str:
@@ -58,28 +58,6 @@ def write_metrics(path: str | Path, record: dict[str, Any]) -> None:
     write_text_atomically(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
-def run_record(cfg: Any, run_dir: Path) -> dict[str, Any]:
-    """The start of a run's ``metrics.json``: status ``running`` and what identifies the run in a sweep summary."""
-    return {
-        "status": "running",
-        "task_name": cfg.get("task_name"),
-        "tags": list(cfg.get("tags") or []),
-        "optimized_metric": cfg.get("optimized_metric"),
-        "optimized_mode": cfg.get("optimized_mode"),
-        "run_dir": str(run_dir),
-    }
-
-
-def record_failure(record: dict[str, Any], exc: BaseException) -> None:
-    """Mark ``record`` as ended by ``exc``: ``interrupted`` with the signal's name, or ``failed`` with the
-    user-facing message (``Type: message`` for an unexpected error)."""
-    signal_name = interruption(exc)
-    record["status"] = "interrupted" if signal_name else "failed"
-    if signal_name:
-        record["signal"] = signal_name
-    record["error"] = f"interrupted by {signal_name}" if signal_name else (user_error(exc) or describe(exc))
-
-
 def _cause(exc: BaseException) -> str:
     """Where and why a JSON or YAML file could not be parsed, from the exception's attributes."""
     if isinstance(exc, json.JSONDecodeError):
@@ -116,15 +94,3 @@ def read_yaml(path: str | Path, fix: str) -> Any:
         return OmegaConf.to_container(OmegaConf.load(path))
     except (yaml.YAMLError, UnicodeDecodeError, ValueError) as exc:
         raise ApaError(f"{path} is damaged: it cannot be read as YAML ({_cause(exc)}). {fix}") from exc
-
-
-RECORD_FIX = (
-    "It is the run's record, which the resumed run extends: delete it (the run then writes a new one, whose "
-    "wall_time_s counts only the time from now on), then run the command again."
-)
-
-
-def read_run_record(path: str | Path) -> dict[str, Any]:
-    """A run's ``metrics.json`` as the run continues it (a resume, a requeued SLURM job). Raises ApaError when it is
-    damaged."""
-    return read_json_record(path, RECORD_FIX)

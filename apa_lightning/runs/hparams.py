@@ -1,14 +1,19 @@
-"""A run's hyperparameters as TensorBoard's HParams tab takes them, and its config as a Text entry. Torch is
-imported only by ``hparams_summaries``."""
+"""A run's hyperparameters as TensorBoard's HParams tab takes them (``write_final``, for every training path), and
+its config as a Text entry. Torch is imported only by ``hparams_summaries``."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from apa_lightning.runs.names import sweep_context
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 INSTANTIATION_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 # how the run is executed, not what is learnt
@@ -100,6 +105,23 @@ def hparams_summaries(params: dict[str, Any], trial: str) -> list[Any]:
     data.session_start_info.group_name = trial
     value.metadata.plugin_data.content = data.SerializeToString()
     return [start, end]
+
+
+def write_final(writer: SummaryWriter, cfg: DictConfig, run_dir: Path, best: dict[str, float], step: int) -> None:
+    """Write the run's ``best`` scores as ``best/<metric>`` scalars at ``step`` and put the run into TensorBoard's
+    HParams tab with them: the swept hyperparameters first (``hparams_for_tensorboard``), the Trial ID naming the
+    run by what differs (``trial_name``)."""
+    for name, value in best.items():
+        writer.add_scalar(f"best/{name}", value, step)
+    swept, choices = sweep_context()
+    # torch's one private hook here (contract: tests/test_library_contracts.py): the summaries go into the writer's
+    # event file, which Lightning closed when fit or test ended; _get_file_writer reopens it. No public API does:
+    # SummaryWriter.file_writer is None once closed, SummaryWriter.add_hparams and Lightning's log_hyperparams
+    # write the experiment summary that hparams_summaries leaves out (add_hparams into a new sub-run too)
+    file_writer = writer._get_file_writer()
+    for summary in hparams_summaries(hparams_for_tensorboard(cfg, swept, choices), trial_name(run_dir)):
+        file_writer.add_summary(summary)
+    writer.flush()
 
 
 def config_markdown(cfg: DictConfig) -> str:

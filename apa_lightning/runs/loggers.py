@@ -1,4 +1,4 @@
-"""Loggers: TensorBoard files that name each loss by its kind; a CSV log that a resumed run continues."""
+"""Loggers: TensorBoard files that name each loss by its kind; a CSV log of the steps that a resumed run continues."""
 
 from __future__ import annotations
 
@@ -14,22 +14,29 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 
 SPLITS = ("train", "val", "test")
+STEPS_FILE = "steps.csv"
 
 
 class ResumableCSVLogger(CSVLogger):
-    """Lightning's CSVLogger, except that the rows already in ``metrics.csv`` (a resumed run writing into its
-    own directory) are kept: Lightning's writer deletes that file when it opens a non-empty folder."""
+    """Lightning's CSVLogger, writing every logged step into ``steps.csv`` (``STEPS_FILE``) instead of
+    ``metrics.csv``, the run directory's own per-epoch table (``callbacks/epoch_metrics.py``), so that a run has one
+    ``metrics.csv`` whatever its loggers; and a resumed run writing into its own directory appends to that file
+    (Lightning's writer starts it anew)."""
 
     @property
     def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
-            earlier = list(csv.DictReader(path.open(newline=""))) if path.is_file() else []
-            with warnings.catch_warnings():  # "previous log files ... will be deleted": not here, they are kept
-                warnings.filterwarnings("ignore", message="Experiment logs directory")
-                writer = super().experiment
-            writer.metrics = [{k: v for k, v in row.items() if v != ""} for row in earlier] + writer.metrics
-        return self._experiment
+        with warnings.catch_warnings():  # "previous log files ... will be deleted": only a metrics.csv would be
+            warnings.filterwarnings("ignore", message="Experiment logs directory")
+            writer = super().experiment
+        if not isinstance(writer, ExperimentWriter):  # a DDP rank > 0 writes nothing
+            return writer
+        steps = Path(writer.log_dir) / STEPS_FILE
+        if Path(writer.metrics_file_path) != steps:  # once, when it was created
+            writer.metrics_file_path = str(steps)
+            if steps.is_file():  # the earlier columns: rows with new ones rewrite the file under all of them
+                with steps.open(newline="") as f:
+                    writer.metrics_keys = sorted(next(csv.reader(f), []))
+        return writer
 
 
 class RunTensorBoardLogger(TensorBoardLogger):

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
 from apa_lightning.models.from_checkpoint import SavedDataState, load_weights, model_config, trained_checkpoint
 from apa_lightning.runs.checkpoints import finished_epochs
-from apa_lightning.runs.files import record_failure, run_record
-from apa_lightning.tasks.train import (
-    build_run,
-    log_final_hparams,
-    log_summary,
-    prepare_tensorboard,
-    save_record,
-    seed_run,
-)
+from apa_lightning.runs.record import RunRecord
+from apa_lightning.tasks.train import build_run, log_final_hparams, log_summary, prepare_tensorboard, results, seed_run
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +29,16 @@ def evaluate(cfg: DictConfig) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     path, checkpoint = trained_checkpoint(cfg)
     log.info("Evaluating %s on %s", path, cfg.data._target_)
-    record = {**run_record(cfg, output_dir), "checkpoint": str(path)}
+    # the checkpoint's epochs, not the test's
     fixed = {"best_checkpoint": None, "best_score": None, "epochs": finished_epochs(checkpoint)}
-    start, trainer = time.perf_counter(), None
-    try:
+    trainer = None
+    with RunRecord(
+        cfg,
+        output_dir,
+        results=lambda: {**results(trainer), **fixed},  # the trainer as far as the run got
+        write=lambda: trainer is None or trainer.is_global_zero,
+        checkpoint=str(path),
+    ) as record:
         seed_run(cfg)
         with open_dict(cfg):
             cfg.model = model_config(checkpoint, path)
@@ -51,12 +49,7 @@ def evaluate(cfg: DictConfig) -> None:
         prepare_tensorboard(trainer, model, cfg)
         load_weights(model, checkpoint, path)
         trainer.test(model, datamodule=datamodule, verbose=False)  # log_summary shows the metrics
-        record["status"] = "interrupted" if trainer.interrupted else "completed"
-    except BaseException as exc:
-        record_failure(record, exc)
-        save_record(output_dir, record, trainer, start, quiet=True, **fixed)
-        raise
-    save_record(output_dir, record, trainer, start, **fixed)
+        record.close("interrupted" if trainer.interrupted else "completed")
     if trainer.is_global_zero:
-        log_final_hparams(trainer, cfg, record)
-        log_summary(record, tested=str(path))
+        log_final_hparams(trainer, cfg, record.data)
+        log_summary(record.data, tested=str(path))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,13 +19,12 @@ from apa_lightning.callbacks.checkpoints import AtomicCheckpointIO
 from apa_lightning.callbacks.throughput import Throughput
 from apa_lightning.callbacks.torch_threads import TorchThreads, cpu_threads
 from apa_lightning.cli.console import quiet_console
-from apa_lightning.errors import ApaError, describe, interruption, user_error
+from apa_lightning.errors import ApaError
 from apa_lightning.runs.checkpoints import resume_checkpoint
-from apa_lightning.runs.files import read_run_record, record_failure, run_record, write_metrics
-from apa_lightning.runs.hparams import config_markdown, hparams_for_tensorboard, hparams_summaries, trial_name
+from apa_lightning.runs.hparams import config_markdown, write_final
 from apa_lightning.runs.lock import RunLock, directory_error, locked, writer_thread_errors_to_log
 from apa_lightning.runs.loggers import RunTensorBoardLogger
-from apa_lightning.runs.names import sweep_context
+from apa_lightning.runs.record import RunRecord, read_run_record
 from apa_lightning.tasks.distributed import ddp_job_scope, trial_devices, use_job_command_for_ddp_children
 from apa_lightning.tasks.precision import apply_matmul_precision, gpu_available, resolved_precision
 
@@ -106,21 +104,12 @@ def prepare_tensorboard(trainer: L.Trainer, model: L.LightningModule, cfg: DictC
 
 
 def log_final_hparams(trainer: L.Trainer, cfg: DictConfig, record: dict[str, Any]) -> None:
-    """Put the run into TensorBoard's HParams tab with its best validation score and test metrics; the swept
-    hyperparameters come first (see ``hparams_for_tensorboard``) and the Trial ID names the run by what differs
-    (``trial_name``)."""
-    metrics = dict(record["test"])
-    if record["best_score"] is not None:
-        metrics[f"best/{record['optimized_metric']}"] = record["best_score"]
-    swept, choices = sweep_context()
-    params = hparams_for_tensorboard(cfg, swept, choices)
+    """The run's best validation score and hyperparameters into each TensorBoard logger (``write_final``), when it
+    has a score or test metrics."""
+    best = {} if record["best_score"] is None else {record["optimized_metric"]: record["best_score"]}
     for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger) and metrics:
-            logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("best/")}, trainer.global_step)
-            writer = logger.experiment._get_file_writer()  # the writer Lightning's own log_hyperparams uses
-            for summary in hparams_summaries(params, trial_name(Path(trainer.default_root_dir))):
-                writer.add_summary(summary)
-            logger.experiment.flush()
+        if isinstance(logger, TensorBoardLogger) and (best or record["test"]):
+            write_final(logger.experiment, cfg, Path(trainer.default_root_dir), best, trainer.global_step)
 
 
 def _single_gpu_trial(cfg: DictConfig) -> dict[str, Any]:
@@ -146,7 +135,9 @@ def _speed(trainer: L.Trainer | None) -> dict[str, Any]:
     return {**speed, **({"compile_time_s": compile_time} if compile_time is not None else {})}
 
 
-def _results(trainer: L.Trainer | None, start: float) -> dict[str, Any]:
+def results(trainer: L.Trainer | None) -> dict[str, Any]:
+    """What ``metrics.json`` records of a Lightning run (see ``RunRecord``): the best checkpoint and score, the
+    finished epochs, the speed and the test metrics."""
     score = getattr(trainer.checkpoint_callback, "best_model_score", None) if trainer else None
     metrics = trainer.callback_metrics if trainer else {}
     saved_epochs = getattr(trainer.strategy.checkpoint_io, "saved_epochs", 0) if trainer else 0  # AtomicCheckpointIO
@@ -155,7 +146,6 @@ def _results(trainer: L.Trainer | None, start: float) -> dict[str, Any]:
         "best_score": None if score is None else _number(score),
         # an interruption while the epoch's checkpoints were written: that epoch counts once a checkpoint holds it
         "epochs": max(trainer.current_epoch, saved_epochs) if trainer else 0,
-        "wall_time_s": round(time.perf_counter() - start, 2),
         **_speed(trainer),
         "test": {k: _number(v) for k, v in sorted(metrics.items()) if k.startswith("test/")},
     }
@@ -233,7 +223,6 @@ def _locked_train(cfg: DictConfig, output_dir: Path, lock: RunLock | None) -> fl
     """
     from hydra.core.hydra_config import HydraConfig
 
-    record = run_record(cfg, output_dir)
     requeued = requeued_checkpoint(cfg, output_dir)
     if requeued == "completed":
         log.info("This requeued SLURM job's run %s had already completed: nothing to do.", output_dir)
@@ -243,12 +232,18 @@ def _locked_train(cfg: DictConfig, output_dir: Path, lock: RunLock | None) -> fl
         cfg.ckpt_path = requeued
     # a refused resume fails here, before anything of the run it names is written
     ckpt_path = resume_checkpoint(cfg)
-    if ckpt_path:
-        record["resumed_from"] = ckpt_path
     # fixed by the config or the resumed checkpoint, never by the load: the sums of a resumed run stay the same
-    record["cpu_threads"] = threads = cpu_threads(cfg, ckpt_path)
-    start, trainer, fixed, saved = time.perf_counter(), None, {}, False
-    try:
+    threads = cpu_threads(cfg, ckpt_path)
+    trainer, fixed = None, {}
+    with RunRecord(
+        cfg,
+        output_dir,
+        results=lambda: {**results(trainer), **fixed},  # the trainer and score as far as the run got
+        write=lambda: trainer is None or trainer.is_global_zero,
+        lost=lambda exc: directory_error(output_dir, exc, lock),
+        **({"resumed_from": ckpt_path} if ckpt_path else {}),
+        cpu_threads=threads,
+    ) as record:
         seed_run(cfg)
         datamodule, model, trainer = build_run(cfg, threads)
         if HydraConfig.initialized():
@@ -265,23 +260,12 @@ def _locked_train(cfg: DictConfig, output_dir: Path, lock: RunLock | None) -> fl
                 if best is None:
                     log.info("No best checkpoint: %s. Testing the final weights.", no_checkpoint_reason(trainer))
                 trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)  # log_summary shows them
-            record["status"] = "interrupted" if trainer.interrupted else "completed"
-            save_record(output_dir, record, trainer, start, **fixed)
-            saved = True  # from here the record is final: a second save would count a resume's time twice
+            record.close("interrupted" if trainer.interrupted else "completed")
             if trainer.is_global_zero:
-                log_final_hparams(trainer, cfg, record)
-    except BaseException as exc:
-        if saved:
-            raise
-        lost = None if interruption(exc) else directory_error(output_dir, exc, lock)
-        record_failure(record, lost or exc)
-        if lost is not None:  # nothing can be recorded in a directory that is gone or read-only
-            raise lost from exc
-        save_record(output_dir, record, trainer, start, quiet=True, **fixed)
-        raise
+                log_final_hparams(trainer, cfg, record.data)
     if trainer.is_global_zero:
-        log_summary(record)
-    best_score = record["best_score"]
+        log_summary(record.data)
+    best_score = record.data["best_score"]
     return None if best_score is None or math.isnan(best_score) else best_score
 
 
@@ -291,35 +275,6 @@ def _fast_dev_run_score(trainer: L.Trainer, metric: str | None) -> dict[str, flo
     otherwise (the checkpoint callback tracks the best). Read before the test resets the trainer's metrics."""
     value = trainer.callback_metrics.get(metric) if trainer.fast_dev_run and metric else None
     return {} if value is None else {"best_score": _number(value)}
-
-
-def save_record(
-    output_dir: Path,
-    record: dict[str, Any],
-    trainer: L.Trainer | None,
-    start: float,
-    quiet: bool = False,
-    **fixed: Any,
-) -> None:
-    """Complete ``record`` with the run's results (``fixed`` values win: ``task=eval`` keeps the checkpoint's
-    epochs) and write ``metrics.json`` (global rank 0 only). A resumed run adds its earlier wall time. With
-    ``quiet`` (a run that already failed) a write error is logged, not raised, so it never hides the original
-    error."""
-    record.update(_results(trainer, start), **fixed)
-    path = output_dir / "metrics.json"
-    try:
-        if record.get("resumed_from") and path.is_file():
-            earlier = read_run_record(path)
-            record["wall_time_s"] = round(record["wall_time_s"] + (earlier.get("wall_time_s") or 0), 2)
-            for key in ("images_per_s", "epoch_time_s"):  # a resume that only tests trains no epoch to time
-                if record.get(key) is None:
-                    record[key] = earlier.get(key)
-        if trainer is None or trainer.is_global_zero:
-            write_metrics(path, record)
-    except (OSError, ValueError, ApaError) as exc:
-        if not quiet:
-            raise
-        log.error("Could not write %s: %s", path, user_error(exc) or describe(exc))
 
 
 def log_summary(record: dict[str, Any], tested: str | None = None) -> None:
