@@ -89,7 +89,14 @@ def test_frozen_pretrained_training_only_changes_the_head(make_cfg, cifar10_root
     monkeypatch.setenv("TORCH_HOME", str(fake_imagenet_weights))
     monkeypatch.setattr(run, "instantiate_plain", instantiate_and_remember)
     # variant 2: frozen features; the classifier's new layers and its kept ImageNet 4096 -> 4096 layer all train
-    cfg = make_cfg("experiment=cifar10_vgg16_variant2", *on_cifar10_fixture(cifar10_root), "test=false")
+    # one real epoch of one batch (fast_dev_run, as Lightning does, writes no checkpoint)
+    one_batch = [
+        "trainer.fast_dev_run=false",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=1",
+    ]
+    cfg = make_cfg("experiment=cifar10_vgg16_variant2", *on_cifar10_fixture(cifar10_root), *one_batch, "test=false")
     train(cfg)
     state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     features = [k for k in state if k.startswith("net.features.")]
