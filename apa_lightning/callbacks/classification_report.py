@@ -28,7 +28,8 @@ class ClassificationReport(L.Callback):
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
         confusion = pl_module.test_confusion.compute().cpu()  # summed over all ranks
-        names = list(trainer.datamodule.classes or map(str, range(len(confusion))))
+        classes = trainer.datamodule.classes if trainer.datamodule is not None else []  # None: test dataloaders
+        names = list(classes or map(str, range(len(confusion))))
         numbers = headline(confusion)
         pl_module.log_dict({f"test/{k}": numbers[k] for k in ("macro_f1", "weighted_f1")})
         if not trainer.is_global_zero:

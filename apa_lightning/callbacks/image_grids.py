@@ -203,7 +203,7 @@ class ImageGrids(L.Callback):
         return figure
 
     def _publish(self, trainer: L.Trainer, pl_module: L.LightningModule, split: str, save: bool, log: bool = True):
-        classes = list(trainer.datamodule.classes)
+        classes = list(trainer.datamodule.classes) if trainer.datamodule is not None else []  # None: dataloaders
         grids = self.grids(pl_module, class_names(classes, self._image_labels))
         figure = self.latent_figure(classes)
         if log:
