@@ -264,17 +264,15 @@ def test_unknown_transition_character_is_a_clear_error(make_cfg):
         train(cfg)
 
 
-def test_font_pictures_does_nothing_for_other_data(tmp_path):
+def test_font_pictures_on_other_data_fails_at_setup(tmp_path):
     from types import SimpleNamespace
 
     from apa_lightning.callbacks.font_pictures import FontPictures
     from apa_lightning.data.digits import DigitsDataModule
 
     trainer = SimpleNamespace(datamodule=DigitsDataModule(), is_global_zero=True, default_root_dir=str(tmp_path))
-    callback = FontPictures(transitions=[["k", "A"]])  # no font: the characters are not even checked
-    callback.setup(trainer, None, "fit")
-    callback.on_test_epoch_end(trainer, None)
-    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ApaError, match=r"callbacks.font_pictures .* the data is DigitsDataModule .*=null"):
+        FontPictures().setup(trainer, None, "fit")
 
 
 @pytest.mark.slow

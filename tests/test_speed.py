@@ -18,8 +18,9 @@ from sklearn.metrics import accuracy_score, recall_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from apa_lightning.callbacks.progress_bar import ThrottledProgressBar
-from apa_lightning.callbacks.throughput import batch_images
 from apa_lightning.cli.config_checks import check_config
+from apa_lightning.data.digits import DigitsDataModule
+from apa_lightning.data.font import FontDataModule, PassBatches
 from apa_lightning.data.in_memory import InMemoryImageDataModule
 from apa_lightning.errors import ApaError
 from apa_lightning.models.classifier import ClassifierModule
@@ -97,7 +98,7 @@ def test_the_step_in_which_torch_compiles_is_not_training_speed():
     now = iter([0.0, 10.0, 10.0, 12.5, 12.5])  # epoch start, the compiling step's end (2 reads), epoch end (2)
     throughput = Throughput()
     throughput.clock = lambda: next(now)
-    trainer = SimpleNamespace(world_size=1, loggers=[])
+    trainer = SimpleNamespace(world_size=1, loggers=[], datamodule=DigitsDataModule())
     module = SimpleNamespace(device=torch.device("cpu"), compiling=True)
     batch = (torch.zeros(16, 1, 8, 8), torch.zeros(16))
     throughput.on_train_epoch_start(trainer, module)
@@ -110,13 +111,22 @@ def test_the_step_in_which_torch_compiles_is_not_training_speed():
     assert throughput.summary() == {"images_per_s": 32 / 2.5, "epoch_time_s": 12.5}
 
 
-def test_batch_images_counts_plain_batches_and_passes():
-    assert batch_images((torch.zeros(16, 1, 28, 28), torch.zeros(16))) == 16
+def test_the_datamodule_counts_the_images_of_its_batches_plain_and_in_passes():
+    assert DigitsDataModule().batch_images((torch.zeros(16, 1, 28, 28), torch.zeros(16))) == 16
+    font = FontDataModule(image_size=7)
+    passes = PassBatches(torch.zeros(100, 32, 1, 7, 5), torch.zeros(100, 32), batch_size=5)  # passes x glyphs
+    assert font.batch_images(passes) == 3200
+    assert font.batch_images((torch.zeros(32, 1, 7, 5), torch.zeros(32))) == 32  # validation: the glyphs once
 
-    class Passes:  # data=font: (passes, glyphs, C, H, W)
-        images = torch.zeros(100, 32, 1, 7, 5)
 
-    assert batch_images(Passes()) == 3200
+def test_throughput_on_a_datamodule_that_cannot_count_its_images_fails_at_setup():
+    from types import SimpleNamespace
+
+    from apa_lightning.callbacks.throughput import Throughput
+
+    trainer = SimpleNamespace(datamodule=L.LightningDataModule())
+    with pytest.raises(ApaError, match=r"callbacks.throughput .* LightningDataModule .*=null"):
+        Throughput().setup(trainer, None, "fit")
 
 
 def test_training_logs_are_epoch_means_weighted_by_batch_size(make_cfg):

@@ -7,19 +7,29 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from apa_lightning.errors import ApaError
 from apa_lightning.metrics.classification import confusion_figure, headline, per_class_figure, report_rows, write_report
+from apa_lightning.models.classifier import ClassifierModule
 
 
 class ClassificationReport(L.Callback):
-    """After the test of a module with a ``test_confusion`` metric: writes ``classification_report.txt``/
-    ``.csv`` and ``confusion_matrix.png`` into the run directory (rank 0 only), logs ``test/macro_f1`` and
-    ``test/weighted_f1``, and puts the confusion matrix and per-class figures into TensorBoard."""
+    """After the test of a classifier (``ClassifierModule``, its ``test_confusion`` metric): writes
+    ``classification_report.txt``/``.csv`` and ``confusion_matrix.png`` into the run directory (rank 0 only), logs
+    ``test/macro_f1`` and ``test/weighted_f1``, and puts the confusion matrix and per-class figures into
+    TensorBoard. Raises ApaError at setup for a model that is not a classifier."""
 
-    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not hasattr(pl_module, "test_confusion"):
-            return
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not isinstance(pl_module, ClassifierModule):
+            raise ApaError(
+                f"callbacks.classification_report reports a classifier's test, but the model is "
+                f"{type(pl_module).__name__}; the model config chooses its callbacks (callbacks/family): drop this "
+                "one with callbacks.classification_report=null."
+            )
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
         confusion = pl_module.test_confusion.compute().cpu()  # summed over all ranks
-        names = list(getattr(trainer.datamodule, "classes", None) or map(str, range(len(confusion))))
+        classes = trainer.datamodule.classes if trainer.datamodule is not None else []  # None: test dataloaders
+        names = list(classes or map(str, range(len(confusion))))
         numbers = headline(confusion)
         pl_module.log_dict({f"test/{k}": numbers[k] for k in ("macro_f1", "weighted_f1")})
         if not trainer.is_global_zero:

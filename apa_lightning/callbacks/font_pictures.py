@@ -20,6 +20,7 @@ from apa_lightning.callbacks.image_grids import latent_coder
 from apa_lightning.data.font import FontDataModule
 from apa_lightning.errors import ApaError
 from apa_lightning.metrics.wrong_pixels import wrong_pixels
+from apa_lightning.models.autoencoder import AutoencoderModule
 from apa_lightning.models.noise import corrupt
 from apa_lightning.runs.files import write_atomically, write_text_atomically
 
@@ -62,8 +63,9 @@ class FontPictures(L.Callback):
     - for a 2-D code, ``images/latent_plane.png`` (each character drawn at its code) and ``images/latent_grid.png``
       (glyphs decoded from a ``grid_size`` x ``grid_size`` grid over the codes' range, widened by ``margin``).
 
-    Glyphs are upscaled ``scale`` times with nearest neighbour. Does nothing for other data; writes only the table
-    and ``glyphs.png`` for a model without ``encode``/``decode``.
+    Glyphs are upscaled ``scale`` times with nearest neighbour. Writes only the table and ``glyphs.png`` for a
+    model without ``encode``/``decode``. Raises ApaError at setup for other data than the font or a model that is
+    not an autoencoder (``AutoencoderModule``): data=font chooses this callback (callbacks/family/font).
     """
 
     def __init__(
@@ -90,8 +92,13 @@ class FontPictures(L.Callback):
         self.noise_draws, self.seed = noise_draws, seed
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if not isinstance(trainer.datamodule, FontDataModule):
-            return
+        data, model = type(trainer.datamodule).__name__, type(pl_module).__name__
+        if not isinstance(trainer.datamodule, FontDataModule) or not isinstance(pl_module, AutoencoderModule):
+            raise ApaError(
+                f"callbacks.font_pictures draws an autoencoder's glyphs of data=font, but the data is {data} and the "
+                f"model {model}; data=font chooses it (callbacks/family): drop it with "
+                "callbacks.font_pictures=null."
+            )
         characters = set(trainer.datamodule.glyphs()[1])
         unknown = sorted({c for pair in self.transitions for c in pair} - characters)
         if unknown:
@@ -101,8 +108,8 @@ class FontPictures(L.Callback):
             )
 
     @torch.no_grad()
-    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not isinstance(trainer.datamodule, FontDataModule) or not trainer.is_global_zero:
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: AutoencoderModule) -> None:
+        if not trainer.is_global_zero:
             return
         was_training = pl_module.training
         pl_module.eval()
@@ -111,7 +118,7 @@ class FontPictures(L.Callback):
         finally:
             pl_module.train(was_training)
 
-    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _write(self, trainer: L.Trainer, pl_module: AutoencoderModule) -> None:
         images, characters = trainer.datamodule.glyphs()
         x = images.to(pl_module.device, pl_module.dtype)
         threshold = pl_module.hparams.get("wrong_pixel_threshold") or 0.5
@@ -122,7 +129,7 @@ class FontPictures(L.Callback):
         (out / "images").mkdir(parents=True, exist_ok=True)
         write_text_atomically(out / "wrong_pixels.csv", self.table(pl_module, x, output, codes, characters, threshold))
 
-        noise, noisy = getattr(pl_module, "noise", None), None
+        noise, noisy = pl_module.noise, None
         if noise:  # a denoising model: show what it makes of a noisy copy at its training level
             noisy = (f"noisy input ({noise['kind']} {noise['level']:g})", pl_module.corrupt(x))
             output = pl_module(noisy[1])
@@ -143,7 +150,7 @@ class FontPictures(L.Callback):
 
     def table(
         self,
-        pl_module: L.LightningModule,
+        pl_module: AutoencoderModule,
         x: Tensor,
         output: Tensor,
         codes: Tensor | None,
@@ -155,7 +162,7 @@ class FontPictures(L.Callback):
         columns["wrong_pixels"] = wrong_pixels(output, x, threshold).tolist()
         for d in range(codes.shape[1] if codes is not None else 0):
             columns[f"z{d}"] = [f"{v:.4f}" for v in codes[:, d].tolist()]
-        noise = getattr(pl_module, "noise", None)
+        noise = pl_module.noise
         generator = torch.Generator(device=x.device).manual_seed(self.seed)
         levels = (pl_module.hparams.get("test_noise_levels") or ()) if noise else ()
         for level in levels:

@@ -14,6 +14,8 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from apa_lightning.errors import ApaError
+from apa_lightning.models.reconstruction import ReconstructionModule
+from apa_lightning.models.vae import VAEModule
 from apa_lightning.runs.figures import CARD_WIDTH, labelled_grid, save_figure, save_png
 
 
@@ -36,17 +38,19 @@ class ImageGrids(L.Callback):
     final ones as PNG in ``<run dir>/images``: the same labelled pictures (``figures.labelled_grid``, every
     image drawn at least 64 pixels with nearest neighbour).
 
-    Works with any module that has ``grid_rows(x)`` (input | [noisy input] | reconstruction, by label; the
-    inputs' class names above the columns); modules with ``sample``, ``interpolate`` and ``encode`` (VAEs)
-    also get a grid of samples from the prior, an interpolation between the first two images (its row named
-    by their classes) and, when ``latent_dim`` is 2, a scatter of the codes coloured by class, with the class
-    names in the legend. The images come from the first batch of the validation (or test) set.
+    For the autoencoders (``ReconstructionModule``, callbacks/family/reconstruction): ``grid_rows(x)`` (input |
+    [noisy input] | reconstruction, by label; the inputs' class names above the columns). VAEs also get a grid of
+    samples from the prior, an interpolation between the first two images (its row named by their classes) and,
+    when ``latent_dim`` is 2, a scatter of the codes coloured by class, with the class names in the legend. The
+    images come from the first batch of the validation (or test) set.
 
     With ``navigation_steps`` > 0 and a model with a dense code (``latent_coder``) it also draws
     ``latent_navigation``: ``navigation_steps`` x ``navigation_steps`` decodings of the code of collected image
     number ``navigation_image``, its first coordinate varied along the columns and its second along the rows
     (growing rightwards and downwards) by up to ``navigation_span`` standard deviations of that coordinate over
     the collected images' codes; the middle picture is the image's own reconstruction.
+
+    Raises ApaError at setup for a model that is not an autoencoder.
     """
 
     def __init__(
@@ -71,9 +75,17 @@ class ImageGrids(L.Callback):
         self._image_labels: Tensor | None = None
         self._codes: list[Tensor] = []
         self._labels: list[Tensor] = []
+        self._vae = False
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if not self.navigation_steps or not hasattr(pl_module, "grid_rows"):
+        if not isinstance(pl_module, ReconstructionModule):
+            raise ApaError(
+                f"callbacks.image_grids draws an autoencoder's reconstructions, but the model is "
+                f"{type(pl_module).__name__}; the model config chooses its callbacks (callbacks/family): drop this "
+                "one with callbacks.image_grids=null."
+            )
+        self._vae = isinstance(pl_module, VAEModule)
+        if not self.navigation_steps:
             return
         coder = latent_coder(pl_module)
         latent_dim = getattr(pl_module, "latent_dim", None) or getattr(getattr(pl_module, "net", None), "latent_dim", 0)
@@ -85,13 +97,11 @@ class ImageGrids(L.Callback):
             )
 
     def _collect(self, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        if not hasattr(pl_module, "grid_rows"):  # not an autoencoder: nothing to draw
-            return
         x, y = batch
         if batch_idx == 0:
             self._images, self._image_labels = x[: self.num_images].detach(), y[: self.num_images].cpu()
             self._codes, self._labels = [], []
-        if hasattr(pl_module, "encode") and getattr(pl_module, "latent_dim", None) == 2:
+        if self._vae and pl_module.latent_dim == 2:
             with torch.no_grad():
                 self._codes.append(pl_module.encode(x).float().cpu())
             self._labels.append(y.cpu())
@@ -124,12 +134,12 @@ class ImageGrids(L.Callback):
         x = self._images
         rows = [(label, row.float()) for label, row in pl_module.grid_rows(x).items()]
         grids = {"reconstructions": labelled_grid(rows, column_labels=names, readable_at=CARD_WIDTH)}
-        if hasattr(pl_module, "sample"):
+        if self._vae:
             samples, per_row = pl_module.sample(self.num_samples).float(), max(1, round(self.num_samples**0.5))
             chunks = [("", samples[i : i + per_row]) for i in range(0, len(samples), per_row)]
             title = f"{len(samples)} samples decoded from z ~ N(0, I)"
             grids["samples"] = labelled_grid(chunks, title=title, readable_at=CARD_WIDTH)
-        if hasattr(pl_module, "interpolate") and len(x) >= 2:
+        if self._vae and len(x) >= 2:
             path = pl_module.interpolate(x[0], x[1], self.interpolation_steps).float()
             title = "decoded along the line between the codes of the first two images"
             grids["interpolation"] = labelled_grid(
@@ -138,6 +148,7 @@ class ImageGrids(L.Callback):
         if self.navigation_steps:
             navigation = self.latent_navigation(pl_module, x)
             if navigation is not None:
+                navigation = pl_module.to_unit(navigation).clamp(0, 1)
                 steps, image = self.navigation_steps, self.navigation_image
                 span = torch.linspace(-self.navigation_span, self.navigation_span, steps).tolist()
                 offsets = [f"{round(o, 1) + 0.0:+.1f}σ" for o in span]  # + 0.0: no "-0.0"
@@ -152,8 +163,8 @@ class ImageGrids(L.Callback):
         return grids
 
     def latent_navigation(self, pl_module: L.LightningModule, x: Tensor) -> Tensor | None:
-        """The navigation pictures ``(steps * steps, C, H, W)`` in [0, 1], row by row; None (with a warning)
-        when fewer images than ``navigation_image + 1`` were collected."""
+        """The navigation pictures ``(steps * steps, C, H, W)`` as the model decodes them (in its value range), row
+        by row; None (with a warning) when fewer images than ``navigation_image + 1`` were collected."""
         if self.navigation_image >= len(x):
             rank_zero_warn(
                 f"no latent navigation: only {len(x)} images in the first batch, navigation_image is "
@@ -169,9 +180,7 @@ class ImageGrids(L.Callback):
         z = codes[self.navigation_image].repeat(self.navigation_steps**2, 1)
         z[:, 0] += offsets.repeat(self.navigation_steps) * spread[0]  # along each row
         z[:, 1] += offsets.repeat_interleave(self.navigation_steps) * spread[1]  # down the columns
-        images = decode(z.to(dtype=x.dtype)).float()
-        to_unit = getattr(pl_module, "to_unit", None)
-        return (to_unit(images) if to_unit else images).clamp(0, 1)
+        return decode(z.to(dtype=x.dtype)).float()
 
     def latent_figure(self, classes: list[str]) -> Figure | None:
         """Scatter of the collected 2-D codes coloured by class, the names ``classes`` in the legend; None when
@@ -194,7 +203,7 @@ class ImageGrids(L.Callback):
         return figure
 
     def _publish(self, trainer: L.Trainer, pl_module: L.LightningModule, split: str, save: bool, log: bool = True):
-        classes = list(getattr(trainer.datamodule, "classes", None) or [])
+        classes = list(trainer.datamodule.classes) if trainer.datamodule is not None else []  # None: dataloaders
         grids = self.grids(pl_module, class_names(classes, self._image_labels))
         figure = self.latent_figure(classes)
         if log:

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import lightning as L
 import torch
 
-
-def batch_images(batch: Any) -> int:
-    """How many images a training batch holds: ``(images, labels)`` with images ``(N, C, H, W)``, or a batch with
-    an ``images`` field of several passes ``(P, N, C, H, W)`` (``data=font``: P x N). Reads shapes only."""
-    images = getattr(batch, "images", None)
-    if images is None:
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
-    return images.shape[:-3].numel()
+from apa_lightning.data.in_memory import InMemoryImageDataModule
+from apa_lightning.errors import ApaError
+from apa_lightning.models.base import FastPathModule
 
 
 class Throughput(L.Callback):
@@ -29,6 +23,8 @@ class Throughput(L.Callback):
     validation nor what follows it (image grids, checkpoint saving in ``on_validation_end``) counts as training;
     that batch's loading and device augmentation, done before ``on_train_batch_start``, are not counted either.
     With ``model.compile`` the first training step (where torch compiles) and the time before it are left out.
+    The datamodule says how many images a training batch holds (``batch_images``: data=font's hold several
+    passes over the glyphs); the callback raises ApaError at setup for a datamodule or model of another kind.
     Per batch it only reads the batch's shape; it waits for the device (``torch.cuda.synchronize``) only when a
     segment ends on a CUDA device, so that queued kernels are counted in their segment. ``clock`` is the wall clock
     (a benchmark on a busy machine may count the process's CPU seconds instead)."""
@@ -41,6 +37,15 @@ class Throughput(L.Callback):
         self._segment_start: float | None = None
         self._epoch_images, self._epoch_train_s = 0, 0.0
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not isinstance(trainer.datamodule, InMemoryImageDataModule) or not isinstance(pl_module, FastPathModule):
+            raise ApaError(
+                "callbacks.throughput counts training images with the datamodule's batch_images and leaves out the "
+                f"model's compile step, but the datamodule is {type(trainer.datamodule).__name__} and the model "
+                f"{type(pl_module).__name__} (it needs an InMemoryImageDataModule and a FastPathModule); drop it "
+                "with callbacks.throughput=null."
+            )
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start = self._segment_start = self.clock()
         self._epoch_images, self._epoch_train_s = 0, 0.0
@@ -50,11 +55,11 @@ class Throughput(L.Callback):
             self._segment_start = self.clock()  # training goes on after a val_check_interval validation
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        if getattr(pl_module, "compiling", False):  # model.compile's first step compiles: not training speed
+        if pl_module.compiling:  # model.compile's first step compiles: not training speed
             self._end_segment(pl_module)
             self._epoch_train_s, self._segment_start = 0.0, self.clock()
             return
-        self._epoch_images += batch_images(batch) * trainer.world_size
+        self._epoch_images += trainer.datamodule.batch_images(batch) * trainer.world_size
 
     def _end_segment(self, pl_module: L.LightningModule) -> None:
         if self._segment_start is not None:

@@ -151,6 +151,10 @@ class FontDataModule(InMemoryImageDataModule):
     def input_shape(self) -> tuple[int, int, int]:
         return (1, GLYPH_HEIGHT, GLYPH_WIDTH)
 
+    def batch_images(self, batch: PassBatches | tuple[Tensor, ...]) -> int:
+        """A training batch's passes x images (``PassBatches``); a validation or test batch's images."""
+        return batch.images.shape[:2].numel() if isinstance(batch, PassBatches) else len(batch[0])
+
     @staticmethod
     def glyphs() -> tuple[Tensor, list[str]]:
         """The 32 glyphs as float ``(32, 1, 7, 5)`` images of 0 and 1, and their characters."""

@@ -247,6 +247,11 @@ class InMemoryImageDataModule(L.LightningDataModule):
         self.mean: list[float] | None = None
         self.std: list[float] | None = None
 
+    def batch_images(self, batch: tuple[Tensor, ...]) -> int:
+        """How many images ``batch`` (images and labels, as the model receives it) holds; the Throughput callback
+        counts training images with it."""
+        return len(batch[0])
+
     def _check(self, images: Tensor, classes: Sequence[str]) -> None:
         """Raise ApaError when the configured channels or class count cannot serve these images."""
         stored = images.shape[1]
