@@ -134,6 +134,19 @@ def test_eval_normalises_with_the_statistics_saved_in_the_checkpoint(runs, tmp_p
     assert metrics(run_dir)["test"]["test/loss"] == pytest.approx(expected, abs=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("name", "outputs"),
+    [("classifier", ["classification_report.csv", "confusion_matrix.png"]), ("ae", ["images/reconstructions.png"])],
+)
+def test_eval_of_a_bare_checkpoint_writes_its_familys_report_or_grids(runs, tmp_path, name, outputs):
+    # outside a run directory no model config chooses the callbacks: the checkpoint's module does
+    bare = tmp_path / "model.ckpt"
+    shutil.copy(runs[name] / "checkpoints" / "last.ckpt", bare)
+    run_dir = run_cli(tmp_path, "task=eval", f"ckpt_path={bare}", *TINY)
+    assert metrics(run_dir)["status"] == "completed"
+    assert [o for o in outputs if (run_dir / o).is_file()] == outputs
+
+
 def test_eval_on_another_data_config_keeps_the_networks_input(runs, tmp_path, idx_source):
     trained = runs["ae"]
     run_dir = run_cli(

@@ -3,16 +3,37 @@
 from __future__ import annotations
 
 import logging
+from importlib.resources import files
 from pathlib import Path
 
-from omegaconf import DictConfig, open_dict
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from apa_lightning.models.classifier import ClassifierModule
 from apa_lightning.models.from_checkpoint import SavedDataState, load_weights, model_config, trained_checkpoint
+from apa_lightning.models.reconstruction import ReconstructionModule
 from apa_lightning.runs.checkpoints import finished_epochs
 from apa_lightning.runs.record import RunRecord
 from apa_lightning.tasks.train import build_run, log_final_hparams, log_summary, prepare_tensorboard, results, seed_run
 
 log = logging.getLogger(__name__)
+
+# each family's callbacks (conf/callbacks/family/<name>.yaml) and the modules it serves
+FAMILIES = {"classification": ClassifierModule, "reconstruction": ReconstructionModule}
+FAMILY_CALLBACKS = ("classification_report", "image_grids", "font_pictures")
+
+
+def with_family_callbacks(cfg: DictConfig) -> None:
+    """Add the callbacks of ``cfg.model``'s family (report, image grids) when the config chose none: a checkpoint
+    evaluated outside its run directory names no model config, which is where the family is chosen in training."""
+    if any(name in (cfg.get("callbacks") or {}) for name in FAMILY_CALLBACKS):
+        return
+    module = get_class(cfg.model._target_)
+    family = next((name for name, base in FAMILIES.items() if issubclass(module, base)), None)
+    if family is not None:
+        text = (files("apa_lightning.conf") / "callbacks" / "family" / f"{family}.yaml").read_text()
+        with open_dict(cfg):
+            cfg.callbacks = OmegaConf.merge(cfg.get("callbacks") or {}, OmegaConf.create(text))
 
 
 def evaluate(cfg: DictConfig) -> None:
@@ -42,6 +63,7 @@ def evaluate(cfg: DictConfig) -> None:
         seed_run(cfg)
         with open_dict(cfg):
             cfg.model = model_config(checkpoint, path)
+        with_family_callbacks(cfg)
         datamodule, model, trainer = build_run(cfg)
         # the normalisation the network was trained with; a classifier is refused data of other classes
         classifier = cfg.model._target_.endswith(".ClassifierModule")
