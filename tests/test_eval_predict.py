@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -563,7 +564,17 @@ def test_predict_picks_the_device_of_trainer_accelerator(make_cfg, monkeypatch):
     from apa_lightning.errors import ApaError
     from apa_lightning.tasks.predict import predict_device
 
-    assert predict_device(make_cfg("trainer.accelerator=cpu")) == torch.device("cpu")
+    heard = []
+    lightning_info = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: heard.append(record.getMessage())
+    lightning_info.addHandler(handler)
+    try:
+        assert predict_device(make_cfg("trainer.accelerator=cpu")) == torch.device("cpu")
+        assert predict_device(make_cfg("trainer.accelerator=cpu", "trainer.devices=[0]")) == torch.device("cpu")
+    finally:
+        lightning_info.removeHandler(handler)
+    assert not [m for m in heard if "available" in m]  # no "GPU available: ..." above the predictions table
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without a GPU
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     with pytest.raises(ApaError, match=r"trainer.accelerator=gpu \(trainer=gpu\) needs a GPU.*use trainer=cpu"):

@@ -237,6 +237,25 @@ def test_resume_brings_back_the_run_overrides_that_the_command_does_not_set(tmp_
     assert resumed_arguments([f"ckpt_path={tmp_path / 'foreign.ckpt'}"]) == [f"ckpt_path={tmp_path / 'foreign.ckpt'}"]
 
 
+def test_a_run_of_an_earlier_version_with_a_callback_switched_off_that_its_family_lacks_resumes(tmp_path):
+    # earlier versions composed every family's callbacks, and docs said to switch one off with callbacks.x=null
+    from apa_lightning.cli.overrides import check_overrides
+    from apa_lightning.tasks.train import compose_config
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- model=cnn_base\n- callbacks.image_grids=null\n")
+    arguments = resumed_arguments([f"resume={run}"])
+    assert "++callbacks.image_grids=null" in arguments
+    check_overrides(arguments)  # no "callbacks.image_grids is not a setting" refusal
+    carried = [a for a in arguments if not a.startswith(("resume=", "hydra."))]
+    cfg = compose_config([*carried, f"paths.output_dir={run}"])
+    assert cfg.callbacks.image_grids is None and "classification_report" in cfg.callbacks
+    # on a family that has the callback it stays switched off
+    cfg = compose_config(["model=ae", "++callbacks.image_grids=null", f"paths.output_dir={run}"])
+    assert cfg.callbacks.image_grids is None
+
+
 def test_a_requeued_slurm_job_continues_its_run_and_skips_a_finished_one(monkeypatch, capsys, tmp_path):
     import csv
 

@@ -146,3 +146,16 @@ def test_a_run_refused_at_its_start_is_recorded_failed(monkeypatch, capsys, tmp_
     assert path == run_dir / "metrics.json" and json.loads(path.read_text()) == record
     assert (record["status"], record["error"]) == ("failed", "ckpt_path=x.ckpt is not a checkpoint of this tool")
     assert (record["best_score"], record["test"], record["task_name"]) == (None, {}, "ae_digits")
+
+
+def test_the_step_log_of_a_run_from_an_earlier_version_is_kept_on_resume(tmp_path):
+    # before, the CSV logger's steps were in csv/metrics.csv, which Lightning's writer deletes when it starts
+    from apa_lightning.runs.loggers import ResumableCSVLogger
+
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "metrics.csv").write_text("epoch,step,val/loss\n0,19,0.5\n")
+    logger = ResumableCSVLogger(save_dir=tmp_path, name="csv", version="")
+    logger.log_metrics({"epoch": 1, "val/loss": 0.25}, step=39)
+    logger.save()
+    assert [(r["epoch"], r["val/loss"]) for r in read(tmp_path / "csv" / "steps.csv")] == [("0", "0.5"), ("1", "0.25")]
+    assert not (tmp_path / "csv" / "metrics.csv").exists()

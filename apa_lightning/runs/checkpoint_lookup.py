@@ -137,6 +137,9 @@ def read_run_config(run_dir: Path) -> Any:
     )
 
 
+SWITCHED_OFF = re.compile(r"callbacks\.\w+=(?i:null)")
+
+
 def read_overrides(run_dir: Path) -> list[str]:
     """The run's own command-line overrides, from its ``.hydra/overrides.yaml``. Raises ApaError when the file is
     missing, damaged, or not a list of ``key=value`` texts."""
@@ -151,7 +154,9 @@ def read_overrides(run_dir: Path) -> list[str]:
     overrides = read_yaml(path, fix)
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         raise ApaError(f"{path} is damaged: it holds no list of overrides. {fix}")
-    return overrides
+    # a callback switched off (callbacks.image_grids=null) that the config may no longer hold: runs of earlier
+    # versions had every family's callbacks (callbacks/family/), so the key is added, switched off, if missing
+    return [f"++{o}" if SWITCHED_OFF.fullmatch(o) else o for o in overrides]
 
 
 def sweep_trials(directory: Path) -> list[Path]:

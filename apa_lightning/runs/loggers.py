@@ -25,6 +25,10 @@ class ResumableCSVLogger(CSVLogger):
 
     @property
     def experiment(self) -> ExperimentWriter:
+        log_dir = Path(self.log_dir)
+        if (log_dir / "metrics.csv").is_file() and not (log_dir / STEPS_FILE).exists():
+            # a run of an earlier version logged its steps there: kept (Lightning's writer deletes a metrics.csv)
+            (log_dir / "metrics.csv").rename(log_dir / STEPS_FILE)
         with warnings.catch_warnings():  # "previous log files ... will be deleted": only a metrics.csv would be
             warnings.filterwarnings("ignore", message="Experiment logs directory")
             writer = super().experiment

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
 import shutil
@@ -17,7 +18,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning import LightningDataModule, LightningModule
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, ListConfig, open_dict
 from torch import Tensor
 
 from apa_lightning.errors import ApaError
@@ -102,14 +103,24 @@ def predict_device(cfg: DictConfig) -> torch.device:
     ApaError when the accelerator asks for a GPU and there is none."""
     check_accelerator(cfg)
     accelerator = cfg.trainer.get("accelerator") or "auto"
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    devices = cfg.trainer.get("devices")
+    # a GPU's list of device indices ([1]) picks its first; a count or "auto" the first device
+    listed = isinstance(devices, ListConfig | list) and len(devices) and accelerator != "cpu"
+    devices = [list(devices)[0]] if listed else 1
+    info = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = info.level
+    info.setLevel(logging.WARNING)  # not the accelerator lines ("GPU available: ...") of a training run
+    try:
+        trainer = L.Trainer(
+            accelerator=accelerator,
+            devices=devices,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+    finally:
+        info.setLevel(level)
     return trainer.strategy.root_device
 
 
