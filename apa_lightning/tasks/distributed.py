@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dis
 import importlib
+import inspect
 import logging
 import os
 import signal
@@ -79,7 +81,13 @@ def launcher_calls_job_command() -> bool:
         return False
     launcher = getattr(module, "_SubprocessScriptLauncher", None)
     methods = vars(launcher).values() if isinstance(launcher, type) else ()
-    calls = any(LAUNCHER_COMMAND in getattr(getattr(m, "__code__", None), "co_names", ()) for m in methods)
+    # looked up as the module's global (not an attribute of something else, which rebinding would not change)
+    calls = any(
+        i.opname == "LOAD_GLOBAL" and i.argval == LAUNCHER_COMMAND
+        for m in methods
+        if inspect.isfunction(m)
+        for i in dis.get_instructions(m)
+    )
     return calls and callable(getattr(module, LAUNCHER_COMMAND, None))
 
 
