@@ -86,6 +86,10 @@ def user_error(exc: BaseException) -> str | None:
     for link in chain(exc, context=False):
         if isinstance(link, fixable):
             return str(link)
+        if isinstance(link, RuntimeError) and _raised_in(link, "lightning.pytorch.callbacks.early_stopping"):
+            # its monitor is not a logged metric (Lightning's message lists those that are)
+            listed = str(link).rstrip(". ")
+            return f"{listed}. Set callbacks.early_stopping.monitor (default: optimized_metric) to one of them."
     if isinstance(exc, OSError) and file_system_error(exc):
         return file_system_error(exc)
     full = next((link for link in chain(exc) if isinstance(link, OSError) and link.errno in DISK_FULL), None)
@@ -98,6 +102,14 @@ def user_error(exc: BaseException) -> str | None:
     if isinstance(exc, InstantiationException):  # a wrong key or value in a _target_ config
         return unexpected_argument(exc) or " ".join(str(exc).split())
     return None
+
+
+def _raised_in(exc: BaseException, module: str) -> bool:
+    """Whether ``exc`` was raised by code of ``module`` (the innermost frame of its traceback)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_globals.get("__name__") == module
 
 
 def _parameters(target: str, owner: str) -> list[str] | None:

@@ -248,6 +248,16 @@ def test_a_diverged_run_ends_with_its_error_and_is_recorded_as_failed(monkeypatc
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
 
 
+def test_early_stopping_on_a_metric_that_is_not_logged_is_one_error_naming_its_key(monkeypatch, capsys, tmp_path):
+    overrides = ["callbacks=early_stopping", "callbacks.early_stopping.monitor=val/los", "trainer.max_epochs=1"]
+    fast = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "logger=csv"]
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, *overrides, *fast)
+    assert code == 1 and stderr.count("error: ") == 1 and "Traceback" not in stderr
+    assert "metric `val/los` which is not available" in stderr and "`val/loss`" in stderr
+    assert "Set callbacks.early_stopping.monitor (default: optimized_metric) to one of them." in stderr
+    assert json.loads((only_run_dir(tmp_path) / "metrics.json").read_text())["status"] == "failed"
+
+
 @pytest.mark.parametrize("experiment", [None, *(e for e in EXPERIMENTS if not e.startswith("kitti_"))])
 def test_every_training_config_checks_that_the_loss_stays_finite(make_cfg, experiment):
     cfg = make_cfg(*([f"experiment={experiment}"] if experiment else []))
