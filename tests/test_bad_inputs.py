@@ -445,6 +445,9 @@ def test_a_full_disk_keeps_finished_work_and_names_the_file(monkeypatch, capsys,
         # every job's value is checked before the first job starts, not when its own job does
         (["-m", "model.optimizer.lr=0.1,abc"], ["model.optimizer.lr=abc is not allowed", "a number > 0"]),
         (["-m", "trainer.max_epochs=range(0,3)"], ["trainer.max_epochs=0 is not allowed"]),
+        # the model config adds its family's callbacks: the group cannot go (Hydra: "Could not override ...")
+        (["~callbacks"], ["~callbacks: the callbacks cannot be removed as a group", "callbacks.<name>=null"]),
+        (["callbacks=none"], ["callbacks=none: the callbacks cannot be removed", "model=yolo's"]),
     ],
 )
 def test_a_bad_override_names_the_key_and_the_closest_names(argv, expected, monkeypatch):

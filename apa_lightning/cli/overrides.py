@@ -208,6 +208,15 @@ def _composition_message(exc: Exception, overrides: list[Override], arguments: l
         repository = GlobalHydra.instance().config_loader().repository
         options = repository.get_group_options(group, results_filter=ObjectType.CONFIG)
         return missing_config_message(group, name, options, asked_by, repository.group_exists(group))
+    dropped = next((o.input_line for o in overrides if o.key_or_group == "callbacks" and not _named_configs(o)), None)
+    dropped = dropped or next((a for a in arguments if a in ("callbacks=none", "callbacks=null")), None)
+    if dropped:  # the model (or data) config still chooses its family's callbacks into the group
+        return (
+            f"{dropped}: the callbacks cannot be removed as a group, since the model or data config adds its "
+            "family's own to them (callbacks/family; callbacks=none is model=yolo's, whose ultralytics loop runs "
+            "none). Switch them off one by one instead with callbacks.<name>=null; "
+            "python -m apa_lightning --cfg job lists them under callbacks."
+        )
     cause = exc.__cause__  # OmegaConf's error for the override's key, or for the first part of it that is missing
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key:
         named = (cause.full_key, f"{cause.full_key}.")
