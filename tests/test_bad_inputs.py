@@ -199,6 +199,12 @@ CASES: list[Case] = [
         before_run_dir=True,
     ),
     Case("seed not a number", ["seed=abc"], ["seed=abc", "an integer, or null"], before_run_dir=True),
+    Case(
+        "precision Lightning does not know",
+        ["trainer.precision=abc"],
+        ["trainer.precision=abc is not allowed", "32-true, 16-mixed, bf16-mixed, mixed"],
+        before_run_dir=True,
+    ),
     Case("negative num_workers", ["data.num_workers=-1"], ["data.num_workers=-1", "integer >= 0"], before_run_dir=True),
     Case("bad augment_on", ["data.augment_on=gpu"], ["data.augment_on=gpu", "device or workers"], before_run_dir=True),
     Case(

@@ -20,6 +20,9 @@ from apa_lightning.tasks import TASKS
 
 # where data.augmentation runs: per batch on the device, or per image on the loader's workers
 AUGMENT_ON = ("device", "workers")
+# Lightning's trainer.precision values (and their short forms), and ours: mixed (tasks/precision.py)
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine")
+PRECISIONS += ("transformer-engine-float16", "64", "32", "16", "bf16", "mixed")
 
 
 def _integer(value: Any) -> bool:
@@ -108,6 +111,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.scheduler.mode": (lambda v: v in ("min", "max"), "min or max"),
     "model.manual_optimization": (_boolean, "true or false"),
     "model.wrong_pixel_threshold": (lambda v: v is None or (_number(v) and 0 < v < 1), "a number in (0, 1) or null"),
+    "trainer.precision": (
+        lambda v: v in PRECISIONS or str(v) in PRECISIONS,
+        "32-true, 16-mixed, bf16-mixed, mixed (bf16 where the GPU has it, else 16), 16-true, bf16-true or 64-true",
+    ),
     "trainer.gradient_clip_val": (lambda v: v is None or (_number(v) and v >= 0), "a number >= 0, or null for none"),
     "trainer.enable_model_summary": (lambda v: v is None or _boolean(v), "true, false or null"),
     "eda.samples_per_class": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
