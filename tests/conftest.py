@@ -44,6 +44,15 @@ def _no_hydra_log_handlers_left():
             handler.close()
 
 
+def bare_trainer(**kwargs):
+    """A Lightning Trainer on the CPU without logger, checkpoints, progress bar or model summary (``kwargs`` add to or
+    override that)."""
+    import lightning as L
+
+    quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
+    return L.Trainer(**{"accelerator": "cpu", **quiet, "enable_model_summary": False, **kwargs})
+
+
 @pytest.fixture
 def make_cfg(tmp_path):
     """Compose the training config like the CLI does, with every path inside ``tmp_path``."""

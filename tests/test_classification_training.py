@@ -8,7 +8,7 @@ import torch
 from apa_lightning.data.digits import DigitsDataModule
 from apa_lightning.tasks.train import instantiate_plain, train
 
-from .conftest import fill_value
+from .conftest import bare_trainer, fill_value
 from .test_configs import EXPERIMENTS
 
 # VGG16 variant 1 holds 271 M parameters (77 s, 8 GB here); variant 5's affine and colour steps take 26 s on a CPU
@@ -135,17 +135,8 @@ def test_one_cycle_spans_exactly_the_trainers_optimizer_steps(make_cfg):
             rates.append(optimizer.param_groups[0]["lr"])
 
     # 2 epochs x 6 batches, a step every 2 batches: 6 optimizer steps
-    trainer = L.Trainer(
-        max_epochs=2,
-        limit_train_batches=6,
-        accumulate_grad_batches=2,
-        limit_val_batches=0,
-        callbacks=[RecordRate()],
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+    trainer = bare_trainer(
+        max_epochs=2, limit_train_batches=6, accumulate_grad_batches=2, limit_val_batches=0, callbacks=[RecordRate()]
     )
     trainer.fit(model, DigitsDataModule(batch_size=8))
     assert trainer.lr_scheduler_configs[0].scheduler.total_steps == trainer.estimated_stepping_batches == 6

@@ -14,6 +14,8 @@ from apa_lightning.models.noise import check_noise, corrupt
 from apa_lightning.nets.mlp_ae import MLPAutoencoder
 from apa_lightning.tasks.train import train
 
+from .conftest import bare_trainer
+
 FAST = ["trainer=debug", "logger=csv", "data.passes=10"]
 FAST_DAE = ["trainer=debug", "logger=csv", "data.passes=1", "data.noisy_copies=2"]  # 320 samples, not 10,240
 REPORT_LEVELS = [0.0, 0.05, 0.1, 0.15, 0.2]
@@ -206,7 +208,6 @@ def test_inconsistent_noisy_copies_are_refused_by_name(levels, copies):
 
 
 def test_the_model_trains_on_the_datas_noisy_copies_without_adding_its_own_noise(make_cfg):
-    import lightning as L
 
     from apa_lightning.tasks.train import instantiate_plain
 
@@ -217,10 +218,7 @@ def test_the_model_trains_on_the_datas_noisy_copies_without_adding_its_own_noise
     model.net.register_forward_pre_hook(
         lambda module, args: seen.append(args[0].detach().clone()) if module.training else None
     )
-    trainer = L.Trainer(
-        max_epochs=1, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False,
-    )  # fmt: skip
+    trainer = bare_trainer(max_epochs=1, limit_val_batches=0)
     trainer.fit(model, datamodule=datamodule)
     inputs = torch.cat(seen)
     assert len(inputs) == 32  # one pass over one copy of the 32 glyphs

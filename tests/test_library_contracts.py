@@ -18,6 +18,8 @@ import pytest
 
 from apa_lightning.cli.console import DROPPED_LINES, IGNORED_WARNINGS
 
+from .conftest import bare_trainer
+
 
 def broken(library: str, symbol: str, used_by: str) -> str:
     """The failure message of a contract test: ``<library> <installed version> no longer has <symbol>: <used_by>``."""
@@ -70,16 +72,7 @@ def test_lightning_counts_an_epoch_as_processed_before_its_epoch_end_hooks_and_c
             trainer.save_checkpoint(tmp_path / f"{trainer.current_epoch + 1}.ckpt")
 
     counts = Counts()
-    trainer = L.Trainer(
-        max_epochs=2,
-        limit_train_batches=2,
-        limit_val_batches=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[counts],
-    )
+    trainer = bare_trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1, callbacks=[counts])
     trainer.fit(BoringModel())
     # data/in_memory.py seeds a loader's epoch order with it (also when a resumed run makes its loader)
     assert counts.seen == [(1, 1), (2, 2)], broken("lightning", f"Trainer.{symbol}", "data/in_memory.py seeds by it")

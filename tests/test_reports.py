@@ -14,6 +14,8 @@ from apa_lightning.metrics.classification import (
     write_report,
 )
 
+from .conftest import bare_trainer
+
 # rows: true class, columns: predicted
 CONFUSION = torch.tensor([[5, 1, 0], [2, 3, 1], [0, 0, 4]])
 
@@ -100,7 +102,6 @@ def test_written_report_has_a_row_per_class_and_the_figure(tmp_path):
 
 
 def test_confusion_matrix_rows_are_the_true_classes_from_test_step_to_report(tmp_path):
-    import lightning as L
     from torch.utils.data import DataLoader, TensorDataset
 
     from apa_lightning.callbacks.classification_report import ClassificationReport
@@ -112,15 +113,7 @@ def test_confusion_matrix_rows_are_the_true_classes_from_test_step_to_report(tmp
     module = ClassifierModule(
         net={"_target_": "torch.nn.Identity"}, optimizer={"_target_": "torch.optim.SGD", "lr": 0.1}, num_classes=4
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[ClassificationReport()],
-        default_root_dir=tmp_path,
-    )
+    trainer = bare_trainer(callbacks=[ClassificationReport()], default_root_dir=tmp_path)
     trainer.test(module, DataLoader(TensorDataset(logits, labels), batch_size=4), verbose=False)
     assert module.test_confusion.compute()[:, 2].tolist() == [3, 2, 0, 1]  # row = true class, column = predicted
     rows = {r["class"]: r for r in csv.DictReader(open(tmp_path / "classification_report.csv"))}

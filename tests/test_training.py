@@ -16,6 +16,7 @@ from apa_lightning.models.autoencoder import AutoencoderModule
 from apa_lightning.runs.figures import CARD_WIDTH, labelled_grid
 from apa_lightning.tasks.train import train
 
+from .conftest import bare_trainer
 from .test_configs import EXPERIMENTS
 from .test_resume import only_run_dir, run_cli
 
@@ -198,15 +199,7 @@ class DivergingModule(L.LightningModule):
 
 @pytest.mark.parametrize("factor", [float("nan"), float("inf")])
 def test_finite_loss_check_stops_at_the_epoch_whose_loss_is_not_finite(factor):
-    trainer = L.Trainer(
-        max_epochs=5,
-        callbacks=[FiniteLossCheck()],
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = bare_trainer(max_epochs=5, callbacks=[FiniteLossCheck()])
     expected = f"train/loss is {factor} after epoch 1: training diverged. Lower model.optimizer.lr"
     with pytest.raises(ApaError, match=expected):
         trainer.fit(DivergingModule(diverges_at=1, factor=factor))
@@ -214,15 +207,7 @@ def test_finite_loss_check_stops_at_the_epoch_whose_loss_is_not_finite(factor):
 
 
 def test_finite_loss_check_refuses_a_monitor_the_model_does_not_log():
-    trainer = L.Trainer(
-        max_epochs=2,
-        callbacks=[FiniteLossCheck(monitor="train/los")],
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = bare_trainer(max_epochs=2, callbacks=[FiniteLossCheck(monitor="train/los")])
     with pytest.raises(
         ApaError, match=r"monitor=train/los, which the model does not log \(its training metrics: train/loss\)"
     ):

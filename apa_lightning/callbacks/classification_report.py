@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from apa_lightning.errors import ApaError
+from apa_lightning.callbacks.family import require_model
 from apa_lightning.metrics.classification import confusion_figure, headline, per_class_figure, report_rows, write_report
 from apa_lightning.models.classifier import ClassifierModule
 
@@ -19,12 +19,7 @@ class ClassificationReport(L.Callback):
     TensorBoard. Raises ApaError at setup for a model that is not a classifier."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if not isinstance(pl_module, ClassifierModule):
-            raise ApaError(
-                f"callbacks.classification_report reports a classifier's test, but the model is "
-                f"{type(pl_module).__name__}; the model config chooses its callbacks (callbacks/family): drop this "
-                "one with callbacks.classification_report=null."
-            )
+        require_model("classification_report", "reports a classifier's test", pl_module, ClassifierModule)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
         confusion = pl_module.test_confusion.compute().cpu()  # summed over all ranks

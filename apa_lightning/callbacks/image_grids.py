@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from apa_lightning.callbacks.family import require_model
 from apa_lightning.errors import ApaError
 from apa_lightning.models.reconstruction import ReconstructionModule
 from apa_lightning.models.vae import VAEModule
@@ -78,12 +79,7 @@ class ImageGrids(L.Callback):
         self._vae = False
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if not isinstance(pl_module, ReconstructionModule):
-            raise ApaError(
-                f"callbacks.image_grids draws an autoencoder's reconstructions, but the model is "
-                f"{type(pl_module).__name__}; the model config chooses its callbacks (callbacks/family): drop this "
-                "one with callbacks.image_grids=null."
-            )
+        require_model("image_grids", "draws an autoencoder's reconstructions", pl_module, ReconstructionModule)
         self._vae = isinstance(pl_module, VAEModule)
         if not self.navigation_steps:
             return
