@@ -454,6 +454,8 @@ def test_a_full_disk_keeps_finished_work_and_names_the_file(monkeypatch, capsys,
         # the model config adds its family's callbacks: the group cannot go (Hydra: "Could not override ...")
         (["~callbacks"], ["~callbacks: the callbacks cannot be removed as a group", "callbacks.<name>=null"]),
         (["callbacks=none"], ["callbacks=none: the callbacks cannot be removed", "model=yolo's"]),
+        # model=yolo's own callbacks=none is fine: the typo beside it is the error
+        (["model=yolo", "data=kitti", "callbacks=none", "trainer.max_epoch=3"], ["Did you mean trainer.max_epochs?"]),
     ],
 )
 def test_a_bad_override_names_the_key_and_the_closest_names(argv, expected, monkeypatch):

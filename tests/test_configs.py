@@ -129,3 +129,10 @@ def test_a_built_wheel_ships_every_config_and_module(tmp_path):
     assert {n for n in names if n.endswith(".py") and not n.startswith("apa_lightning/conf/")} == {
         f"apa_lightning/{p.relative_to(package)}" for p in package.rglob("*.py")
     }
+
+
+@pytest.mark.parametrize("precision", ["32-true", "16-mixed", "bf16-mixed", "mixed", "16", "64", "null"])
+def test_every_precision_lightning_takes_passes_the_config_check(make_cfg, precision):
+    from apa_lightning.cli.config_checks import check_config
+
+    check_config(make_cfg(f"trainer.precision={precision}"))  # null: Lightning's 32-true

@@ -112,8 +112,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.manual_optimization": (_boolean, "true or false"),
     "model.wrong_pixel_threshold": (lambda v: v is None or (_number(v) and 0 < v < 1), "a number in (0, 1) or null"),
     "trainer.precision": (
-        lambda v: v in PRECISIONS or str(v) in PRECISIONS,
-        "32-true, 16-mixed, bf16-mixed, mixed (bf16 where the GPU has it, else 16), 16-true, bf16-true or 64-true",
+        lambda v: v is None or v in PRECISIONS or str(v) in PRECISIONS,
+        "32-true, 16-mixed, bf16-mixed, mixed (bf16 where the GPU has it, else 16), 16-true, bf16-true, 64-true or "
+        "null (32-true)",
     ),
     "trainer.gradient_clip_val": (lambda v: v is None or (_number(v) and v >= 0), "a number >= 0, or null for none"),
     "trainer.enable_model_summary": (lambda v: v is None or _boolean(v), "true, false or null"),

@@ -210,7 +210,8 @@ def _composition_message(exc: Exception, overrides: list[Override], arguments: l
         return missing_config_message(group, name, options, asked_by, repository.group_exists(group))
     dropped = next((o.input_line for o in overrides if o.key_or_group == "callbacks" and not _named_configs(o)), None)
     dropped = dropped or next((a for a in arguments if a in ("callbacks=none", "callbacks=null")), None)
-    if dropped:  # the model (or data) config still chooses its family's callbacks into the group
+    if dropped and _composes([a for a in arguments if a != dropped]):
+        # the model (or data) config still chooses its family's callbacks into the group
         return (
             f"{dropped}: the callbacks cannot be removed as a group, since the model or data config adds its "
             "family's own to them (callbacks/family; callbacks=none is model=yolo's, whose ultralytics loop runs "
@@ -231,6 +232,15 @@ def _composition_message(exc: Exception, overrides: list[Override], arguments: l
             except (HydraException, OmegaConfBaseException):
                 continue
     return _one_paragraph(str(exc))
+
+
+def _composes(arguments: list[str]) -> bool:
+    """Whether the config composes with ``arguments``."""
+    try:
+        compose("train", overrides=arguments)
+    except (HydraException, OmegaConfBaseException):
+        return False
+    return True
 
 
 def _named_configs(override: Override) -> list[str]:

@@ -113,7 +113,7 @@ def is_yolo_config(model_cfg: Any) -> bool:
     return model_cfg.get("_target_") == f"{YoloDetector.__module__}.{YoloDetector.__qualname__}"
 
 
-def _device_indices(devices: Any, count: int) -> list[int]:
+def device_indices(devices: Any, count: int) -> list[int]:
     """The GPU indices ``trainer.devices`` names, in Lightning's meaning: "auto" or -1 all, a number n (int or
     "2") the first n, a list or a comma string ("0,1", "1,") those indices. Raises ApaError otherwise."""
     if isinstance(devices, str):
@@ -158,7 +158,7 @@ def ultralytics_device(accelerator: str, devices: Any) -> str:
         raise ApaError(f"trainer.accelerator={accelerator} but no CUDA GPU is visible; use trainer=cpu.")
     if not isinstance(devices, (int, str)):
         devices = list(devices)  # a ListConfig
-    return ",".join(str(i) for i in _device_indices(devices, count))
+    return ",".join(str(i) for i in device_indices(devices, count))
 
 
 def ultralytics_amp(precision: Any) -> bool | str:

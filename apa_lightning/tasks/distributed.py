@@ -85,7 +85,7 @@ def launcher_calls_job_command() -> bool:
     calls = any(
         i.opname == "LOAD_GLOBAL" and i.argval == LAUNCHER_COMMAND
         for m in methods
-        if inspect.isfunction(m)
+        if inspect.isfunction(m) and m.__globals__ is vars(module)
         for i in dis.get_instructions(m)
     )
     return calls and callable(getattr(module, LAUNCHER_COMMAND, None))

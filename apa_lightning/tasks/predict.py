@@ -18,9 +18,10 @@ import lightning as L
 import numpy as np
 import torch
 from lightning import LightningDataModule, LightningModule
-from omegaconf import DictConfig, ListConfig, open_dict
+from omegaconf import DictConfig, open_dict
 from torch import Tensor
 
+from apa_lightning.detection.yolo import device_indices
 from apa_lightning.errors import ApaError
 from apa_lightning.models.classifier import ClassifierModule
 from apa_lightning.models.from_checkpoint import load_weights, model_config, trained_checkpoint, use_saved_data_state
@@ -102,18 +103,13 @@ def predict_device(cfg: DictConfig) -> torch.device:
     on one device, as a training run does (``auto``: a CUDA or MPS GPU when there is one, else the CPU). Raises
     ApaError when the accelerator asks for a GPU and there is none."""
     check_accelerator(cfg)
-    accelerator = cfg.trainer.get("accelerator") or "auto"
-    devices = cfg.trainer.get("devices")
-    # a GPU's list of device indices ([1]) picks its first; a count or "auto" the first device
-    listed = isinstance(devices, ListConfig | list) and len(devices) and accelerator != "cpu"
-    devices = [list(devices)[0]] if listed else 1
     info = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     level = info.level
     info.setLevel(logging.WARNING)  # not the accelerator lines ("GPU available: ...") of a training run
     try:
         trainer = L.Trainer(
-            accelerator=accelerator,
-            devices=devices,
+            accelerator=cfg.trainer.get("accelerator") or "auto",
+            devices=1,
             logger=False,
             enable_checkpointing=False,
             enable_progress_bar=False,
@@ -121,7 +117,10 @@ def predict_device(cfg: DictConfig) -> torch.device:
         )
     finally:
         info.setLevel(level)
-    return trainer.strategy.root_device
+    device = trainer.strategy.root_device
+    if device.type == "cuda":  # the first GPU trainer.devices names ([1], "1,": GPU 1)
+        device = torch.device("cuda", device_indices(cfg.trainer.get("devices", "auto"), torch.cuda.device_count())[0])
+    return device
 
 
 def _measured(
