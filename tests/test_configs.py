@@ -136,3 +136,17 @@ def test_every_precision_lightning_takes_passes_the_config_check(make_cfg, preci
     from apa_lightning.cli.config_checks import check_config
 
     check_config(make_cfg(f"trainer.precision={precision}"))  # null: Lightning's 32-true
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF / "hparams_search").glob("*.yaml")))
+def test_the_model_a_preset_names_as_its_example_has_every_key_it_sweeps(preset):
+    from hydra import compose, initialize_config_module
+
+    from apa_lightning.cli.overrides import _missing_swept_keys, _preset_example
+
+    example = _preset_example(preset)  # offered by the error for a model that lacks the keys
+    assert example is not None and example.startswith(("experiment=", "model="))
+    with initialize_config_module("apa_lightning.conf", version_base="1.3"):
+        config = compose("train", overrides=[f"hparams_search={preset}", example], return_hydra_config=True)
+        assert config.hydra.sweeper.params
+        assert _missing_swept_keys(config) is None
