@@ -1,4 +1,4 @@
-"""The exceptions the launcher reports as a plain message instead of a traceback."""
+"""The exceptions the launcher reports as one plain paragraph instead of a traceback."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ UNEXPECTED_ARGUMENT = re.compile(r"([\w.]+)\(\) got an unexpected keyword argume
 TARGET_CALL = re.compile(r"Error in call to target '([\w.]+)'")
 FULL_KEY = re.compile(r"full_key: (\S+)")
 PARAMETERS_SHOWN = 20  # of a _target_ that takes no parameter of a name close to the unexpected one
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left, or over quota
+# errors of the file system's state, not of this tool's code: permissions, a file where a folder belongs
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+FILE_IN_THE_WAY = (errno.ENOTDIR, errno.EISDIR, errno.EEXIST)
 
 
 class ApaError(Exception):
@@ -24,60 +28,38 @@ class ApaError(Exception):
 
 
 class Interrupted(BaseException):
-    """SIGTERM, SIGINT or SIGHUP arrived: the run stops like on Ctrl-C and the process exits with ``128 + signum``.
-
-    A BaseException, so that code catching ``Exception`` (a failing sweep trial) lets it through.
-    """
+    """SIGTERM, SIGINT or SIGHUP arrived: the run stops as on Ctrl-C, and the process exits with ``128 + signum``.
+    A BaseException, so that code catching ``Exception`` (a failing sweep trial) lets it through."""
 
     def __init__(self, signum: int) -> None:
-        self.signum = signum
-        super().__init__(signal.Signals(signum).name)
-
-    @property
-    def signal_name(self) -> str:
-        return signal.Signals(self.signum).name
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
-
-
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left, or over quota
-
-
-def interruption(exc: BaseException) -> str | None:
-    """The signal's name when ``exc`` ended a run because of SIGTERM / SIGINT / SIGHUP / Ctrl-C, else None.
-
-    Lightning turns a KeyboardInterrupt inside ``fit`` into ``sys.exit(1)``; the interrupt is then the context.
-    """
-    for link in chain(exc):
-        if isinstance(link, Interrupted):
-            return link.signal_name
-        if isinstance(link, KeyboardInterrupt):
-            return "SIGINT"
-    return None
+        self.signum, self.signal_name, self.exit_code = signum, signal.Signals(signum).name, 128 + signum
+        super().__init__(self.signal_name)
 
 
 def chain(exc: BaseException, context: bool = True) -> list[BaseException]:
     """``exc`` and the exceptions it was raised from (``__cause__``, else with ``context`` its ``__context__``),
-    outermost first, each once: a chain that loops back (an exception object raised again while handling a later
-    one, as TensorBoard's writer thread does) ends at the first exception already in it."""
+    outermost first, each once: a chain that loops back (TensorBoard's writer thread raises an exception object
+    again while handling a later one) ends before the repeat."""
     links: list[BaseException] = []
-    seen: set[int] = set()
     link: BaseException | None = exc
-    while link is not None and id(link) not in seen:
+    while link is not None and all(link is not seen for seen in links):
         links.append(link)
-        seen.add(id(link))
         link = link.__cause__ or (link.__context__ if context else None)
     return links
 
 
-def user_error(exc: BaseException) -> str | None:
-    """The one-paragraph message for an error the user can fix by changing the command, else None.
+def interruption(exc: BaseException) -> str | None:
+    """The signal's name when ``exc`` ended a run because of SIGTERM / SIGINT / SIGHUP / Ctrl-C, else None.
+    Lightning turns a KeyboardInterrupt inside ``fit`` into ``sys.exit(1)``: the interrupt is then the context."""
+    for link in chain(exc):
+        if isinstance(link, (Interrupted, KeyboardInterrupt)):
+            return link.signal_name if isinstance(link, Interrupted) else "SIGINT"
+    return None
 
-    Lightning's MisconfigurationException counts too; it is looked up only when Lightning is already loaded
-    (otherwise no exception can be one), so a task without Lightning does not import it.
-    """
+
+def user_error(exc: BaseException) -> str | None:
+    """The one-paragraph message for an error the user can fix by changing the command, else None. Lightning's
+    MisconfigurationException counts too; it is imported only when Lightning is loaded (else none can exist)."""
     fixable: tuple[type[BaseException], ...] = (ApaError,)
     if "lightning" in sys.modules:
         from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -90,8 +72,8 @@ def user_error(exc: BaseException) -> str | None:
             # its monitor is not a logged metric (Lightning's message lists those that are)
             listed = str(link).rstrip(". ")
             return f"{listed}. Set callbacks.early_stopping.monitor (default: optimized_metric) to one of them."
-    if isinstance(exc, OSError) and file_system_error(exc):
-        return file_system_error(exc)
+    if isinstance(exc, OSError) and (message := file_system_error(exc)):
+        return message
     full = next((link for link in chain(exc) if isinstance(link, OSError) and link.errno in DISK_FULL), None)
     if full is not None:  # e.g. TensorBoard's writer thread, whose error the main thread sees again
         where = f"writing {os.fsdecode(full.filename)} failed" if full.filename else "a write failed"
@@ -105,7 +87,7 @@ def user_error(exc: BaseException) -> str | None:
 
 
 def _raised_in(exc: BaseException, module: str) -> bool:
-    """Whether ``exc`` was raised by code of ``module`` (the innermost frame of its traceback)."""
+    """Whether the innermost frame of ``exc``'s traceback is code of ``module``."""
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
@@ -113,10 +95,10 @@ def _raised_in(exc: BaseException, module: str) -> bool:
 
 
 def _parameters(target: str, owner: str) -> list[str] | None:
-    """The keyword parameters a config of ``target`` can set when ``owner`` (the qualified name of the function
-    Python named: a class's ``__init__``, maybe a base class's) refused one: those of the target and of each base
-    class down to ``owner`` (a subclass passes ``**kwargs`` on). None when ``owner`` is neither the target nor one of
-    its bases (the TypeError came from other code the target called), [] when they cannot be looked up."""
+    """The keyword parameters a config of ``target`` can set, given that ``owner`` (the ``__qualname__`` Python's
+    TypeError named: the target's ``__init__`` or a base class's, reached through ``**kwargs``) refused one: those of
+    the target's classes down to ``owner``. None when ``owner`` is none of them (other code the target called),
+    [] when they cannot be looked up."""
     from hydra.utils import get_object
 
     try:
@@ -139,21 +121,19 @@ def _parameters(target: str, owner: str) -> list[str] | None:
 
 
 def unexpected_argument(exc: InstantiationException) -> str | None:
-    """The message for a ``_target_`` config with a key its class does not take (``+trainer.max_epoch=1``:
-    Trainer's TypeError "unexpected keyword argument"), naming the key and the parameters of close names; None
-    for other instantiation errors. A nested target built by its parent (``model.net``) is named by its class.
-    Hydra's InstantiationException carries the target and the config key only in its message (TARGET_CALL,
-    FULL_KEY; tests/test_library_contracts.py pins that wording)."""
-    causes = chain(exc, context=False)
-    innermost = next((i for i, link in enumerate(causes) if not isinstance(link, InstantiationException)), len(causes))
-    cause, inner = causes[innermost] if innermost < len(causes) else None, str(causes[innermost - 1])
+    """The message for a ``_target_`` config with a key its class does not take (``+trainer.max_epoch=1``), naming
+    the key and the parameters of close names; None for other instantiation errors. A nested target built by its
+    parent (``model.net``) is named by its class. Hydra gives the target and the key only in its message
+    (TARGET_CALL, FULL_KEY: tests/test_library_contracts.py pins that wording)."""
+    links = chain(exc, context=False)
+    depth = next((i for i, link in enumerate(links) if not isinstance(link, InstantiationException)), len(links))
+    cause, inner = (links[depth] if depth < len(links) else None), str(links[depth - 1])
     unexpected = UNEXPECTED_ARGUMENT.search(str(cause)) if isinstance(cause, TypeError) else None
     target = TARGET_CALL.match(inner)
     parameters = _parameters(target[1], unexpected[1]) if unexpected and target else None
     if parameters is None:
         return None
-    name = unexpected[2]
-    own_key, outer_key = FULL_KEY.search(inner), FULL_KEY.search(str(exc))
+    name, own_key, outer_key = unexpected[2], FULL_KEY.search(inner), FULL_KEY.search(str(exc))
     if own_key:
         key, parent, where = f"{own_key[1]}.{name}", f"{own_key[1]}.", f"the _target_ of {own_key[1]}"
     else:
@@ -170,23 +150,18 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-# errors of the file system's state (permissions, a file where a folder belongs), not of this tool's code
-NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
-FILE_IN_THE_WAY = (errno.ENOTDIR, errno.EISDIR, errno.EEXIST)
-
-
 def file_system_error(exc: OSError) -> str | None:
     """The message for an OSError on a named path that the user fixes in the file system or the paths config (a
     read-only ``data_dir``, a file where a folder belongs); None for other OSErrors."""
     if not exc.filename or exc.errno not in (*NOT_WRITABLE, *FILE_IN_THE_WAY):
         return None
     where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
-    cause = f"{exc.strerror or os.strerror(exc.errno)} ({errno.errorcode[exc.errno]})"
     if exc.errno in NOT_WRITABLE:
         fix = "make that folder writable for this user"
     else:
         fix = "a file stands where a folder is needed on that path (or a folder where a file is): move it away"
     return (
-        f"{where} cannot be written: {cause}. Either {fix}, or set paths.data_dir (datasets) or paths.log_dir "
-        "(runs) to another folder (APA_ROOT holds both)."
+        f"{where} cannot be written: {exc.strerror or os.strerror(exc.errno)} ({errno.errorcode[exc.errno]}). "
+        f"Either {fix}, or set paths.data_dir (datasets) or paths.log_dir (runs) to another folder (APA_ROOT holds "
+        "both)."
     )

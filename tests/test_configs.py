@@ -150,3 +150,16 @@ def test_the_model_a_preset_names_as_its_example_has_every_key_it_sweeps(preset)
         config = compose("train", overrides=[f"hparams_search={preset}", example], return_hydra_config=True)
         assert config.hydra.sweeper.params
         assert _missing_swept_keys(config) is None
+
+
+@pytest.mark.parametrize(
+    "override", ["data.batch_size=true", "seed=false", "model.optimizer.lr=true", "data.channels=true"]
+)
+def test_true_and_false_are_not_taken_for_numbers(make_cfg, override):
+    # Python's bool is an int (True == 1): a check of integers, numbers or a choice of numbers must exclude it
+    from apa_lightning.cli.config_checks import check_config
+    from apa_lightning.errors import ApaError
+
+    key = override.partition("=")[0]
+    with pytest.raises(ApaError, match=f"^{key}=(True|False) is not allowed: {key} must be "):
+        check_config(make_cfg(override))

@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Callable
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -25,108 +25,108 @@ PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-t
 PRECISIONS += ("transformer-engine-float16", "64", "32", "16", "bf16", "mixed")
 
 
-def _integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+class Rule(NamedTuple):
+    accepts: Callable[[Any], bool]
+    allowed: str  # the end of "key must be ..."
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def rule(accepts: Callable[[Any], bool], allowed: str, null: bool | str = False, note: str = "") -> Rule:
+    """``accepts``, worded ``allowed (note)``; with ``null`` null too (a string says what null means)."""
+    allowed += f" ({note})" if note else ""
+    if not null:
+        return Rule(accepts, allowed)
+    return Rule(lambda v: v is None or accepts(v), f"{allowed}, or null" + ("" if null is True else f" {null}"))
 
 
-def _boolean(value: Any) -> bool:
-    return isinstance(value, bool)
+def integer(min: int | None = None, **words: Any) -> Rule:
+    """An int >= ``min``, never a bool (YAML's true is no count); ``words``: ``rule``'s null and note."""
+
+    def accepts(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and (min is None or v >= min)
+
+    return rule(accepts, "an integer" + ("" if min is None else f" >= {min}"), **words)
 
 
-def _fraction(value: Any) -> bool:
-    """A probability such as a dropout rate: 0 <= p < 1."""
-    return _number(value) and 0 <= value < 1
+def number(min: float | None = None, above: float | None = None, below: float | None = None, **words: Any) -> Rule:
+    """An int or float (never a bool) >= ``min`` or > ``above`` (one of them), and < ``below``."""
+    bound = f">= {min}" if above is None else f"> {above}"
+    if below is not None:
+        bound = f"in [{min}, {below})" if above is None else f"in ({above}, {below})"
+
+    def accepts(v: Any) -> bool:
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            return False
+        return (v >= min if above is None else v > above) and (below is None or v < below)
+
+    return rule(accepts, f"a number {bound}", **words)
 
 
-def _batches(value: Any) -> bool:
-    """Lightning's limit_*_batches: a fraction in (0, 1], a whole number of batches, or None for all of them."""
-    return value is None or (_integer(value) and value >= 0) or (isinstance(value, float) and 0 < value <= 1)
+def choice(*options: Any) -> Rule:
+    """One of ``options``, of its type too (true is not 1)."""
+    words = ["null" if o is None else str(o).lower() if isinstance(o, bool) else str(o) for o in options]
+    return Rule(
+        lambda v: any(type(v) is type(o) and v == o for o in options), f"{', '.join(words[:-1])} or {words[-1]}"
+    )
 
 
-# key -> (accepts the value?, what it accepts). Keys that a config does not have are not checked.
-RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "seed": (lambda v: v is None or _integer(v), "an integer, or null for an unseeded run"),
-    "optimized_mode": (lambda v: v in ("min", "max"), "min or max"),
-    "matmul_precision": (lambda v: v in ("highest", "high", "medium"), "highest, high (TF32) or medium (bfloat16)"),
-    "cpu_threads": (lambda v: v is None or (_integer(v) and v >= 1), "an integer >= 1, or null for one per core"),
-    "trainer.max_epochs": (
-        lambda v: v is None or (_integer(v) and (v >= 1 or v == -1)),
-        "an integer >= 1 (or -1 for no limit)",
-    ),
-    "trainer.min_epochs": (lambda v: v is None or (_integer(v) and v >= 0), "an integer >= 0"),
-    "trainer.log_every_n_steps": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
-    "trainer.check_val_every_n_epoch": (lambda v: v is None or (_integer(v) and v >= 1), "an integer >= 1"),
-    "trainer.accumulate_grad_batches": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
-    "trainer.limit_train_batches": (_batches, "a fraction in (0, 1] or a number of batches"),
-    "trainer.limit_val_batches": (_batches, "a fraction in (0, 1] or a number of batches"),
-    "trainer.limit_test_batches": (_batches, "a fraction in (0, 1] or a number of batches"),
-    "data.batch_size": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
-    "data.num_workers": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (0 loads in the main process)"),
-    "data.augment_on": (lambda v: v in AUGMENT_ON, " or ".join(AUGMENT_ON)),
-    "data.on_device": (_boolean, "true or false"),
-    "data.download": (_boolean, "true or false"),
-    "data.pin_memory": (_boolean, "true or false"),
-    "data.image_size": (lambda v: _integer(v) and v >= 1, "an integer >= 1 (pixels)"),
-    "data.channels": (lambda v: v in (1, 3), "1 or 3"),
-    "data.num_classes": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
-    "model.optimizer.lr": (lambda v: _number(v) and v > 0, "a number > 0, e.g. 0.001"),
-    "model.optimizer.weight_decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
-    "model.optimizer.momentum": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "model.label_smoothing": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "model.net.dropout": (_fraction, "a probability in [0, 1)"),
-    "model.net.block_dropout": (
-        lambda v: isinstance(v, (list, ListConfig)) and all(_fraction(p) for p in v),
-        "a list of probabilities in [0, 1)",
-    ),
-    "model.net.latent_dim": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
-    "model.net.output_batchnorm": (_boolean, "true or false"),
-    "model.compile": (_boolean, "true or false"),
-    "model.channels_last": (_boolean, "true or false"),
-    "test": (_boolean, "true or false"),
-    "trainer.benchmark": (lambda v: v is None or _boolean(v), "true, false or null"),
-    "trainer.deterministic": (lambda v: v is None or _boolean(v) or v == "warn", "true, false, warn or null"),
-    # found by trying a bad value for every setting of conf/ (docs/errors.md): these reached the run unchecked
-    "data.val_size": (lambda v: _integer(v) and v >= 1, "an integer >= 1 (images)"),
-    "data.test_size": (lambda v: _integer(v) and v >= 1, "an integer >= 1 (images)"),
-    "data.split_seed": (_integer, "an integer"),
-    "data.shuffle_seed": (lambda v: v is None or _integer(v), "an integer, or null (torch's initial seed)"),
-    "model.net.image_size": (lambda v: _integer(v) and v >= 1, "an integer >= 1 (pixels)"),
-    "callbacks.epoch_seed.seed": (lambda v: v is None or _integer(v), "an integer, or null for an unseeded run"),
-    "callbacks.font_pictures.seed": (_integer, "an integer"),
-    "callbacks.model_checkpoint.save_last": (lambda v: v in (True, False, "link"), "true, false or link"),
-    "callbacks.model_checkpoint.auto_insert_metric_name": (_boolean, "true or false"),
-    "callbacks.model_checkpoint.mode": (lambda v: v in ("min", "max"), "min or max"),
-    "callbacks.model_checkpoint.save_top_k": (lambda v: _integer(v) and v >= -1, "an integer >= -1 (-1: every one)"),
-    "callbacks.early_stopping.mode": (lambda v: v in ("min", "max"), "min or max"),
-    "callbacks.early_stopping.patience": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (validations)"),
-    "callbacks.early_stopping.min_delta": (lambda v: _number(v) and v >= 0, "a number >= 0"),
-    "callbacks.lr_monitor.logging_interval": (lambda v: v in ("step", "epoch", None), "step, epoch or null"),
-    "callbacks.model_summary.depth": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (levels of layers shown)"),
-    "model.scheduler.interval": (lambda v: v in ("epoch", "step"), "epoch or step"),
-    "model.scheduler.eta_min": (lambda v: _number(v) and v >= 0, "a number >= 0"),
-    "model.scheduler.mode": (lambda v: v in ("min", "max"), "min or max"),
-    "model.manual_optimization": (_boolean, "true or false"),
-    "model.wrong_pixel_threshold": (lambda v: v is None or (_number(v) and 0 < v < 1), "a number in (0, 1) or null"),
-    "trainer.precision": (
-        lambda v: v is None or v in PRECISIONS or str(v) in PRECISIONS,
+PROBABILITY = number(min=0, below=1)
+# keys (those with the same rule: separated by spaces) -> what they accept. Keys a config lacks are not checked.
+_RULES = {
+    "seed callbacks.epoch_seed.seed": integer(null="for an unseeded run"),
+    "data.split_seed callbacks.font_pictures.seed": integer(),
+    "data.shuffle_seed": integer(null="for torch's initial seed"),
+    "cpu_threads": integer(min=1, null="for one per core"),
+    "optimized_mode model.scheduler.mode callbacks.early_stopping.mode": choice("min", "max"),
+    "callbacks.model_checkpoint.mode": choice("min", "max"),
+    "matmul_precision": Rule(choice("highest", "high", "medium").accepts, "highest, high (TF32) or medium (bfloat16)"),
+    "trainer.precision": Rule(
+        lambda v: v is None or str(v) in PRECISIONS,
         "32-true, 16-mixed, bf16-mixed, mixed (bf16 where the GPU has it, else 16), 16-true, bf16-true, 64-true or "
         "null (32-true)",
     ),
-    "trainer.gradient_clip_val": (lambda v: v is None or (_number(v) and v >= 0), "a number >= 0, or null for none"),
-    "trainer.enable_model_summary": (lambda v: v is None or _boolean(v), "true, false or null"),
-    "eda.samples_per_class": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
-    "callbacks.progress_bar.min_interval_s": (lambda v: _number(v) and v >= 0, "a number of seconds >= 0"),
-    "callbacks.image_grids.num_images": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
-    "callbacks.image_grids.num_samples": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
-    "callbacks.image_grids.interpolation_steps": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
-    "predict.top_k": (lambda v: _integer(v) and v >= 1, "an integer >= 1 (classes listed per image)"),
-    "predict.samples": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (0: no samples.png)"),
-    "predict.grid_images": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "trainer.max_epochs": rule(
+        lambda v: v != 0 and integer(min=-1).accepts(v), "an integer >= 1 (or -1 for no limit)", null=True
+    ),
+    "trainer.min_epochs": integer(min=0, null=True),
+    "trainer.check_val_every_n_epoch": integer(min=1, null=True),
+    "trainer.limit_train_batches trainer.limit_val_batches trainer.limit_test_batches": rule(
+        lambda v: integer(min=0).accepts(v) or (isinstance(v, float) and 0 < v <= 1),
+        "a fraction in (0, 1] or a number of batches",
+        null=True,
+    ),
+    "trainer.gradient_clip_val": number(min=0, null="for none"),
+    "trainer.benchmark trainer.enable_model_summary": choice(True, False, None),
+    "trainer.deterministic": choice(True, False, "warn", None),
+    "trainer.log_every_n_steps trainer.accumulate_grad_batches data.batch_size data.num_classes": integer(min=1),
+    "model.net.latent_dim eda.samples_per_class predict.grid_images callbacks.image_grids.num_images": integer(min=1),
+    "callbacks.image_grids.num_samples callbacks.image_grids.interpolation_steps": integer(min=1),
+    "data.num_workers": integer(min=0, note="0 loads in the main process"),
+    "data.image_size model.net.image_size": integer(min=1, note="pixels"),
+    "data.val_size data.test_size": integer(min=1, note="images"),
+    "data.channels": choice(1, 3),
+    "data.augment_on": choice(*AUGMENT_ON),
+    "data.on_device data.download data.pin_memory test model.compile model.channels_last": choice(True, False),
+    "model.manual_optimization model.net.output_batchnorm": choice(True, False),
+    "callbacks.model_checkpoint.auto_insert_metric_name": choice(True, False),
+    "model.optimizer.lr": number(above=0, note="e.g. 0.001"),
+    "model.optimizer.weight_decay model.scheduler.eta_min callbacks.early_stopping.min_delta": number(min=0),
+    "model.optimizer.momentum model.label_smoothing model.net.dropout": PROBABILITY,
+    "model.net.block_dropout": Rule(
+        lambda v: isinstance(v, (list, ListConfig)) and all(map(PROBABILITY.accepts, v)),
+        "a list of numbers in [0, 1)",
+    ),
+    "model.wrong_pixel_threshold": number(above=0, below=1, null=True),
+    "model.scheduler.interval": choice("epoch", "step"),
+    "callbacks.model_checkpoint.save_last": choice(True, False, "link"),
+    "callbacks.model_checkpoint.save_top_k": integer(min=-1, note="-1: every one"),
+    "callbacks.early_stopping.patience": integer(min=0, note="validations"),
+    "callbacks.lr_monitor.logging_interval": choice("step", "epoch", None),
+    "callbacks.model_summary.depth": integer(min=0, note="levels of layers shown"),
+    "callbacks.progress_bar.min_interval_s": number(min=0, note="seconds"),
+    "predict.top_k": integer(min=1, note="classes listed per image"),
+    "predict.samples": integer(min=0, note="0: no samples.png"),
 }
+RULES: dict[str, Rule] = {key: r for keys, r in _RULES.items() for key in keys.split()}
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -134,12 +134,8 @@ def check_config(cfg: DictConfig) -> None:
     for key, (accepts, allowed) in RULES.items():
         parent, _, name = key.rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg
-        if not isinstance(node, DictConfig) or name not in node:
-            continue
-        value = OmegaConf.select(cfg, key)
-        if not accepts(value):
-            shown = "null" if value is None else value
-            raise ApaError(f"{key}={shown} is not allowed: {key} must be {allowed}.")
+        if isinstance(node, DictConfig) and name in node and not accepts(value := node[name]):
+            raise ApaError(f"{key}={'null' if value is None else value} is not allowed: {key} must be {allowed}.")
     data = cfg.get("data")
     if isinstance(data, DictConfig) and data.get("on_device") is True:
         steps = data.get("augmentation")
@@ -148,10 +144,8 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def check_on_device(num_workers: int, augment_on: str = "device", augmented: bool = False) -> None:
-    """Raise ApaError when ``data.on_device=true`` comes with what it cannot serve: loader workers, or an
-    augmentation (``augmented``: at least one step) on them (``data.augment_on=workers``): its batches never pass
-    through a worker, so that augmentation would be silently dropped. The datamodule and the config check both
-    call this."""
+    """Raise ApaError when ``data.on_device=true`` comes with loader workers, or with an augmentation (at least one
+    step) on them, which its batches would never pass through. The datamodule calls this too."""
     if num_workers > 0:
         raise ApaError(
             "data.on_device=true draws the batches on the device in the training process, so it has no loader "
@@ -165,32 +159,22 @@ def check_on_device(num_workers: int, augment_on: str = "device", augmented: boo
         )
 
 
-def _folder_problem(path: Path, create: bool) -> str | None:
-    """Why ``path`` cannot serve as a folder of this tool's files, or None. With ``create`` it is made (as Hydra
-    would) and a file is written and removed in it; else only its nearest existing part is looked at."""
-    if path.exists() and not path.is_dir():
-        return "it is a file, not a folder"
-    if not create:
-        existing = next((p for p in (path, *path.parents) if p.exists()), None)
-        if existing is not None and not existing.is_dir():
-            return f"{existing} is a file, not a folder"
-        return None
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        return f"it cannot be written ({exc.strerror or exc})"
-    return None
-
-
 def check_paths(cfg: DictConfig) -> None:
-    """Raise ApaError when ``paths.log_dir`` cannot hold run directories or ``paths.data_dir`` is not a folder."""
-    for key, create in (("paths.log_dir", True), ("paths.data_dir", False)):
-        value = OmegaConf.select(cfg, key)
-        if value is None:
+    """Raise ApaError when ``paths.log_dir`` cannot hold run directories (it is made, as Hydra would, and a file is
+    written in it) or a file stands where ``paths.data_dir`` or one of its parents belongs."""
+    for key in ("paths.log_dir", "paths.data_dir"):
+        if (value := OmegaConf.select(cfg, key)) is None:
             continue
-        problem = _folder_problem(Path(os.path.expanduser(str(value))).absolute(), create)
+        path = Path(os.path.expanduser(str(value))).absolute()
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        problem = None if existing.is_dir() else f"{'it' if existing == path else existing} is a file, not a folder"
+        if problem is None and key == "paths.log_dir":
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=path):
+                    pass
+            except OSError as exc:
+                problem = f"it cannot be written ({exc.strerror or exc})"
         if problem:
             raise ApaError(
                 f"{key}={value} cannot be used: {problem}. Set {key} (or APA_ROOT, which holds both data/ and "
@@ -208,9 +192,8 @@ def check_before_task(cfg: DictConfig) -> None:
 
 
 def check_resume(cfg: DictConfig) -> None:
-    """For a training run that continues a checkpoint: raise ApaError when it cannot (see ``resume_checkpoint``;
-    ``task=detect``: ``detection.train.resumable_checkpoint``), before Hydra rewrites the config files of the run
-    directory it names. Imports torch only then."""
+    """Raise ApaError when a training run cannot continue the checkpoint it names (``resume_checkpoint``,
+    ``detection.train.resumable_checkpoint``), before Hydra rewrites that run directory's config files."""
     if not (cfg.get("resume") or cfg.get("ckpt_path")):
         return
     if cfg.get("task") == "train":
@@ -224,9 +207,8 @@ def check_resume(cfg: DictConfig) -> None:
 
 
 def check_checkpoint_task(cfg: DictConfig) -> None:
-    """For ``task=eval`` / ``task=predict``: raise ApaError for a missing checkpoint or input, or (a ``.ckpt``) one
-    that is not this tool's or was trained on other images than ``cfg.data`` serves (``trained_checkpoint``), before
-    Hydra makes the run directory. Imports torch only for a ``.ckpt``."""
+    """For ``task=eval`` / ``task=predict``: raise ApaError for a missing checkpoint or input, or a ``.ckpt`` not of
+    this tool or trained on other images than ``cfg.data`` serves, before Hydra makes the run directory."""
     if cfg.get("task") not in ("eval", "predict"):
         return
     from apa_lightning.runs.checkpoint_lookup import checkpoint_file
