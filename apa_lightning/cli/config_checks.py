@@ -47,29 +47,23 @@ def integer(min: int | None = None, **words: Any) -> Rule:
     return rule(accepts, "an integer" + ("" if min is None else f" >= {min}"), **words)
 
 
-def number(min: float | None = None, above: float | None = None, below: float | None = None, **words: Any) -> Rule:
-    """An int or float (never a bool) >= ``min`` or > ``above`` (one of them), and < ``below``."""
-    bound = f">= {min}" if above is None else f"> {above}"
-    if below is not None:
-        bound = f"in [{min}, {below})" if above is None else f"in ({above}, {below})"
+def number(min: float | None = None, above: float | None = None, **words: Any) -> Rule:
+    """An int or float (never a bool) >= ``min``, or > ``above``."""
 
     def accepts(v: Any) -> bool:
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
-            return False
-        return (v >= min if above is None else v > above) and (below is None or v < below)
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and (v >= min if above is None else v > above)
 
-    return rule(accepts, f"a number {bound}", **words)
+    return rule(accepts, f"a number >= {min}" if above is None else f"a number > {above}", **words)
 
 
 def choice(*options: Any) -> Rule:
     """One of ``options``, of its type too (true is not 1)."""
     words = ["null" if o is None else str(o).lower() if isinstance(o, bool) else str(o) for o in options]
-    return Rule(
-        lambda v: any(type(v) is type(o) and v == o for o in options), f"{', '.join(words[:-1])} or {words[-1]}"
-    )
+    allowed = f"{', '.join(words[:-1])} or {words[-1]}"
+    return Rule(lambda v: any(type(v) is type(o) and v == o for o in options), allowed)
 
 
-PROBABILITY = number(min=0, below=1)
+PROBABILITY = rule(lambda v: number(min=0).accepts(v) and v < 1, "a number in [0, 1)")
 # keys (those with the same rule: separated by spaces) -> what they accept. Keys a config lacks are not checked.
 _RULES = {
     "seed callbacks.epoch_seed.seed": integer(null="for an unseeded run"),
@@ -115,7 +109,7 @@ _RULES = {
         lambda v: isinstance(v, (list, ListConfig)) and all(map(PROBABILITY.accepts, v)),
         "a list of numbers in [0, 1)",
     ),
-    "model.wrong_pixel_threshold": number(above=0, below=1, null=True),
+    "model.wrong_pixel_threshold": rule(lambda v: PROBABILITY.accepts(v) and v > 0, "a number in (0, 1)", null=True),
     "model.scheduler.interval": choice("epoch", "step"),
     "callbacks.model_checkpoint.save_last": choice(True, False, "link"),
     "callbacks.model_checkpoint.save_top_k": integer(min=-1, note="-1: every one"),
