@@ -116,7 +116,7 @@ _RULES = {
     "callbacks.early_stopping.patience": integer(min=0, note="validations"),
     "callbacks.lr_monitor.logging_interval": choice("step", "epoch", None),
     "callbacks.model_summary.depth": integer(min=0, note="levels of layers shown"),
-    "callbacks.progress_bar.min_interval_s": number(min=0, note="seconds"),
+    "callbacks.progress_bar.min_interval_s": Rule(number(min=0).accepts, "a number of seconds >= 0"),
     "predict.top_k": integer(min=1, note="classes listed per image"),
     "predict.samples": integer(min=0, note="0: no samples.png"),
 }
