@@ -33,15 +33,10 @@ class ConsoleFormatter(logging.Formatter):
 DROPPED_LINES = {"lightning.pytorch.utilities.rank_zero": "💡 Tip:", "submitit": "Bypassing sacct error"}
 
 
-class DropLines(logging.Filter):
-    """Drops the records whose message holds ``text``."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.text not in record.getMessage()
+def _drop_lines(record: logging.LogRecord) -> bool:
+    """A logging filter: False for a line ``DROPPED_LINES`` drops."""
+    text = DROPPED_LINES.get(record.name)
+    return text is None or text not in record.getMessage()
 
 
 def quiet_console() -> None:
@@ -59,9 +54,9 @@ def quiet_console() -> None:
             for handler in list(logger.handlers):
                 logger.removeHandler(handler)
             logger.propagate = True
-    for name, text in DROPPED_LINES.items():  # submitit's logger need not be imported yet
+    for name in DROPPED_LINES:  # submitit's logger need not be imported yet
         logger = logging.getLogger(name)
-        if not any(isinstance(f, DropLines) for f in logger.filters):
-            logger.addFilter(DropLines(text))
+        if _drop_lines not in logger.filters:
+            logger.addFilter(_drop_lines)
     for category, message in IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)

@@ -1,8 +1,6 @@
-"""The check of the command line's overrides before Hydra runs: the config is composed with them (Hydra's compose
-API, about 0.1 s, torch-free); when that fails the user gets one ``error:`` paragraph naming the key or config and
-the closest names instead of Hydra's message, its ``+key`` advice and its search path. A sweep is checked before
-its first job: each config of a swept group, the keys ``hydra.sweeper.params`` sweeps, and each value it gives.
-Nothing is written: Hydra has not made a run directory yet."""
+"""The command line's overrides checked before Hydra makes a directory: the config is composed with them (Hydra's
+compose API, torch-free), and a failure becomes one ``error:`` paragraph naming the key or config and the closest
+names. A sweep is checked before its first job: each config of a swept group, the keys it sweeps, each value."""
 
 from __future__ import annotations
 
@@ -10,7 +8,7 @@ import io
 import os
 import re
 from contextlib import redirect_stderr, redirect_stdout
-from difflib import SequenceMatcher, get_close_matches
+from difflib import get_close_matches
 from importlib.resources import files
 from typing import Any
 
@@ -43,9 +41,8 @@ ASKED_BY = re.compile(r"In '([^']+)'")
 
 
 def _hydra_arguments(argv: list[str]) -> Any | None:
-    """``argv`` as Hydra's own argument parser reads it, or None when Hydra would not compose this tool's config
-    with the overrides (help, info, another config) or refuses the options itself (it then says why). Hydra has no
-    public way to its parser, and a copy would miss its next option: tests/test_library_contracts.py pins it."""
+    """``argv`` as Hydra's argument parser reads it; None when Hydra composes no config of this tool with it (help,
+    another config) or refuses it itself. Hydra's parser is private: tests/test_library_contracts.py pins it."""
     from hydra._internal.utils import get_args_parser
 
     try:
@@ -63,9 +60,8 @@ def _one_paragraph(text: str) -> str:
 
 
 def _values(override: Override) -> list[str]:
-    """The values an override stands for, as override text: each value of a sweep (of an Optuna ``interval`` its
-    lower bound), each item of a list, else the value; none without a value or when Hydra cannot list them (its
-    sweeper then says why)."""
+    """An override's values as text: each of a sweep (an ``interval``: its lower bound) or of a list, else the value;
+    none when Hydra cannot list them (its sweeper says why)."""
     if "=" not in override.input_line:
         return []
     try:
@@ -103,18 +99,14 @@ def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
 
 
 def _similar_keys(key: str, config: dict[str, Any]) -> list[str]:
-    """The existing keys ``key`` may have meant: under the longest part of it that exists, those of its name or of
-    the closest name: next to it if there are any (``trainer.max_epoch``), else the most alike of all
-    (``model.lr``, ``trainr.max_epochs``)."""
-    parent, _, name = key.rpartition(".")
+    """The keys ``key`` may have meant, under the longest part of it that exists: those of its name elsewhere
+    (``model.lr``, ``trainr.max_epochs``), else the closest (``trainer.max_epoch``)."""
     found, node = _existing_part(key, config)
-    prefix = f"{found}." if found else ""
-    keys = [prefix + k for k in _dotted_keys(node) if key.startswith("hydra") or not k.startswith("hydra.")]
-    names = sorted({k.rpartition(".")[2] for k in keys if not k.rpartition(".")[2].startswith("_")})
-    matched = [name] if name in names else get_close_matches(name, names, n=1)
-    similar = [k for k in keys if k.rpartition(".")[2] in matched and k != key]
-    siblings = [k for k in similar if k.rpartition(".")[0] == parent]
-    return siblings or sorted(similar, key=lambda k: -SequenceMatcher(None, key, k).ratio())[:3]
+    prefix, rest = (f"{found}.", key[len(found) + 1 :]) if found else ("", key)
+    keys = [k for k in _dotted_keys(node) if not k.rpartition(".")[2].startswith("_")]  # _target_: not a setting
+    keys = [k for k in keys if key.startswith("hydra") or not k.startswith("hydra.")]
+    same = [prefix + k for k in keys if k.rpartition(".")[2] == key.rpartition(".")[2]]
+    return [k for k in same if k != key][:3] if same else [prefix + k for k in get_close_matches(rest, keys, n=1)]
 
 
 def _or(names: list[str], word: str = "or") -> str:
@@ -122,8 +114,7 @@ def _or(names: list[str], word: str = "or") -> str:
 
 
 def _shell_word(text: str) -> str:
-    """``text`` as one word to paste into bash or zsh: in double quotes where the shell would expand or strip some
-    of it (quotes, spaces, brackets)."""
+    """``text`` as one word for bash or zsh: double-quoted where the shell would expand or strip some of it."""
     return '"' + re.sub(r'(["$`\\])', r"\\\1", text) + '"' if SHELL_SPECIAL.intersection(text) else text
 
 
@@ -152,9 +143,8 @@ def unknown_key_message(key: str, argument: str, config: dict[str, Any]) -> str:
 def missing_config_message(
     group: str, name: str, options: list[str], asked_by: str | None = None, group_exists: bool = False
 ) -> str:
-    """The message for a config ``name`` that config group ``group`` (with the configs ``options``) lacks;
-    ``asked_by``: the config whose defaults list named it, when the command line did not; ``group_exists``: the
-    group is there though ``options`` is empty (it holds only other groups)."""
+    """The message for a config ``name`` that ``group`` (configs: ``options``; ``group_exists`` though it holds only
+    groups) lacks; ``asked_by``: the config whose defaults list named it, when the command line did not."""
     where = f"{asked_by} asks for {group}={name}" if asked_by else f"{group}={name}"
     plugin = PLUGIN_CONFIGS.get(f"{group}/{name}")
     if plugin:
@@ -177,9 +167,8 @@ def several_values_message(sweep: Override) -> str:
 
 
 def missing_swept_keys_message(keys: list[str], preset: str | None, choices: str, example: str | None) -> str:
-    """The message for the keys ``hydra.sweeper.params`` sweeps that the config (``choices``: its model and data,
-    ``model=ae, data=digits``) does not have; ``preset``: the ``hparams_search`` config that sweeps them,
-    ``example``: a choice that has them (``experiment=cifar10_cnn_v3``)."""
+    """The message for swept ``keys`` the config (``choices``: ``model=ae, data=digits``) lacks; ``preset``: the
+    ``hparams_search`` config sweeping them, ``example``: a choice that has them (``experiment=cifar10_cnn_v3``)."""
     them = "it" if len(keys) == 1 else "them"
     owner = f"hparams_search={preset}" if preset else "hydra.sweeper.params"
     use = f"use a model that has {them}, e.g. {example}," if example else f"use a model that has {them}"
@@ -188,8 +177,7 @@ def missing_swept_keys_message(keys: list[str], preset: str | None, choices: str
 
 
 def _composition_message(exc: Exception, overrides: list[Override], attempt: list[str]) -> str:
-    """The ``error:`` paragraph for Hydra's exception ``exc`` composing ``attempt`` (``overrides``: the command
-    line's, parsed)."""
+    """The message for Hydra's ``exc`` composing ``attempt`` (``overrides``: the command line's, parsed)."""
     if isinstance(exc, MissingConfigException) and "/" in (exc.missing_cfg_file or ""):
         group, _, name = exc.missing_cfg_file.rpartition("/")
         typed = any(o.key_or_group == group and name in _values(o) for o in overrides)
@@ -229,8 +217,8 @@ def _compose(attempt: list[str]) -> Any | None:
 
 
 def _checked_compose(attempt: list[str], checked_with: list[str], overrides: list[Override]) -> Any | None:
-    """The config composed with ``attempt``; ApaError when Hydra or OmegaConf refuse it (naming the sweep values
-    ``checked_with`` it was composed with), None for another error: Hydra reports that in its own words."""
+    """The config composed with ``attempt``; ApaError when Hydra refuses it (naming the sweep values ``checked_with``),
+    None for an error that is not the overrides' (Hydra reports it in its own words)."""
     try:
         return compose("train", overrides=attempt, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as exc:
@@ -245,8 +233,8 @@ def _checked_compose(attempt: list[str], checked_with: list[str], overrides: lis
 
 
 def _preset_example(preset: str | None) -> str | None:
-    """The ``experiment=`` or ``model=`` choice a preset of this package is for: the first its header comment
-    runs it with, else the one it picks (tests/test_configs.py checks that each has the keys its preset sweeps)."""
+    """The ``experiment=`` or ``model=`` a preset of this package is for: the first its header names, else the one
+    it picks (tests/test_configs.py checks that each has the keys its preset sweeps)."""
     try:
         text = files("apa_lightning.conf").joinpath(f"hparams_search/{preset}.yaml").read_text()
     except OSError:  # a preset from another config folder: no example
@@ -258,8 +246,8 @@ def _preset_example(preset: str | None) -> str | None:
 
 
 def _missing_swept_keys(config: Any) -> str | None:
-    """The message for keys of ``hydra.sweeper.params`` (``model.net.dropout``) that the composed ``config`` does
-    not have; config groups (``model/optimizer``) and keys a sweep adds or deletes (``+x``, ``~x``) are not settings."""
+    """The message for settings ``hydra.sweeper.params`` sweeps (not groups, not ``+x`` / ``~x``) that the composed
+    ``config`` lacks; None when it has them all."""
     params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
     keys = [str(k) for k in params if not str(k).startswith(("+", "~")) and not _is_group(str(k))]
     missing = [
@@ -274,8 +262,7 @@ def _missing_swept_keys(config: Any) -> str | None:
 
 
 def _parsed(texts: list[str]) -> list[Override]:
-    """The overrides ``texts`` parsed, each able to list a group's configs (``glob(...)``); a group set to null is
-    refused."""
+    """``texts`` parsed, each able to list a group's configs (``glob(...)``); ApaError for a group set to null."""
     try:
         overrides = OverridesParser.create().parse_overrides(texts)
     except OverrideParseException as exc:
@@ -296,17 +283,11 @@ def _parsed(texts: list[str]) -> list[Override]:
 
 
 def check_overrides(argv: list[str]) -> None:
-    """Raise ApaError when the config cannot be composed with the overrides in ``argv`` (the command line
-    after ``python -m apa_lightning``).
-
-    A sweep is composed with the first value of each swept key, and once more for each other config of a swept
-    group (``model=ae,vae``, or a preset's ``model/optimizer: sgd,asgd``), the other sweeps at their first value.
-    In a multirun each key ``hydra.sweeper.params`` sweeps must be in the config, and each value a key is set or
-    swept to must pass the config checks and be a key of the tables interpolations look it up in
-    (``setting=row5`` for ``${settings.${setting}.lr}``). Command lines Hydra does not compose this tool's config
-    for (``--help``, ``--config-dir``, ...), ``HYDRA_FULL_ERROR=1`` and an error that is not Hydra's or
-    OmegaConf's (a config file that is not YAML) are left to Hydra.
-    """
+    """Raise ApaError when the config cannot be composed with the overrides in ``argv`` (after ``python -m
+    apa_lightning``). A sweep is composed with each key at its first value, and once more for each other config of
+    a swept group (``model=ae,vae``; a preset's ``model/optimizer: sgd,asgd``); then ``check_values``. Command lines
+    Hydra composes no config of this tool for (``--help``), ``HYDRA_FULL_ERROR=1`` and errors that are not the
+    overrides' (a config file that is not YAML) are left to Hydra."""
     arguments = _hydra_arguments(argv)
     if arguments is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
         return
@@ -363,10 +344,8 @@ def _swept(override: Override) -> bool:
 
 def check_values(config: Any, overrides: list[Override], sweep: bool) -> None:
     """Raise ApaError for a value ``overrides`` (the command line's, then a preset's) give a setting that an
-    interpolation of the composed ``config`` looks up in a table that lacks it (``setting=row5`` for
-    ``${settings.${setting}.lr}``), or in a ``sweep`` one that the config checks refuse (``lr=0.1,abc``): before
-    its first job rather than when that value's job starts. Each value is put into ``config`` alone; config groups
-    were composed for each of theirs."""
+    interpolation looks up in a table lacking it (``setting=row5`` in ``${settings.${setting}.lr}``), or in a
+    ``sweep`` one the config checks refuse (``lr=0.1,abc``), before the first job rather than in that value's."""
     plain = OmegaConf.to_container(config, resolve=False)
     preset = plain.pop("hydra")["runtime"]["choices"].get("hparams_search")
     text = OmegaConf.to_yaml(plain)  # the interpolations as written
