@@ -451,6 +451,13 @@ def test_a_full_disk_keeps_finished_work_and_names_the_file(monkeypatch, capsys,
         # every job's value is checked before the first job starts, not when its own job does
         (["-m", "model.optimizer.lr=0.1,abc"], ["model.optimizer.lr=abc is not allowed", "a number > 0"]),
         (["-m", "trainer.max_epochs=range(0,3)"], ["trainer.max_epochs=0 is not allowed"]),
+        (["-m", "hydra.job.chdir=true,abc"], ["hydra.job.chdir=abc is not allowed", "not a valid bool"]),  # typed key
+        # sweeps Hydra cannot list (its ValueError is a traceback; an empty glob runs no job without a word)
+        (["-m", "trainer.max_epochs=range(1,3,0)"], ["trainer.max_epochs=range(1,3,0) cannot be swept", "zero"]),
+        (["-m", "experiment=glob(cifar100*)"], ["glob(cifar100*) cannot be swept: it gives no value", "cifar10_cnn"]),
+        # a misspelt name without its parents
+        (["weight_decy=0.1"], ["Did you mean model.optimizer.weight_decay?"]),
+        (["experiment=cifar10_cnn_v3", "dropuot=0.1"], ["Did you mean model.net.dropout?"]),
         # the model config adds its family's callbacks: the group cannot go (Hydra: "Could not override ...")
         (["~callbacks"], ["~callbacks: the callbacks cannot be removed as a group", "callbacks.<name>=null"]),
         (["callbacks=none"], ["callbacks=none: the callbacks cannot be removed", "model=yolo's"]),
@@ -599,6 +606,10 @@ def test_override_messages_for_a_missing_plugin_and_without_the_key_itself_as_su
             ["-m", "hparams_search=cnn_v3_report", "setting=row1,row5"],
             "setting=row5 is not one of the settings of hparams_search=cnn_v3_report: row1, row2, row3, row4",
         ),
+        (  # the table of each swept preset, not only the first one's
+            ["-m", "hparams_search=resnet18_report,cnn_v3_report", "setting=row5"],
+            "setting=row5 is not one of the settings of hparams_search=cnn_v3_report: row1, row2, row3, row4",
+        ),
     ],
 )
 def test_a_sweep_over_keys_or_settings_the_config_lacks_is_refused_with_the_names_it_has(argv, expected, monkeypatch):
@@ -606,6 +617,18 @@ def test_a_sweep_over_keys_or_settings_the_config_lacks_is_refused_with_the_name
     with pytest.raises(ApaError) as refused:
         check_overrides(argv)
     assert str(refused.value) == expected
+
+
+def test_a_missing_config_of_a_group_that_does_not_exist_says_so(tmp_path, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "nested.yaml").write_text("# @package _global_\ndefaults:\n  - /data/clases: car\n")
+    with pytest.raises(ApaError) as refused:
+        check_overrides([f"hydra.searchpath=[file://{tmp_path}]", "experiment=nested"])
+    assert str(refused.value) == (
+        "experiment/nested asks for data/clases=car: there is no data/clases config named car. "
+        "There is no config group data/clases."
+    )
 
 
 def test_sweep_params_not_from_a_preset_on_the_command_line_are_named_as_such():

@@ -48,18 +48,21 @@ def integer(min: int | None = None, **words: Any) -> Rule:
 
 
 def number(min: float | None = None, above: float | None = None, **words: Any) -> Rule:
-    """An int or float (never a bool) >= ``min``, or > ``above``."""
+    """An int or float (never a bool), >= ``min`` and > ``above`` where given."""
 
     def accepts(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and (v >= min if above is None else v > above)
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            return False
+        return (min is None or v >= min) and (above is None or v > above)
 
-    return rule(accepts, f"a number >= {min}" if above is None else f"a number > {above}", **words)
+    bounds = " and ".join(f"{sign} {b}" for sign, b in ((">=", min), (">", above)) if b is not None)
+    return rule(accepts, f"a number {bounds}".rstrip(), **words)
 
 
 def choice(*options: Any) -> Rule:
     """One of ``options``, of its type too (true is not 1)."""
     words = ["null" if o is None else str(o).lower() if isinstance(o, bool) else str(o) for o in options]
-    allowed = f"{', '.join(words[:-1])} or {words[-1]}"
+    allowed = f"{', '.join(words[:-1])} or {words[-1]}" if len(words) > 1 else words[0]
     return Rule(lambda v: any(type(v) is type(o) and v == o for o in options), allowed)
 
 

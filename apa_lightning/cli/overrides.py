@@ -8,7 +8,7 @@ import io
 import os
 import re
 from contextlib import redirect_stderr, redirect_stdout
-from difflib import get_close_matches
+from difflib import SequenceMatcher, get_close_matches
 from importlib.resources import files
 from typing import Any
 
@@ -61,17 +61,26 @@ def _one_paragraph(text: str) -> str:
 
 def _values(override: Override) -> list[str]:
     """An override's values as text: each of a sweep (an ``interval``: its lower bound) or of a list, else the value;
-    none when Hydra cannot list them (its sweeper says why)."""
+    none when Hydra cannot list them (its sweeper says why). ApaError for a sweep of no values."""
     if "=" not in override.input_line:
         return []
     try:
         if override.is_interval_sweep():
             return [str(override.value().start)]
         if override.is_sweep_override():
-            return list(override.sweep_string_iterator())
+            values = list(override.sweep_string_iterator())
+            if not values:  # a glob that matches no config
+                options = GlobalHydra.instance().config_loader().get_group_options(override.key_or_group)
+                raise ValueError(
+                    "it gives no value"
+                    + (f"; the {override.key_or_group} configs: {', '.join(options)}" if options else "")
+                )
+            return values
         value = override.value()
     except HydraException:
         return []
+    except ValueError as exc:  # range(1,3,0), a glob matching nothing
+        raise ApaError(f"{override.input_line} cannot be swept: {exc}.") from None
     return [str(v) for v in value] if isinstance(value, list) else [override.get_value_element_as_str()]
 
 
@@ -105,8 +114,13 @@ def _similar_keys(key: str, config: dict[str, Any]) -> list[str]:
     prefix, rest = (f"{found}.", key[len(found) + 1 :]) if found else ("", key)
     keys = [k for k in _dotted_keys(node) if not k.rpartition(".")[2].startswith("_")]  # _target_: not a setting
     keys = [k for k in keys if key.startswith("hydra") or not k.startswith("hydra.")]
-    same = [prefix + k for k in keys if k.rpartition(".")[2] == key.rpartition(".")[2]]
-    return [k for k in same if k != key][:3] if same else [prefix + k for k in get_close_matches(rest, keys, n=1)]
+    leaf = key.rpartition(".")[2]
+    similar = [prefix + k for k in keys if k.rpartition(".")[2] == leaf]
+    if not similar:  # a misspelt path (trainer.max_epoch), else a misspelt name without its parents (weight_decy)
+        names = get_close_matches(leaf, sorted({k.rpartition(".")[2] for k in keys}), n=1)
+        close = get_close_matches(rest, keys, n=1) or [k for k in keys if k.rpartition(".")[2] in names]
+        similar = [prefix + k for k in close]
+    return sorted((k for k in similar if k != key), key=lambda k: -SequenceMatcher(None, key, k).ratio())[:3]
 
 
 def _or(names: list[str], word: str = "or") -> str:
@@ -180,12 +194,13 @@ def _composition_message(exc: Exception, overrides: list[Override], attempt: lis
     """The message for Hydra's ``exc`` composing ``attempt`` (``overrides``: the command line's, parsed)."""
     if isinstance(exc, MissingConfigException) and "/" in (exc.missing_cfg_file or ""):
         group, _, name = exc.missing_cfg_file.rpartition("/")
-        typed = any(o.key_or_group == group and name in _values(o) for o in overrides)
+        typed = f"{group}={name}" in attempt or any(o.key_or_group == group and name in _values(o) for o in overrides)
         source = None if typed else ASKED_BY.match(str(exc))
         # Hydra lists no options for a config a list names (logger=[tensorbord]): the loader knows them
         loader = GlobalHydra.instance().config_loader()
         options = list(exc.options or loader.get_group_options(group))
-        return missing_config_message(group, name, options, source and source[1], _is_group(group))
+        exists = bool(loader.get_group_options(group, results_filter=None))
+        return missing_config_message(group, name, options, source and source[1], exists)
     dropped = next((o.input_line for o in overrides if o.key_or_group == "callbacks" and not _values(o)), None)
     dropped = dropped or next((a for a in attempt if a in ("callbacks=none", "callbacks=null")), None)
     if dropped and _compose([a for a in attempt if a != dropped]) is not None:
@@ -261,14 +276,16 @@ def _missing_swept_keys(config: Any) -> str | None:
     return missing_swept_keys_message(missing, preset, named, preset and _preset_example(preset))
 
 
-def _parsed(texts: list[str]) -> list[Override]:
-    """``texts`` parsed, each able to list a group's configs (``glob(...)``); ApaError for a group set to null."""
+def _parsed(texts: list[str], preset: str | None = None) -> list[Override]:
+    """``texts`` (the command line's, or the sweep of hparams_search=``preset``) parsed, each able to list a group's
+    configs (``glob(...)``); ApaError for one Hydra cannot read or a group set to null."""
+    origin = f" (in hparams_search={preset}'s hydra.sweeper.params)" if preset else ""
     try:
         overrides = OverridesParser.create().parse_overrides(texts)
     except OverrideParseException as exc:
         raise ApaError(
-            f"{exc.override} cannot be read as an override: {_one_paragraph(exc.message)} Put a value with spaces, "
-            "commas, brackets or an = in quotes: \"key='a value'\"."
+            f"{exc.override}{origin} cannot be read as an override: {_one_paragraph(exc.message)} Put a value with "
+            "spaces, commas, brackets or an = in quotes: \"key='a value'\"."
         ) from None
     for override in overrides:
         override.config_loader = GlobalHydra.instance().config_loader()
@@ -276,7 +293,7 @@ def _parsed(texts: list[str]) -> list[Override]:
         if not override.is_delete() and _is_group(group) and "null" in _values(override):
             alone = " (in a command of its own: a sweep cannot leave it out of some jobs)"
             raise ApaError(  # Hydra raises a ValueError with a traceback
-                f"{override.input_line}: a config group cannot be null; to leave {group} out, write "
+                f"{override.input_line}{origin}: a config group cannot be null; to leave {group} out, write "
                 f"{_shell_word('~' + group)}{alone if override.is_sweep_override() else ''}."
             )
     return overrides
@@ -285,8 +302,8 @@ def _parsed(texts: list[str]) -> list[Override]:
 def check_overrides(argv: list[str]) -> None:
     """Raise ApaError when the config cannot be composed with the overrides in ``argv`` (after ``python -m
     apa_lightning``). A sweep is composed with each key at its first value, and once more for each other config of
-    a swept group (``model=ae,vae``; a preset's ``model/optimizer: sgd,asgd``); then ``check_values``. Command lines
-    Hydra composes no config of this tool for (``--help``), ``HYDRA_FULL_ERROR=1`` and errors that are not the
+    a swept group (``model=ae,vae``; a preset's ``model/optimizer: sgd,asgd``); then its values are checked. Command
+    lines Hydra composes no config of this tool for (``--help``), ``HYDRA_FULL_ERROR=1`` and errors that are not the
     overrides' (a config file that is not YAML) are left to Hydra."""
     arguments = _hydra_arguments(argv)
     if arguments is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -317,7 +334,10 @@ def check_overrides(argv: list[str]) -> None:
         params = OmegaConf.select(config, "hydra.sweeper.params", default=None) if multirun else None
         given = {o.key_or_group for o in overrides}
         texts = [f"{k}={v}" for k, v in (params.items_ex(resolve=False) if params else []) if k not in given]
-        preset_sweeps = _parsed([t for t in texts if t[0] not in "+~"])
+        preset_sweeps = _parsed(
+            [t for t in texts if t[0] not in "+~"], config.hydra.runtime.choices.get("hparams_search")
+        )
+        values = _setting_values([*overrides, *preset_sweeps])
         jobs += [  # each config of a group the preset sweeps (model/optimizer: sgd,asgd)
             ([*first, f"{o.key_or_group}={n}"], [f"{o.key_or_group}={n}"])
             for o in preset_sweeps
@@ -328,13 +348,14 @@ def check_overrides(argv: list[str]) -> None:
             composed = config if attempt is first else _checked_compose(attempt, checked_with, overrides)
             if composed is None:
                 return
-            problem = _missing_swept_keys(composed) if multirun else None
+            problem = (_missing_swept_keys(composed) if multirun else None) or _unknown_choice(composed, values)
             if problem:
                 raise ApaError(problem)
         sweep = next((o for o in overrides if o.is_sweep_override()), None)
         if sweep is not None and not multirun:
             raise ApaError(several_values_message(sweep))
-        check_values(config, [*overrides, *preset_sweeps], multirun)
+        if multirun:
+            check_swept_values(config, values)
 
 
 def _swept(override: Override) -> bool:
@@ -342,23 +363,28 @@ def _swept(override: Override) -> bool:
     return override.is_sweep_override() and bool(_values(override))
 
 
-def check_values(config: Any, overrides: list[Override], sweep: bool) -> None:
-    """Raise ApaError for a value ``overrides`` (the command line's, then a preset's) give a setting that an
-    interpolation looks up in a table lacking it (``setting=row5`` in ``${settings.${setting}.lr}``), or in a
-    ``sweep`` one the config checks refuse (``lr=0.1,abc``), before the first job rather than in that value's."""
+def _setting_values(overrides: list[Override]) -> dict[str, list[Any]]:
+    """The values ``overrides`` (the command line's, then a preset's) give each setting, as Hydra reads them: each
+    of a list or ``range`` sweep, none of an ``interval``."""
+    values: dict[str, list[Any]] = {}
+    for override in overrides:
+        key = override.key_or_group
+        if key in values or override.is_delete() or override.is_interval_sweep() or _is_group(key):
+            continue
+        try:
+            values[key] = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+        except HydraException:  # its sweeper says what is wrong
+            continue
+    return values
+
+
+def _unknown_choice(config: Any, values: dict[str, list[Any]]) -> str | None:
+    """The message for a value (``setting=row5``) that an interpolation of the composed ``config`` looks up in a
+    table lacking it (``${settings.${setting}.lr}``); None when there is none."""
     plain = OmegaConf.to_container(config, resolve=False)
     preset = plain.pop("hydra")["runtime"]["choices"].get("hparams_search")
     text = OmegaConf.to_yaml(plain)  # the interpolations as written
-    done = set()
-    for override in overrides:
-        key = override.key_or_group
-        if key in done or override.is_delete() or override.is_interval_sweep() or _is_group(key):
-            continue
-        done.add(key)
-        try:  # each value as Hydra reads it
-            choices = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
-        except HydraException:  # its sweeper says what is wrong
-            continue
+    for key, choices in values.items():
         for table in dict.fromkeys(re.findall(r"\$\{(?:([\w.]+)\.)?\$\{\s*" + re.escape(key) + r"\s*\}", text)):
             node: Any = plain
             for part in table.split(".") if table else []:
@@ -368,13 +394,24 @@ def check_values(config: Any, overrides: list[Override], sweep: bool) -> None:
             if unknown is not None:
                 owner = f"hparams_search={preset}" if preset else "this config"
                 where = f"the {table}" if table else "the top-level keys"
-                raise ApaError(f"{key}={unknown} is not one of {where} of {owner}: {', '.join(names)}")
+                return f"{key}={unknown} is not one of {where} of {owner}: {', '.join(names)}"
+    return None
+
+
+def check_swept_values(config: Any, values: dict[str, list[Any]]) -> None:
+    """Raise ApaError for a value a sweep gives a setting that the config checks refuse (``lr=0.1,abc``), before
+    the first job rather than in that value's. Each value is put into ``config`` alone; config groups were composed
+    for each of theirs."""
+    for key, choices in values.items():
         node = OmegaConf.select(config, key.lstrip("+~"), default=ABSENT, throw_on_resolution_failure=False)
-        if not sweep or node is ABSENT or OmegaConf.is_config(node):  # a new key (+key=...), a config group
+        if node is ABSENT or OmegaConf.is_config(node):  # a new key (+key=...), a config group
             continue
         for value in choices:
             trial = config.copy()
-            OmegaConf.update(trial, key.lstrip("+~"), value, force_add=True)
+            try:
+                OmegaConf.update(trial, key.lstrip("+~"), value, force_add=True)
+            except OmegaConfBaseException as exc:  # a typed key of Hydra's own config (hydra.job.chdir)
+                raise ApaError(f"{key}={value} is not allowed: {str(exc).splitlines()[0]}.") from None
             try:
                 check_config(trial)
             except OmegaConfBaseException:  # ${hydra:...}, a job's ${oc.env:...}: the trial checks itself
