@@ -384,6 +384,8 @@ def test_bad_input_is_one_clear_error(case: Case, monkeypatch, capsys, tmp_path)
     assert (
         not list((tmp_path / "outputs").glob("runs/*/*/.hydra")) or case.overrides == FAST or FAST[0] in case.overrides
     )
+    if case.before_run_dir:  # not even an empty outputs/
+        assert not (tmp_path / "outputs").exists(), list((tmp_path / "outputs").rglob("*"))
 
 
 def test_a_full_disk_keeps_finished_work_and_names_the_file(monkeypatch, capsys, tmp_path):
@@ -455,6 +457,12 @@ def test_a_full_disk_keeps_finished_work_and_names_the_file(monkeypatch, capsys,
         # sweeps Hydra cannot list (its ValueError is a traceback; an empty glob runs no job without a word)
         (["-m", "trainer.max_epochs=range(1,3,0)"], ["trainer.max_epochs=range(1,3,0) cannot be swept", "zero"]),
         (["-m", "experiment=glob(cifar100*)"], ["glob(cifar100*) cannot be swept: it gives no value", "cifar10_cnn"]),
+        # found by a new user: each was a traceback or a failed run directory
+        (["=5"], ["=5 has no key"]),
+        (["~model"], ["~model: every run needs a model config", "model=<name>"]),
+        (["~seed"], ["callbacks.epoch_seed.seed=${seed} cannot be resolved", "'seed' not found"]),
+        (["data.batch_size=${trainer.max_epoch}"], ["data.batch_size=${trainer.max_epoch} cannot be resolved"]),
+        (["model.optimizer=sgd"], ["sets model.optimizer to the text sgd", "write model/optimizer=sgd"]),
         # a misspelt name without its parents
         (["weight_decy=0.1"], ["Did you mean model.optimizer.weight_decay?"]),
         (["experiment=cifar10_cnn_v3", "dropuot=0.1"], ["Did you mean model.net.dropout?"]),

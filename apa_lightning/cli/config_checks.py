@@ -159,7 +159,7 @@ def check_on_device(num_workers: int, augment_on: str = "device", augmented: boo
 def check_paths(cfg: DictConfig) -> None:
     """Raise ApaError when ``paths.log_dir`` cannot hold run directories (it is made, as Hydra would, and a file is
     written in it) or a file stands where ``paths.data_dir`` or one of its parents belongs."""
-    for key in ("paths.log_dir", "paths.data_dir"):
+    for key in ("paths.data_dir", "paths.log_dir"):
         if (value := OmegaConf.select(cfg, key)) is None:
             continue
         path = Path(os.path.expanduser(str(value))).absolute()
@@ -227,7 +227,8 @@ class CheckBeforeRun(Callback):
     sweep directory. A sweep's trials check their own values when they start."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._refuse_bad(config, check_before_task, check_paths, check_resume, check_checkpoint_task)
+        # the folder check last: it makes paths.log_dir, which a refused command should not leave behind
+        self._refuse_bad(config, check_before_task, check_resume, check_checkpoint_task, check_paths)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._refuse_bad(config, check_paths)

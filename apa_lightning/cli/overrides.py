@@ -18,7 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, ValueType
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, InterpolationKeyError, OmegaConfBaseException
 
 from apa_lightning.cli.config_checks import check_config
 from apa_lightning.errors import ApaError
@@ -35,6 +35,7 @@ PLUGIN_CONFIGS = {  # configs that the Hydra plugins of the [sweeps] extra bring
 }
 INSTALL_PLUGINS = "pip install -e .[sweeps]"
 SHELL_SPECIAL = frozenset(" \t'\"$`\\*?[]{}()<>|&;#~")  # characters bash or zsh would expand or strip
+NEEDED_GROUPS = ("model", "data", "trainer", "paths")  # every run reads these: ~model is refused
 ABSENT = object()  # OmegaConf.select's default for a key the config does not have
 # the config whose defaults list names a missing config: only in Hydra's message (tests/test_library_contracts.py)
 ASKED_BY = re.compile(r"In '([^']+)'")
@@ -287,14 +288,25 @@ def _parsed(texts: list[str], preset: str | None = None) -> list[Override]:
             f"{exc.override}{origin} cannot be read as an override: {_one_paragraph(exc.message)} Put a value with "
             "spaces, commas, brackets or an = in quotes: \"key='a value'\"."
         ) from None
+    loader = GlobalHydra.instance().config_loader()
     for override in overrides:
-        override.config_loader = GlobalHydra.instance().config_loader()
-        group = override.key_or_group
+        override.config_loader, line, group = loader, f"{override.input_line}{origin}", override.key_or_group
+        if not group:
+            raise ApaError(f"{line} has no key: write key=value.")
+        if override.is_delete() and group in NEEDED_GROUPS:
+            raise ApaError(f"{line}: every run needs a {group} config; choose another one with {group}=<name>.")
         if not override.is_delete() and _is_group(group) and "null" in _values(override):
             alone = " (in a command of its own: a sweep cannot leave it out of some jobs)"
             raise ApaError(  # Hydra raises a ValueError with a traceback
-                f"{override.input_line}{origin}: a config group cannot be null; to leave {group} out, write "
+                f"{line}: a config group cannot be null; to leave {group} out, write "
                 f"{_shell_word('~' + group)}{alone if override.is_sweep_override() else ''}."
+            )
+        named = [v for v in _values(override) if v in loader.get_group_options(group.replace(".", "/"))]
+        if "." in group and named and not override.is_delete():  # model.optimizer=sgd for model/optimizer=sgd
+            choice = group.replace(".", "/")
+            raise ApaError(
+                f"{line} sets {group} to the text {named[0]}; to choose the {choice} config {named[0]}, write "
+                f"{choice}={named[0]}."
             )
     return overrides
 
@@ -349,7 +361,7 @@ def check_overrides(argv: list[str]) -> None:
             if composed is None:
                 return
             problem = (_missing_swept_keys(composed) if multirun else None) or _unknown_choice(composed, values)
-            if problem:
+            if problem or (attempt is first and (problem := _unresolved(config))):
                 raise ApaError(problem)
         sweep = next((o for o in overrides if o.is_sweep_override()), None)
         if sweep is not None and not multirun:
@@ -361,6 +373,25 @@ def check_overrides(argv: list[str]) -> None:
 def _swept(override: Override) -> bool:
     """Whether ``override`` is a sweep whose values Hydra can list (else its sweeper says what is wrong)."""
     return override.is_sweep_override() and bool(_values(override))
+
+
+def _unresolved(config: Any) -> str | None:
+    """The message for an interpolation of ``config`` (outside Hydra's node) whose key it lacks
+    (``${trainer.max_epoch}``, or ``${seed}`` after ``~seed``); None when there is none."""
+    plain = OmegaConf.to_container(config, resolve=False)
+    plain.pop("hydra")
+    for key in _dotted_keys(plain):
+        node: Any = plain
+        for part in key.split("."):
+            node = node[part]
+        if isinstance(node, str) and "${" in node:
+            try:
+                OmegaConf.select(config, key)
+            except InterpolationKeyError as exc:
+                return f"{key}={node} cannot be resolved: {str(exc).splitlines()[0]}. Set {key}, or the key it names."
+            except OmegaConfBaseException:  # ${hydra:...}: resolved only in the run
+                continue
+    return None
 
 
 def _setting_values(overrides: list[Override]) -> dict[str, list[Any]]:
