@@ -349,7 +349,6 @@ def check_overrides(argv: list[str]) -> None:
         preset_sweeps = _parsed(
             [t for t in texts if t[0] not in "+~"], config.hydra.runtime.choices.get("hparams_search")
         )
-        values = _setting_values([*overrides, *preset_sweeps])
         jobs += [  # each config of a group the preset sweeps (model/optimizer: sgd,asgd)
             ([*first, f"{o.key_or_group}={n}"], [f"{o.key_or_group}={n}"])
             for o in preset_sweeps
@@ -360,14 +359,14 @@ def check_overrides(argv: list[str]) -> None:
             composed = config if attempt is first else _checked_compose(attempt, checked_with, overrides)
             if composed is None:
                 return
-            problem = (_missing_swept_keys(composed) if multirun else None) or _unknown_choice(composed, values)
-            if problem or (attempt is first and (problem := _unresolved(config))):
+            problem = (_missing_swept_keys(composed) if multirun else None) or _unresolved(composed)
+            if problem:
                 raise ApaError(problem)
         sweep = next((o for o in overrides if o.is_sweep_override()), None)
         if sweep is not None and not multirun:
             raise ApaError(several_values_message(sweep))
         if multirun:
-            check_swept_values(config, values)
+            check_swept_values(config, _setting_values([*overrides, *preset_sweeps]))
 
 
 def _swept(override: Override) -> bool:
@@ -376,21 +375,29 @@ def _swept(override: Override) -> bool:
 
 
 def _unresolved(config: Any) -> str | None:
-    """The message for an interpolation of ``config`` (outside Hydra's node) whose key it lacks
-    (``${trainer.max_epoch}``, or ``${seed}`` after ``~seed``); None when there is none."""
+    """The message for an interpolation of ``config`` (outside Hydra's node) whose key it lacks: a value missing from
+    the table a setting looks it up in (``setting=row5`` for ``${settings.${setting}.lr}``), a misspelt key
+    (``${trainer.max_epoch}``), one removed (``${seed}`` after ``~seed``); None when there is none."""
     plain = OmegaConf.to_container(config, resolve=False)
-    plain.pop("hydra")
+    preset = plain.pop("hydra")["runtime"]["choices"].get("hparams_search")
     for key in _dotted_keys(plain):
         node: Any = plain
         for part in key.split("."):
             node = node[part]
-        if isinstance(node, str) and "${" in node:
-            try:
-                OmegaConf.select(config, key)
-            except InterpolationKeyError as exc:
-                return f"{key}={node} cannot be resolved: {str(exc).splitlines()[0]}. Set {key}, or the key it names."
-            except OmegaConfBaseException:  # ${hydra:...}: resolved only in the run
-                continue
+        if not isinstance(node, str) or "${" not in node:
+            continue
+        try:
+            OmegaConf.select(config, key)
+        except InterpolationKeyError as exc:
+            lookup = re.search(r"\$\{([\w.]+)\.\$\{\s*([\w.]+)\s*\}", node)  # ${table.${setting}...}
+            table = lookup and OmegaConf.select(config, lookup[1], default=None, throw_on_resolution_failure=False)
+            if OmegaConf.is_dict(table):
+                owner = f"hparams_search={preset}" if preset else "this config"
+                value = OmegaConf.select(config, lookup[2])
+                return f"{lookup[2]}={value} is not one of the {lookup[1]} of {owner}: {', '.join(map(str, table))}"
+            return f"{key}={node} cannot be resolved: {str(exc).splitlines()[0]}. Set {key}, or the key it names."
+        except OmegaConfBaseException:  # ${hydra:...}: resolved only in the run
+            continue
     return None
 
 
@@ -409,26 +416,6 @@ def _setting_values(overrides: list[Override]) -> dict[str, list[Any]]:
     return values
 
 
-def _unknown_choice(config: Any, values: dict[str, list[Any]]) -> str | None:
-    """The message for a value (``setting=row5``) that an interpolation of the composed ``config`` looks up in a
-    table lacking it (``${settings.${setting}.lr}``); None when there is none."""
-    plain = OmegaConf.to_container(config, resolve=False)
-    preset = plain.pop("hydra")["runtime"]["choices"].get("hparams_search")
-    text = OmegaConf.to_yaml(plain)  # the interpolations as written
-    for key, choices in values.items():
-        for table in dict.fromkeys(re.findall(r"\$\{(?:([\w.]+)\.)?\$\{\s*" + re.escape(key) + r"\s*\}", text)):
-            node: Any = plain
-            for part in table.split(".") if table else []:
-                node = node.get(part) if isinstance(node, dict) else None
-            names = [str(name) for name in node] if isinstance(node, dict) else []
-            unknown = next((v for v in choices if names and str(v) not in names), None)
-            if unknown is not None:
-                owner = f"hparams_search={preset}" if preset else "this config"
-                where = f"the {table}" if table else "the top-level keys"
-                return f"{key}={unknown} is not one of {where} of {owner}: {', '.join(names)}"
-    return None
-
-
 def check_swept_values(config: Any, values: dict[str, list[Any]]) -> None:
     """Raise ApaError for a value a sweep gives a setting that the config checks refuse (``lr=0.1,abc``), before
     the first job rather than in that value's. Each value is put into ``config`` alone; config groups were composed
@@ -443,6 +430,9 @@ def check_swept_values(config: Any, values: dict[str, list[Any]]) -> None:
                 OmegaConf.update(trial, key.lstrip("+~"), value, force_add=True)
             except OmegaConfBaseException as exc:  # a typed key of Hydra's own config (hydra.job.chdir)
                 raise ApaError(f"{key}={value} is not allowed: {str(exc).splitlines()[0]}.") from None
+            problem = _unresolved(trial)
+            if problem:
+                raise ApaError(problem)
             try:
                 check_config(trial)
             except OmegaConfBaseException:  # ${hydra:...}, a job's ${oc.env:...}: the trial checks itself
