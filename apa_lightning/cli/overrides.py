@@ -279,7 +279,8 @@ def _missing_swept_keys(config: Any) -> str | None:
 
 def _parsed(texts: list[str], preset: str | None = None) -> list[Override]:
     """``texts`` (the command line's, or the sweep of hparams_search=``preset``) parsed, each able to list a group's
-    configs (``glob(...)``); ApaError for one Hydra cannot read or a group set to null."""
+    configs (``glob(...)``); ApaError for one Hydra cannot read, one without a key, one removing a group every run
+    needs, a group set to null or chosen with a dot (``model.optimizer=sgd``)."""
     origin = f" (in hparams_search={preset}'s hydra.sweeper.params)" if preset else ""
     try:
         overrides = OverridesParser.create().parse_overrides(texts)

@@ -149,8 +149,9 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
         if cfg.get("test") and untested_run(Path(ckpt_path)):
             log.info("%s had finished training, but not its test: testing it now.", ckpt_path)
             return str(ckpt_path)
+        epochs = "1 epoch" if done == 1 else f"{done} epochs"
         raise ApaError(
-            f"nothing left to train: {ckpt_path} has finished {done} epochs and trainer.max_epochs={max_epochs}; "
+            f"nothing left to train: {ckpt_path} has finished {epochs} and trainer.max_epochs={max_epochs}; "
             f"raise trainer.max_epochs (e.g. trainer.max_epochs={done + 10}) to train on."
         )
     return str(ckpt_path)
