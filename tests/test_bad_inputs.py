@@ -459,7 +459,7 @@ def test_a_full_disk_keeps_finished_work_and_names_the_file(monkeypatch, capsys,
         (["-m", "experiment=glob(cifar100*)"], ["glob(cifar100*) cannot be swept: it gives no value", "cifar10_cnn"]),
         # found by a new user: each was a traceback or a failed run directory
         (["=5"], ["=5 has no key"]),
-        (["~model"], ["~model: every run needs a model config", "model=<name>"]),
+        (["~model"], ["~model: a run needs a model config", "model=<name>"]),
         (["~seed"], ["callbacks.epoch_seed.seed=${seed} cannot be resolved", "'seed' not found"]),
         (["data.batch_size=${trainer.max_epoch}"], ["data.batch_size=${trainer.max_epoch} cannot be resolved"]),
         (["model.optimizer=sgd"], ["sets model.optimizer to the text sgd", "write model/optimizer=sgd"]),
@@ -502,6 +502,7 @@ def test_a_bad_override_names_the_key_and_the_closest_names(argv, expected, monk
         ["experiment=mnist_vae", "+callbacks.extra._target_=x.Y", "~logger"],
         ["task=eval", "ckpt_path='/a folder/with spaces/last.ckpt'", "hydra.run.dir='/a b/c=1,d'", "hydra.mode=RUN"],
         ["--cfg", "job", "model=vae"],
+        ["task=eval", "ckpt_path=/elsewhere/model.ckpt", "~model"],  # a bare checkpoint's model is its own
         ["--help"],
         ["--config-dir", "/nonexistent", "trainer.max_epoch=1"],  # another config: Hydra reports
     ],

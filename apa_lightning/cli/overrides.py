@@ -35,7 +35,8 @@ PLUGIN_CONFIGS = {  # configs that the Hydra plugins of the [sweeps] extra bring
 }
 INSTALL_PLUGINS = "pip install -e .[sweeps]"
 SHELL_SPECIAL = frozenset(" \t'\"$`\\*?[]{}()<>|&;#~")  # characters bash or zsh would expand or strip
-NEEDED_GROUPS = ("model", "data", "trainer", "paths")  # every run reads these: ~model is refused
+NEEDED_GROUPS = ("model", "data", "trainer", "paths")  # a run reads these: ~data is refused
+FROM_CHECKPOINT = ("eval", "predict")  # the tasks whose model comes from the checkpoint (~model: checkpoint_lookup)
 ABSENT = object()  # OmegaConf.select's default for a key the config does not have
 # the config whose defaults list names a missing config: only in Hydra's message (tests/test_library_contracts.py)
 ASKED_BY = re.compile(r"In '([^']+)'")
@@ -248,7 +249,7 @@ def _checked_compose(attempt: list[str], checked_with: list[str], overrides: lis
         return None
 
 
-def _preset_example(preset: str | None) -> str | None:
+def _preset_example(preset: str) -> str | None:
     """The ``experiment=`` or ``model=`` a preset of this package is for: the first its header names, else the one
     it picks (tests/test_configs.py checks that each has the keys its preset sweeps)."""
     try:
@@ -279,8 +280,8 @@ def _missing_swept_keys(config: Any) -> str | None:
 
 def _parsed(texts: list[str], preset: str | None = None) -> list[Override]:
     """``texts`` (the command line's, or the sweep of hparams_search=``preset``) parsed, each able to list a group's
-    configs (``glob(...)``); ApaError for one Hydra cannot read, one without a key, one removing a group every run
-    needs, a group set to null or chosen with a dot (``model.optimizer=sgd``)."""
+    configs (``glob(...)``); ApaError for one Hydra cannot read, one without a key, a group set to null or chosen
+    with a dot (``model.optimizer=sgd``)."""
     origin = f" (in hparams_search={preset}'s hydra.sweeper.params)" if preset else ""
     try:
         overrides = OverridesParser.create().parse_overrides(texts)
@@ -294,8 +295,6 @@ def _parsed(texts: list[str], preset: str | None = None) -> list[Override]:
         override.config_loader, line, group = loader, f"{override.input_line}{origin}", override.key_or_group
         if not group:
             raise ApaError(f"{line} has no key: write key=value.")
-        if override.is_delete() and group in NEEDED_GROUPS:
-            raise ApaError(f"{line}: every run needs a {group} config; choose another one with {group}=<name>.")
         if not override.is_delete() and _is_group(group) and "null" in _values(override):
             alone = " (in a command of its own: a sweep cannot leave it out of some jobs)"
             raise ApaError(  # Hydra raises a ValueError with a traceback
@@ -343,6 +342,11 @@ def check_overrides(argv: list[str]) -> None:
         config = _checked_compose(first, swept, overrides)
         if config is None:
             return
+        for o in overrides:
+            if o.is_delete() and o.key_or_group in NEEDED_GROUPS:
+                if o.key_or_group != "model" or config.get("task") not in FROM_CHECKPOINT:
+                    group = o.key_or_group
+                    raise ApaError(f"{o.input_line}: a run needs a {group} config; choose another with {group}=<name>.")
         multirun = arguments.multirun or getattr(config.hydra.mode, "name", None) == "MULTIRUN"  # a preset's
         params = OmegaConf.select(config, "hydra.sweeper.params", default=None) if multirun else None
         given = {o.key_or_group for o in overrides}
