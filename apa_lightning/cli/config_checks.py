@@ -66,15 +66,17 @@ def choice(*options: Any) -> Rule:
     return Rule(lambda v: any(type(v) is type(o) and v == o for o in options), allowed)
 
 
-PROBABILITY = rule(lambda v: number(min=0).accepts(v) and v < 1, "a number in [0, 1)")
+NON_NEGATIVE = number(min=0)
+PROBABILITY = rule(lambda v: NON_NEGATIVE.accepts(v) and v < 1, "a number in [0, 1)")
+EPOCHS, COUNT = integer(min=-1), integer(min=0)
 # keys (those with the same rule: separated by spaces) -> what they accept. Keys a config lacks are not checked.
 _RULES = {
     "seed callbacks.epoch_seed.seed": integer(null="for an unseeded run"),
     "data.split_seed callbacks.font_pictures.seed": integer(),
     "data.shuffle_seed": integer(null="for torch's initial seed"),
     "cpu_threads": integer(min=1, null="for one per core"),
-    "optimized_mode model.scheduler.mode callbacks.early_stopping.mode": choice("min", "max"),
-    "callbacks.model_checkpoint.mode": choice("min", "max"),
+    "optimized_mode model.scheduler.mode": choice("min", "max"),
+    "callbacks.early_stopping.mode callbacks.model_checkpoint.mode": choice("min", "max"),
     "matmul_precision": Rule(choice("highest", "high", "medium").accepts, "highest, high (TF32) or medium (bfloat16)"),
     "trainer.precision": Rule(
         lambda v: v is None or str(v) in PRECISIONS,
@@ -82,12 +84,12 @@ _RULES = {
         "null (32-true)",
     ),
     "trainer.max_epochs": rule(
-        lambda v: v != 0 and integer(min=-1).accepts(v), "an integer >= 1 (or -1 for no limit)", null=True
+        lambda v: v != 0 and EPOCHS.accepts(v), "an integer >= 1 (or -1 for no limit)", null=True
     ),
     "trainer.min_epochs": integer(min=0, null=True),
     "trainer.check_val_every_n_epoch": integer(min=1, null=True),
     "trainer.limit_train_batches trainer.limit_val_batches trainer.limit_test_batches": rule(
-        lambda v: integer(min=0).accepts(v) or (isinstance(v, float) and 0 < v <= 1),
+        lambda v: COUNT.accepts(v) or (isinstance(v, float) and 0 < v <= 1),
         "a fraction in (0, 1] or a number of batches",
         null=True,
     ),
@@ -119,7 +121,7 @@ _RULES = {
     "callbacks.early_stopping.patience": integer(min=0, note="validations"),
     "callbacks.lr_monitor.logging_interval": choice("step", "epoch", None),
     "callbacks.model_summary.depth": integer(min=0, note="levels of layers shown"),
-    "callbacks.progress_bar.min_interval_s": Rule(number(min=0).accepts, "a number of seconds >= 0"),
+    "callbacks.progress_bar.min_interval_s": Rule(NON_NEGATIVE.accepts, "a number of seconds >= 0"),
     "predict.top_k": integer(min=1, note="classes listed per image"),
     "predict.samples": integer(min=0, note="0: no samples.png"),
 }
@@ -163,7 +165,7 @@ def check_paths(cfg: DictConfig) -> None:
         if (value := OmegaConf.select(cfg, key)) is None:
             continue
         path = Path(os.path.expanduser(str(value))).absolute()
-        existing = next(p for p in (path, *path.parents) if p.exists())
+        existing = next(p for p in (path, *path.parents) if os.path.exists(p))  # no PermissionError (Path: 3.11)
         problem = None if existing.is_dir() else f"{'it' if existing == path else existing} is a file, not a folder"
         if problem is None and key == "paths.log_dir":
             try:

@@ -73,15 +73,13 @@ def _values(override: Override) -> list[str]:
             values = list(override.sweep_string_iterator())
             if not values:  # a glob that matches no config
                 options = GlobalHydra.instance().config_loader().get_group_options(override.key_or_group)
-                raise ValueError(
-                    "it gives no value"
-                    + (f"; the {override.key_or_group} configs: {', '.join(options)}" if options else "")
-                )
+                listed = f"; the {override.key_or_group} configs: {', '.join(options)}" if options else ""
+                raise ApaError(f"{override.input_line} cannot be swept: it gives no value{listed}.")
             return values
         value = override.value()
     except HydraException:
         return []
-    except ValueError as exc:  # range(1,3,0), a glob matching nothing
+    except ValueError as exc:  # range(1,3,0)
         raise ApaError(f"{override.input_line} cannot be swept: {exc}.") from None
     return [str(v) for v in value] if isinstance(value, list) else [override.get_value_element_as_str()]
 
@@ -331,13 +329,16 @@ def check_overrides(argv: list[str]) -> None:
     with initialize_config_module("apa_lightning.conf", version_base="1.3"):
         overrides = _parsed(arguments.overrides)
         # the command line with each sweep at its first value, and a job for each other config of a swept group
-        first = [f"{o.get_key_element()}={_values(o)[0]}" if _swept(o) else o.input_line for o in overrides]
-        swept = [first[at] for at, o in enumerate(overrides) if _swept(o)]
+        # (a sweep Hydra cannot list stays as it is: its sweeper says what is wrong)
+        sweeps = {at: values for at, o in enumerate(overrides) if o.is_sweep_override() and (values := _values(o))}
+        key = [o.get_key_element() for o in overrides]
+        first = [f"{key[at]}={sweeps[at][0]}" if at in sweeps else o.input_line for at, o in enumerate(overrides)]
+        swept = [first[at] for at in sweeps]
         jobs = [
-            ([*first[:at], f"{o.get_key_element()}={v}", *first[at + 1 :]], [f"{o.get_key_element()}={v}"])
-            for at, o in enumerate(overrides)
-            if _swept(o) and _is_group(o.key_or_group)
-            for v in _values(o)[1:]
+            ([*first[:at], f"{key[at]}={v}", *first[at + 1 :]], [f"{key[at]}={v}"])
+            for at, values in sweeps.items()
+            if _is_group(overrides[at].key_or_group)
+            for v in values[1:]
         ]
         config = _checked_compose(first, swept, overrides)
         if config is None:
@@ -372,11 +373,6 @@ def check_overrides(argv: list[str]) -> None:
             raise ApaError(several_values_message(sweep))
         if multirun:
             check_swept_values(config, _setting_values([*overrides, *preset_sweeps]))
-
-
-def _swept(override: Override) -> bool:
-    """Whether ``override`` is a sweep whose values Hydra can list (else its sweeper says what is wrong)."""
-    return override.is_sweep_override() and bool(_values(override))
 
 
 def _unresolved(config: Any) -> str | None:
