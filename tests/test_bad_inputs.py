@@ -444,7 +444,7 @@ def test_a_full_disk_keeps_finished_work_and_names_the_file(monkeypatch, capsys,
         (["trainr.max_epochs=1"], ["trainr.max_epochs is not a setting", "Did you mean trainer.max_epochs?"]),
         (["model=vae", "model.net.latnt_dim=2"], ["Did you mean model.net.latent_dim?", "keys of model.net:"]),
         (["seed.x=1"], ["seed.x is not a setting", "seed holds a single value"]),
-        (["model.optimizer.lr=0.1,0.01"], ["model.optimizer.lr=0.1,0.01 is a sweep", "add -m", "[0.1,0.01]"]),
+        (["model.optimizer.lr=0.1,0.01"], ["model.optimizer.lr=0.1,0.01 is a sweep", "add -m", "'0.1,0.01'"]),
         (["-m", "model=ae,vae", "model.net.latent_dim=2"], ["model.net.latent_dim is not", "checked with model=ae"]),
         (["model.optimizer.lr=["], ["model.optimizer.lr=[ cannot be read as an override", "in quotes"]),
         (["-m", "--cfg", "job", "lr=1,2"], ["-m and --cfg cannot be given together", "drop -m"]),  # Hydra: traceback
@@ -706,7 +706,7 @@ def test_a_config_name_in_a_list_gets_the_groups_configs_as_suggestions(monkeypa
 @pytest.mark.parametrize(
     "argv, advice",
     [
-        (["model.optimizer.lr=0.1,0.01"], ['"model.optimizer.lr=[0.1,0.01]"', "\"model.optimizer.lr='0.1,0.01'\""]),
+        (["model.optimizer.lr=0.1,0.01"], ["\"model.optimizer.lr='0.1,0.01'\""]),
         (["model.optimizer.lr=["], ["\"key='a value'\""]),
         (
             ["-m", "model.optimzer.lr=tag(log, interval(0.001, 0.1))"],

@@ -61,6 +61,16 @@ def _one_paragraph(text: str) -> str:
     return " ".join(line if line[-1] in ".:!?" else f"{line}." for line in lines if line)
 
 
+def _options(group: str, **kwargs: Any) -> list[str]:
+    """The configs of ``group`` (with ``results_filter=None``: its sub-groups too)."""
+    return GlobalHydra.instance().config_loader().get_group_options(group, **kwargs)
+
+
+def _is_group(key: str) -> bool:
+    """Whether ``key`` (of an override or of ``hydra.sweeper.params``) names a config group, not a setting."""
+    return "/" in key or bool(_options(key.lstrip("+~"), results_filter=None))
+
+
 def _values(override: Override) -> list[str]:
     """An override's values as text: each of a sweep (an ``interval``: its lower bound) or of a list, else the value;
     none when Hydra cannot list them (its sweeper says why). ApaError for a sweep of no values."""
@@ -70,57 +80,16 @@ def _values(override: Override) -> list[str]:
         if override.is_interval_sweep():
             return [str(override.value().start)]
         if override.is_sweep_override():
-            values = list(override.sweep_string_iterator())
-            if not values:  # a glob that matches no config
-                options = GlobalHydra.instance().config_loader().get_group_options(override.key_or_group)
-                listed = f"; the {override.key_or_group} configs: {', '.join(options)}" if options else ""
-                raise ApaError(f"{override.input_line} cannot be swept: it gives no value{listed}.")
-            return values
+            if values := list(override.sweep_string_iterator()):
+                return values
+            listed = ", ".join(_options(override.key_or_group))  # a glob that matches no config
+            raise ApaError(f"{override.input_line} cannot be swept: it gives no value; the configs: {listed}.")
         value = override.value()
     except HydraException:
         return []
     except ValueError as exc:  # range(1,3,0)
         raise ApaError(f"{override.input_line} cannot be swept: {exc}.") from None
     return [str(v) for v in value] if isinstance(value, list) else [override.get_value_element_as_str()]
-
-
-def _is_group(key: str) -> bool:
-    """Whether ``key`` (of an override or of ``hydra.sweeper.params``) names a config group, not a setting."""
-    loader = GlobalHydra.instance().config_loader()
-    return "/" in key or bool(loader.get_group_options(key.lstrip("+~"), results_filter=None))
-
-
-def _existing_part(key: str, config: dict[str, Any]) -> tuple[str, Any]:
-    """The longest part of ``key``'s parent that ``config`` has ('' for the top level), and its node."""
-    node, found = config, []
-    for part in key.split(".")[:-1]:
-        if not isinstance(node, dict) or part not in node:
-            break
-        node, found = node[part], [*found, part]
-    return ".".join(found), node
-
-
-def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
-    """Every key of a plain nested dict as a dotted path, containers and leaves alike."""
-    if not isinstance(node, dict):
-        return []
-    return [k for name, child in node.items() for k in (f"{prefix}{name}", *_dotted_keys(child, f"{prefix}{name}."))]
-
-
-def _similar_keys(key: str, config: dict[str, Any]) -> list[str]:
-    """The keys ``key`` may have meant, under the longest part of it that exists: those of its name elsewhere
-    (``model.lr``, ``trainr.max_epochs``), else the closest (``trainer.max_epoch``)."""
-    found, node = _existing_part(key, config)
-    prefix, rest = (f"{found}.", key[len(found) + 1 :]) if found else ("", key)
-    keys = [k for k in _dotted_keys(node) if not k.rpartition(".")[2].startswith("_")]  # _target_: not a setting
-    keys = [k for k in keys if key.startswith("hydra") or not k.startswith("hydra.")]
-    leaf = key.rpartition(".")[2]
-    similar = [prefix + k for k in keys if k.rpartition(".")[2] == leaf]
-    if not similar:  # a misspelt path (trainer.max_epoch), else a misspelt name without its parents (weight_decy)
-        names = get_close_matches(leaf, sorted({k.rpartition(".")[2] for k in keys}), n=1)
-        close = get_close_matches(rest, keys, n=1) or [k for k in keys if k.rpartition(".")[2] in names]
-        similar = [prefix + k for k in close]
-    return sorted((k for k in similar if k != key), key=lambda k: -SequenceMatcher(None, key, k).ratio())[:3]
 
 
 def _or(names: list[str], word: str = "or") -> str:
@@ -134,22 +103,34 @@ def _shell_word(text: str) -> str:
 
 def unknown_key_message(key: str, argument: str, config: dict[str, Any]) -> str:
     """The message for an override of ``key`` (``argument`` as typed) that ``config`` (a plain dict, composed
-    without it) does not have."""
-    found, node = _existing_part(key, config)
+    without it) does not have: the keys it may have meant under the longest part of it that exists, those of its
+    name elsewhere (``model.lr``) first, else the closest (``trainer.max_epoch``, ``weight_decy``)."""
+    node, found = config, []
+    for part in key.split(".")[:-1]:
+        if not isinstance(node, dict) or part not in node:
+            break
+        node, found = node[part], [*found, part]
+    parent = ".".join(found)
     if found and not isinstance(node, dict):
-        return f"{key} is not a setting of this config: {found} holds a single value, not settings; set {found}=..."
+        return f"{key} is not a setting of this config: {parent} holds a single value, not settings; set {parent}=..."
     launcher = OmegaConf.select(OmegaConf.create(config), "hydra.launcher._target_", default="") or ""
     if key.startswith("hydra.launcher.") and launcher.endswith("BasicLauncher"):
         return (
             f"{key} is a setting of a launcher this command does not use (it runs Hydra's basic one, one job after "
             "another): add hydra/launcher=local_parallel (parallel processes: n_jobs) or hydra/launcher=slurm."
         )
-    similar = _similar_keys(key, config)
+    keys = [f"{parent}.{k}" if parent else k for k in _flat(node) if not k.rpartition(".")[2].startswith("_")]
+    keys = [k for k in keys if key.startswith("hydra") or not k.startswith("hydra.")]  # _target_: not a setting
+    leaf = key.rpartition(".")[2]
+    close_leaf = get_close_matches(leaf, sorted({k.rpartition(".")[2] for k in keys}), n=1)
+    similar = [k for k in keys if k.rpartition(".")[2] == leaf] or get_close_matches(key, keys, n=1)
+    similar = similar or [k for k in keys if k.rpartition(".")[2] in close_leaf]
+    similar = sorted((k for k in similar if k != key), key=lambda k: -SequenceMatcher(None, key, k).ratio())[:3]
     names = [str(k) for k in node if not str(k).startswith("_") and (found or k != "hydra")]  # what a user sets
     shown = ", ".join(names[:KEYS_SHOWN]) + (f", ... ({len(names)} in all)" if len(names) > KEYS_SHOWN else "")
     return (
         f"{key} is not a setting of this config.{f' Did you mean {_or(similar)}?' if similar else ''} "
-        f"({f'keys of {found}' if found else 'top-level keys'}: {shown}) To add a new key on purpose, write "
+        f"({f'keys of {parent}' if parent else 'top-level keys'}: {shown}) To add a new key on purpose, write "
         f"{_shell_word('+' + argument.lstrip('+'))}."
     )
 
@@ -160,24 +141,13 @@ def missing_config_message(
     """The message for a config ``name`` that ``group`` (configs: ``options``; ``group_exists`` though it holds only
     groups) lacks; ``asked_by``: the config whose defaults list named it, when the command line did not."""
     where = f"{asked_by} asks for {group}={name}" if asked_by else f"{group}={name}"
-    plugin = PLUGIN_CONFIGS.get(f"{group}/{name}")
-    if plugin:
+    if plugin := PLUGIN_CONFIGS.get(f"{group}/{name}"):
         return f"{where}: that config comes with the Hydra plugin {plugin}, which is not installed: {INSTALL_PLUGINS}"
     close = get_close_matches(name, options, n=1)
     message = f"{where}: there is no {group} config named {name}." + (f" Did you mean {close[0]}?" if close else "")
     if options:
         return f"{message} Choose one of: {', '.join(options)}."
     return message if group_exists else f"{message} There is no config group {group}."
-
-
-def several_values_message(sweep: Override) -> str:
-    """The message for a sweep (``sweep``, parsed) on a command line that runs one job."""
-    key, _, values = sweep.input_line.partition("=")
-    message = f"{sweep.input_line} is a sweep over several values: add -m to run one job for each"
-    if sweep.value_type != ValueType.SIMPLE_CHOICE_SWEEP:
-        return f"{message}."
-    listed, text = _shell_word(f"{key}=[{values}]"), _shell_word(f"{key}='{values}'")
-    return f"{message}, or write a list as {listed} or a text with commas as {text}."
 
 
 def missing_swept_keys_message(keys: list[str], preset: str | None, choices: str, example: str | None) -> str:
@@ -190,6 +160,14 @@ def missing_swept_keys_message(keys: list[str], preset: str | None, choices: str
     return f"{owner} sweeps {_or(keys, 'and')}, which this config does not have ({choices}): {use} or {drop}."
 
 
+def _compose(attempt: list[str]) -> Any | None:
+    """The config composed with ``attempt`` (with Hydra's node), or None when it cannot be."""
+    try:
+        return compose("train", overrides=attempt, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException):
+        return None
+
+
 def _composition_message(exc: Exception, overrides: list[Override], attempt: list[str]) -> str:
     """The message for Hydra's ``exc`` composing ``attempt`` (``overrides``: the command line's, parsed)."""
     if isinstance(exc, MissingConfigException) and "/" in (exc.missing_cfg_file or ""):
@@ -197,14 +175,10 @@ def _composition_message(exc: Exception, overrides: list[Override], attempt: lis
         typed = f"{group}={name}" in attempt or any(o.key_or_group == group and name in _values(o) for o in overrides)
         source = None if typed else ASKED_BY.match(str(exc))
         # Hydra lists no options for a config a list names (logger=[tensorbord]): the loader knows them
-        loader = GlobalHydra.instance().config_loader()
-        options = list(exc.options or loader.get_group_options(group))
-        exists = bool(loader.get_group_options(group, results_filter=None))
+        options, exists = list(exc.options or _options(group)), bool(_options(group, results_filter=None))
         return missing_config_message(group, name, options, source and source[1], exists)
-    dropped = next((o.input_line for o in overrides if o.key_or_group == "callbacks" and not _values(o)), None)
-    dropped = dropped or next((a for a in attempt if a in ("callbacks=none", "callbacks=null")), None)
-    if dropped and _compose([a for a in attempt if a != dropped]) is not None:
-        # the model (or data) config still chooses its family's callbacks into the group
+    dropped = next((a for a in attempt if a in ("~callbacks", "callbacks=none", "callbacks=null")), None)
+    if dropped and _compose([a for a in attempt if a != dropped]) is not None:  # the family's callbacks stay
         return (
             f"{dropped}: the callbacks cannot be removed as a group, since the model or data config adds its "
             "family's own to them (callbacks/family; callbacks=none is model=yolo's, whose ultralytics loop runs "
@@ -216,19 +190,10 @@ def _composition_message(exc: Exception, overrides: list[Override], attempt: lis
         at = next((i for i, o in enumerate(overrides) if f"{o.key_or_group}.".startswith(f"{cause.full_key}.")), None)
         key = cause.full_key if at is None else overrides[at].key_or_group
         argument = f"{key}=..." if at is None else overrides[at].input_line
-        others = [a for i, a in enumerate(attempt) if i != at]
-        config = _compose(others) or _compose([])  # the suggestions come from the config without the bad override
+        config = _compose([a for i, a in enumerate(attempt) if i != at]) or _compose([])  # without the bad override
         if config is not None:
             return unknown_key_message(key, argument, OmegaConf.to_container(config, resolve=False))
     return _one_paragraph(str(exc))
-
-
-def _compose(attempt: list[str]) -> Any | None:
-    """The config composed with ``attempt`` (with Hydra's node), or None when it cannot be."""
-    try:
-        return compose("train", overrides=attempt, return_hydra_config=True)
-    except (HydraException, OmegaConfBaseException):
-        return None
 
 
 def _checked_compose(attempt: list[str], checked_with: list[str], overrides: list[Override]) -> Any | None:
@@ -288,23 +253,23 @@ def _parsed(texts: list[str], preset: str | None = None) -> list[Override]:
             f"{exc.override}{origin} cannot be read as an override: {_one_paragraph(exc.message)} Put a value with "
             "spaces, commas, brackets or an = in quotes: \"key='a value'\"."
         ) from None
-    loader = GlobalHydra.instance().config_loader()
     for override in overrides:
-        override.config_loader, line, group = loader, f"{override.input_line}{origin}", override.key_or_group
+        override.config_loader = GlobalHydra.instance().config_loader()
+        line, group, values = f"{override.input_line}{origin}", override.key_or_group, _values(override)
         if not group:
             raise ApaError(f"{line} has no key: write key=value.")
-        if not override.is_delete() and _is_group(group) and "null" in _values(override):
+        if not override.is_delete() and _is_group(group) and "null" in values:  # Hydra: a ValueError's traceback
             alone = " (in a command of its own: a sweep cannot leave it out of some jobs)"
-            raise ApaError(  # Hydra raises a ValueError with a traceback
+            raise ApaError(
                 f"{line}: a config group cannot be null; to leave {group} out, write "
                 f"{_shell_word('~' + group)}{alone if override.is_sweep_override() else ''}."
             )
-        named = [v for v in _values(override) if v in loader.get_group_options(group.replace(".", "/"))]
-        if "." in group and named and not override.is_delete():  # model.optimizer=sgd for model/optimizer=sgd
+        named = [v for v in values if "." in group and v in _options(group.replace(".", "/"))]
+        if named and not override.is_delete():  # model.optimizer=sgd for model/optimizer=sgd
             choice = group.replace(".", "/")
             raise ApaError(
-                f"{line} sets {group} to the text {named[0]}; to choose the {choice} config {named[0]}, write "
-                f"{choice}={named[0]}."
+                f"{line} sets {group} to the text {named[0]}; to choose the {choice} config {named[0]}, "
+                f"write {choice}={named[0]}."
             )
     return overrides
 
@@ -318,9 +283,7 @@ def check_overrides(argv: list[str]) -> None:
     arguments = _hydra_arguments(argv)
     if arguments is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
         return
-    modes = [
-        flag for flag, on in (("--run", arguments.run), ("-m", arguments.multirun), ("--cfg", arguments.cfg)) if on
-    ]
+    modes = [f for f, on in (("--run", arguments.run), ("-m", arguments.multirun), ("--cfg", arguments.cfg)) if on]
     if len(modes) > 1:  # Hydra raises a ValueError with a traceback
         raise ApaError(
             f"{' and '.join(modes)} cannot be given together: to see the config of one job of a sweep, drop -m and "
@@ -328,51 +291,61 @@ def check_overrides(argv: list[str]) -> None:
         )
     with initialize_config_module("apa_lightning.conf", version_base="1.3"):
         overrides = _parsed(arguments.overrides)
-        # the command line with each sweep at its first value, and a job for each other config of a swept group
-        # (a sweep Hydra cannot list stays as it is: its sweeper says what is wrong)
+        # each sweep at its first value (one Hydra cannot list stays as it is: its sweeper says what is wrong)
         sweeps = {at: values for at, o in enumerate(overrides) if o.is_sweep_override() and (values := _values(o))}
         key = [o.get_key_element() for o in overrides]
         first = [f"{key[at]}={sweeps[at][0]}" if at in sweeps else o.input_line for at, o in enumerate(overrides)]
-        swept = [first[at] for at in sweeps]
-        jobs = [
-            ([*first[:at], f"{key[at]}={v}", *first[at + 1 :]], [f"{key[at]}={v}"])
-            for at, values in sweeps.items()
-            if _is_group(overrides[at].key_or_group)
-            for v in values[1:]
-        ]
-        config = _checked_compose(first, swept, overrides)
+        config = _checked_compose(first, [first[at] for at in sweeps], overrides)
         if config is None:
             return
         for o in overrides:
-            if o.is_delete() and o.key_or_group in NEEDED_GROUPS:
-                if o.key_or_group != "model" or config.get("task") not in FROM_CHECKPOINT:
-                    group = o.key_or_group
-                    raise ApaError(f"{o.input_line}: a run needs a {group} config; choose another with {group}=<name>.")
+            group = o.key_or_group
+            if (
+                o.is_delete()
+                and group in NEEDED_GROUPS
+                and (group != "model" or config.get("task") not in FROM_CHECKPOINT)
+            ):
+                raise ApaError(f"{o.input_line}: a run needs a {group} config; choose another with {group}=<name>.")
+        given = {o.key_or_group for o in overrides}
         multirun = arguments.multirun or getattr(config.hydra.mode, "name", None) == "MULTIRUN"  # a preset's
         params = OmegaConf.select(config, "hydra.sweeper.params", default=None) if multirun else None
-        given = {o.key_or_group for o in overrides}
         texts = [f"{k}={v}" for k, v in (params.items_ex(resolve=False) if params else []) if k not in given]
-        preset_sweeps = _parsed(
-            [t for t in texts if t[0] not in "+~"], config.hydra.runtime.choices.get("hparams_search")
-        )
-        jobs += [  # each config of a group the preset sweeps (model/optimizer: sgd,asgd)
-            ([*first, f"{o.key_or_group}={n}"], [f"{o.key_or_group}={n}"])
-            for o in preset_sweeps
-            if _is_group(o.key_or_group)
-            for n in _values(o)
+        preset = _parsed([t for t in texts if t[0] not in "+~"], config.hydra.runtime.choices.get("hparams_search"))
+        # a job for each other config of a group the command line sweeps, and for each of one the preset sweeps
+        jobs = [
+            [*first[:at], f"{key[at]}={v}", *first[at + 1 :]]
+            for at in sweeps
+            if _is_group(overrides[at].key_or_group)
+            for v in sweeps[at][1:]
         ]
-        for attempt, checked_with in [(first, swept), *jobs]:
+        jobs += [[*first, f"{o.key_or_group}={v}"] for o in preset if _is_group(o.key_or_group) for v in _values(o)]
+        for attempt in [first, *jobs]:
+            checked_with = [first[at] for at in sweeps] if attempt is first else [attempt[-1]]
             composed = config if attempt is first else _checked_compose(attempt, checked_with, overrides)
             if composed is None:
                 return
-            problem = (_missing_swept_keys(composed) if multirun else None) or _unresolved(composed)
-            if problem:
+            if problem := (_missing_swept_keys(composed) if multirun else None) or _unresolved(composed):
                 raise ApaError(problem)
-        sweep = next((o for o in overrides if o.is_sweep_override()), None)
-        if sweep is not None and not multirun:
-            raise ApaError(several_values_message(sweep))
+        if sweeps and not multirun:
+            sweep = overrides[next(iter(sweeps))]
+            text = _shell_word(f"{sweep.get_key_element()}='{sweep.input_line.partition('=')[2]}'")
+            quote = (
+                f", or quote it to give one text with commas: {text}"
+                if sweep.value_type == ValueType.SIMPLE_CHOICE_SWEEP
+                else ""
+            )
+            raise ApaError(f"{sweep.input_line} is a sweep over several values: add -m to run one job for each{quote}.")
         if multirun:
-            check_swept_values(config, _setting_values([*overrides, *preset_sweeps]))
+            check_swept_values(config, [*overrides, *preset])
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A plain nested dict as ``{dotted key: value}``, containers and leaves alike."""
+    flat: dict[str, Any] = {}
+    for name, child in node.items() if isinstance(node, dict) else ():
+        flat[f"{prefix}{name}"] = child
+        flat.update(_flat(child, f"{prefix}{name}."))
+    return flat
 
 
 def _unresolved(config: Any) -> str | None:
@@ -381,58 +354,45 @@ def _unresolved(config: Any) -> str | None:
     (``${trainer.max_epoch}``), one removed (``${seed}`` after ``~seed``); None when there is none."""
     plain = OmegaConf.to_container(config, resolve=False)
     preset = plain.pop("hydra")["runtime"]["choices"].get("hparams_search")
-    for key in _dotted_keys(plain):
-        node: Any = plain
-        for part in key.split("."):
-            node = node[part]
-        if not isinstance(node, str) or "${" not in node:
+    for key, text in _flat(plain).items():
+        if not isinstance(text, str) or "${" not in text:
             continue
         try:
             OmegaConf.select(config, key)
         except InterpolationKeyError as exc:
-            lookup = re.search(r"\$\{([\w.]+)\.\$\{\s*([\w.]+)\s*\}", node)  # ${table.${setting}...}
+            lookup = re.search(r"\$\{([\w.]+)\.\$\{\s*([\w.]+)\s*\}", text)  # ${table.${setting}...}
             table = lookup and OmegaConf.select(config, lookup[1], default=None, throw_on_resolution_failure=False)
-            if OmegaConf.is_dict(table):
-                owner = f"hparams_search={preset}" if preset else "this config"
-                value = OmegaConf.select(config, lookup[2])
-                return f"{lookup[2]}={value} is not one of the {lookup[1]} of {owner}: {', '.join(map(str, table))}"
-            return f"{key}={node} cannot be resolved: {str(exc).splitlines()[0]}. Set {key}, or the key it names."
+            if not OmegaConf.is_dict(table):
+                return f"{key}={text} cannot be resolved: {str(exc).splitlines()[0]}. Set {key}, or the key it names."
+            owner, value = f"hparams_search={preset}" if preset else "this config", OmegaConf.select(config, lookup[2])
+            return f"{lookup[2]}={value} is not one of the {lookup[1]} of {owner}: {', '.join(map(str, table))}"
         except OmegaConfBaseException:  # ${hydra:...}: resolved only in the run
             continue
     return None
 
 
-def _setting_values(overrides: list[Override]) -> dict[str, list[Any]]:
-    """The values ``overrides`` (the command line's, then a preset's) give each setting, as Hydra reads them: each
-    of a list or ``range`` sweep, none of an ``interval``."""
-    values: dict[str, list[Any]] = {}
+def check_swept_values(config: Any, overrides: list[Override]) -> None:
+    """Raise ApaError for a value ``overrides`` (the command line's, then a preset's sweep: the first of a key counts)
+    give a setting that the config checks refuse (``lr=0.1,abc``), before the first job rather than in that value's.
+    Each value, as Hydra reads it, is put into ``config`` alone; config groups were composed for each of theirs."""
+    checked = set()
     for override in overrides:
-        key = override.key_or_group
-        if key in values or override.is_delete() or override.is_interval_sweep() or _is_group(key):
+        key = override.key_or_group.lstrip("+~")
+        node = OmegaConf.select(config, key, default=ABSENT, throw_on_resolution_failure=False)
+        if key in checked or override.is_delete() or override.is_interval_sweep() or OmegaConf.is_config(node):
             continue
+        checked.add(key)
         try:
-            values[key] = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+            values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
         except HydraException:  # its sweeper says what is wrong
             continue
-    return values
-
-
-def check_swept_values(config: Any, values: dict[str, list[Any]]) -> None:
-    """Raise ApaError for a value a sweep gives a setting that the config checks refuse (``lr=0.1,abc``), before
-    the first job rather than in that value's. Each value is put into ``config`` alone; config groups were composed
-    for each of theirs."""
-    for key, choices in values.items():
-        node = OmegaConf.select(config, key.lstrip("+~"), default=ABSENT, throw_on_resolution_failure=False)
-        if node is ABSENT or OmegaConf.is_config(node):  # a new key (+key=...), a config group
-            continue
-        for value in choices:
+        for value in values if node is not ABSENT else ():  # a new key (+key=...): nothing to check it against
             trial = config.copy()
             try:
-                OmegaConf.update(trial, key.lstrip("+~"), value, force_add=True)
+                OmegaConf.update(trial, key, value, force_add=True)
             except OmegaConfBaseException as exc:  # a typed key of Hydra's own config (hydra.job.chdir)
                 raise ApaError(f"{key}={value} is not allowed: {str(exc).splitlines()[0]}.") from None
-            problem = _unresolved(trial)
-            if problem:
+            if problem := _unresolved(trial):
                 raise ApaError(problem)
             try:
                 check_config(trial)
