@@ -82,8 +82,9 @@ def _values(override: Override) -> list[str]:
         if override.is_sweep_override():
             if values := list(override.sweep_string_iterator()):
                 return values
-            listed = ", ".join(_options(override.key_or_group))  # a glob that matches no config
-            raise ApaError(f"{override.input_line} cannot be swept: it gives no value; the configs: {listed}.")
+            options = _options(override.key_or_group)  # a glob that matches no config
+            listed = f"; the {override.key_or_group} configs: {', '.join(options)}" if options else ""
+            raise ApaError(f"{override.input_line} cannot be swept: it gives no value{listed}.")
         value = override.value()
     except HydraException:
         return []
@@ -264,9 +265,9 @@ def _parsed(texts: list[str], preset: str | None = None) -> list[Override]:
                 f"{line}: a config group cannot be null; to leave {group} out, write "
                 f"{_shell_word('~' + group)}{alone if override.is_sweep_override() else ''}."
             )
-        named = [v for v in values if "." in group and v in _options(group.replace(".", "/"))]
-        if named and not override.is_delete():  # model.optimizer=sgd for model/optimizer=sgd
-            choice = group.replace(".", "/")
+        choice = group.replace(".", "/")
+        named = [v for v in values if v in _options(choice)] if "." in group and not override.is_delete() else []
+        if named:  # model.optimizer=sgd for model/optimizer=sgd
             raise ApaError(
                 f"{line} sets {group} to the text {named[0]}; to choose the {choice} config {named[0]}, "
                 f"write {choice}={named[0]}."
@@ -313,15 +314,19 @@ def check_overrides(argv: list[str]) -> None:
         preset = _parsed([t for t in texts if t[0] not in "+~"], config.hydra.runtime.choices.get("hparams_search"))
         # a job for each other config of a group the command line sweeps, and for each of one the preset sweeps
         jobs = [
-            [*first[:at], f"{key[at]}={v}", *first[at + 1 :]]
+            ([*first[:at], f"{key[at]}={v}", *first[at + 1 :]], f"{key[at]}={v}")
             for at in sweeps
             if _is_group(overrides[at].key_or_group)
             for v in sweeps[at][1:]
         ]
-        jobs += [[*first, f"{o.key_or_group}={v}"] for o in preset if _is_group(o.key_or_group) for v in _values(o)]
-        for attempt in [first, *jobs]:
-            checked_with = [first[at] for at in sweeps] if attempt is first else [attempt[-1]]
-            composed = config if attempt is first else _checked_compose(attempt, checked_with, overrides)
+        jobs += [
+            ([*first, f"{o.key_or_group}={v}"], f"{o.key_or_group}={v}")
+            for o in preset
+            if _is_group(o.key_or_group)
+            for v in _values(o)
+        ]
+        for attempt, swept in [(first, None), *jobs]:
+            composed = config if swept is None else _checked_compose(attempt, [swept], overrides)
             if composed is None:
                 return
             if problem := (_missing_swept_keys(composed) if multirun else None) or _unresolved(composed):
