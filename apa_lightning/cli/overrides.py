@@ -266,8 +266,8 @@ def _parsed(texts: list[str], preset: str | None = None) -> list[Override]:
                 f"{_shell_word('~' + group)}{alone if override.is_sweep_override() else ''}."
             )
         choice = group.replace(".", "/")
-        named = [v for v in values if v in _options(choice)] if "." in group and not override.is_delete() else []
-        if named:  # model.optimizer=sgd for model/optimizer=sgd
+        options = _options(choice) if "." in group and not override.is_delete() else []
+        if named := [v for v in values if v in options]:  # model.optimizer=sgd for model/optimizer=sgd
             raise ApaError(
                 f"{line} sets {group} to the text {named[0]}; to choose the {choice} config {named[0]}, "
                 f"write {choice}={named[0]}."
