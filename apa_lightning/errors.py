@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import sys
+import traceback
 from difflib import get_close_matches
 
 from hydra.errors import InstantiationException
@@ -18,9 +19,8 @@ TARGET_CALL = re.compile(r"Error in call to target '([\w.]+)'")
 FULL_KEY = re.compile(r"full_key: (\S+)")
 PARAMETERS_SHOWN = 20  # of a _target_ that takes no parameter of a name close to the unexpected one
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left, or over quota
-# errors of the file system's state, not of this tool's code: permissions, a file where a folder belongs
 NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
-FILE_IN_THE_WAY = (errno.ENOTDIR, errno.EISDIR, errno.EEXIST)
+FILE_IN_THE_WAY = (errno.ENOTDIR, errno.EISDIR, errno.EEXIST)  # a file where a folder belongs, or the reverse
 
 
 class ApaError(Exception):
@@ -58,13 +58,10 @@ def interruption(exc: BaseException) -> str | None:
 
 
 def user_error(exc: BaseException) -> str | None:
-    """The one-paragraph message for an error the user can fix by changing the command, else None. Lightning's
-    MisconfigurationException counts too; it is imported only when Lightning is loaded (else none can exist)."""
-    fixable: tuple[type[BaseException], ...] = (ApaError,)
-    if "lightning" in sys.modules:
-        from lightning.fabric.utilities.exceptions import MisconfigurationException
-
-        fixable += (MisconfigurationException,)
+    """The one-paragraph message for an error the user can fix by changing the command or the file system, else
+    None. Lightning's MisconfigurationException counts too: where its module is not loaded, none exists."""
+    lightning = sys.modules.get("lightning.fabric.utilities.exceptions")
+    fixable = (ApaError, lightning.MisconfigurationException) if lightning else (ApaError,)
     for link in chain(exc, context=False):
         if isinstance(link, fixable):
             return str(link)
@@ -72,8 +69,8 @@ def user_error(exc: BaseException) -> str | None:
             # its monitor is not a logged metric (Lightning's message lists those that are)
             listed = str(link).rstrip(". ")
             return f"{listed}. Set callbacks.early_stopping.monitor (default: optimized_metric) to one of them."
-    if isinstance(exc, OSError) and (message := file_system_error(exc)):
-        return message
+    if isinstance(exc, OSError) and exc.filename and exc.errno in (*NOT_WRITABLE, *FILE_IN_THE_WAY):
+        return _file_system_error(exc)
     full = next((link for link in chain(exc) if isinstance(link, OSError) and link.errno in DISK_FULL), None)
     if full is not None:  # e.g. TensorBoard's writer thread, whose error the main thread sees again
         where = f"writing {os.fsdecode(full.filename)} failed" if full.filename else "a write failed"
@@ -88,73 +85,12 @@ def user_error(exc: BaseException) -> str | None:
 
 def _raised_in(exc: BaseException, module: str) -> bool:
     """Whether the innermost frame of ``exc``'s traceback is code of ``module``."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb is not None and tb.tb_frame.f_globals.get("__name__") == module
+    frames = [frame for frame, _ in traceback.walk_tb(exc.__traceback__)]
+    return bool(frames) and frames[-1].f_globals.get("__name__") == module
 
 
-def _parameters(target: str, owner: str) -> list[str] | None:
-    """The keyword parameters a config of ``target`` can set, given that ``owner`` (the ``__qualname__`` Python's
-    TypeError named: the target's ``__init__`` or a base class's, reached through ``**kwargs``) refused one: those of
-    the target's classes down to ``owner``. None when ``owner`` is none of them (other code the target called),
-    [] when they cannot be looked up."""
-    from hydra.utils import get_object
-
-    try:
-        found = get_object(target)
-    except Exception:  # only the suggestions are lost
-        return []
-    functions = [c.__init__ for c in inspect.getmro(found)] if inspect.isclass(found) else [found]
-    names = [getattr(f, "__qualname__", None) for f in functions]
-    if owner not in names:
-        return None
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    parameters: dict[str, None] = {}
-    for function in functions[: names.index(owner) + 1]:
-        try:
-            signature = inspect.signature(function).parameters.items()
-        except (TypeError, ValueError):
-            continue
-        parameters.update(dict.fromkeys(n for n, p in signature if p.kind in kinds and n != "self"))
-    return list(parameters)
-
-
-def unexpected_argument(exc: InstantiationException) -> str | None:
-    """The message for a ``_target_`` config with a key its class does not take (``+trainer.max_epoch=1``), naming
-    the key and the parameters of close names; None for other instantiation errors. A nested target built by its
-    parent (``model.net``) is named by its class. Hydra gives the target and the key only in its message
-    (TARGET_CALL, FULL_KEY: tests/test_library_contracts.py pins that wording)."""
-    links = chain(exc, context=False)
-    depth = next((i for i, link in enumerate(links) if not isinstance(link, InstantiationException)), len(links))
-    cause, inner = (links[depth] if depth < len(links) else None), str(links[depth - 1])
-    unexpected = UNEXPECTED_ARGUMENT.search(str(cause)) if isinstance(cause, TypeError) else None
-    target = TARGET_CALL.match(inner)
-    parameters = _parameters(target[1], unexpected[1]) if unexpected and target else None
-    if parameters is None:
-        return None
-    name, own_key, outer_key = unexpected[2], FULL_KEY.search(inner), FULL_KEY.search(str(exc))
-    if own_key:
-        key, parent, where = f"{own_key[1]}.{name}", f"{own_key[1]}.", f"the _target_ of {own_key[1]}"
-    else:
-        key, parent, where = name, "", f"a _target_ inside {outer_key[1]}" if outer_key else "a _target_"
-    close = get_close_matches(name, parameters, n=1)
-    more = ", ..." if len(parameters) > PARAMETERS_SHOWN else ""
-    hint = f" It takes: {', '.join(parameters[:PARAMETERS_SHOWN])}{more}." if parameters else ""
-    hint = f" Did you mean {parent}{close[0]}?" if close else hint
-    return f"{key} is not a parameter of {target[1]} ({where}).{hint} Correct the key or leave it out."
-
-
-def describe(exc: BaseException) -> str:
-    """``Type: message`` of an unexpected error, for metrics.json."""
-    return f"{type(exc).__name__}: {exc}"
-
-
-def file_system_error(exc: OSError) -> str | None:
-    """The message for an OSError on a named path that the user fixes in the file system or the paths config (a
-    read-only ``data_dir``, a file where a folder belongs); None for other OSErrors."""
-    if not exc.filename or exc.errno not in (*NOT_WRITABLE, *FILE_IN_THE_WAY):
-        return None
+def _file_system_error(exc: OSError) -> str:
+    """The message for an OSError on a path that cannot be written, or where a file stands in a folder's place."""
     where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
     if exc.errno in NOT_WRITABLE:
         fix = "make that folder writable for this user"
@@ -165,3 +101,49 @@ def file_system_error(exc: OSError) -> str | None:
         f"Either {fix}, or set paths.data_dir (datasets) or paths.log_dir (runs) to another folder (APA_ROOT holds "
         "both)."
     )
+
+
+def _parameters(target: str, owner: str) -> list[str] | None:
+    """The keyword parameters of ``target``'s classes down to ``owner``, the function Python's TypeError named (the
+    target's ``__init__`` or, through ``**kwargs``, a base class's); None when ``owner`` is none of them (other code
+    the target called)."""
+    from hydra.utils import get_object
+
+    found = get_object(target)
+    functions = [c.__init__ for c in inspect.getmro(found)] if inspect.isclass(found) else [found]
+    names = [getattr(f, "__qualname__", None) for f in functions]
+    if owner not in names:
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    try:
+        signatures = [inspect.signature(f).parameters.values() for f in functions[: names.index(owner) + 1]]
+    except (TypeError, ValueError):  # a builtin without a signature: no suggestions
+        return []
+    return list(dict.fromkeys(p.name for s in signatures for p in s if p.kind in kinds and p.name != "self"))
+
+
+def unexpected_argument(exc: InstantiationException) -> str | None:
+    """The message for a ``_target_`` config with a key its class does not take (``+trainer.max_epoch=1``), naming
+    the key and the parameters of close names; None for other instantiation errors. A nested target built by its
+    parent (``model.net``) is named by its class. Hydra gives the target and the key only in its message
+    (TARGET_CALL, FULL_KEY: tests/test_library_contracts.py pins that wording)."""
+    inner = [link for link in chain(exc, context=False) if isinstance(link, InstantiationException)][-1]
+    cause = inner.__cause__  # the error of the target that failed, which Hydra raises its own from
+    unexpected = UNEXPECTED_ARGUMENT.search(str(cause)) if isinstance(cause, TypeError) else None
+    target = TARGET_CALL.match(str(inner))
+    parameters = _parameters(target[1], unexpected[1]) if unexpected and target else None
+    if parameters is None:
+        return None
+    name, own_key, outer_key = unexpected[2], FULL_KEY.search(str(inner)), FULL_KEY.search(str(exc))
+    parent = f"{own_key[1]}." if own_key else ""
+    where = f" (a _target_ inside {outer_key[1]})" if outer_key and not own_key else ""
+    close = get_close_matches(name, parameters, n=1)
+    more = ", ..." if len(parameters) > PARAMETERS_SHOWN else ""
+    hint = f" It takes: {', '.join(parameters[:PARAMETERS_SHOWN])}{more}." if parameters else ""
+    hint = f" Did you mean {parent}{close[0]}?" if close else hint
+    return f"{parent}{name} is not a parameter of {target[1]}{where}.{hint} Correct the key or leave it out."
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of an unexpected error, for metrics.json."""
+    return f"{type(exc).__name__}: {exc}"

@@ -1,6 +1,6 @@
-"""Checks of the composed config before anything heavy is imported and before Hydra makes the run directory:
-a bad value gets one clear error naming the key and what it accepts, instead of a library traceback (or an
-empty run directory) later. Torch-free."""
+"""Checks of the composed config before anything heavy is imported and before Hydra makes the run directory: a bad
+value gets one error naming the key and what it accepts, not a library traceback (or empty run directory) later.
+Torch-free."""
 
 from __future__ import annotations
 
@@ -18,8 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from apa_lightning.errors import ApaError
 from apa_lightning.tasks import TASKS
 
-# where data.augmentation runs: per batch on the device, or per image on the loader's workers
-AUGMENT_ON = ("device", "workers")
+AUGMENT_ON = ("device", "workers")  # where data.augmentation runs: per batch on the device, or per image
 # Lightning's trainer.precision values (and their short forms), and ours: mixed (tasks/precision.py)
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine")
 PRECISIONS += ("transformer-engine-float16", "64", "32", "16", "bf16", "mixed")
@@ -29,52 +28,37 @@ class Rule(NamedTuple):
     accepts: Callable[[Any], bool]
     allowed: str  # the end of "key must be ..."
 
-
-def rule(accepts: Callable[[Any], bool], allowed: str, null: bool | str = False, note: str = "") -> Rule:
-    """``accepts``, worded ``allowed (note)``; with ``null`` null too (a string says what null means)."""
-    allowed += f" ({note})" if note else ""
-    if not null:
-        return Rule(accepts, allowed)
-    return Rule(lambda v: v is None or accepts(v), f"{allowed}, or null" + ("" if null is True else f" {null}"))
+    def or_null(self, meaning: str = "") -> Rule:
+        """This rule, or null (which means ``meaning``)."""
+        return Rule(lambda v: v is None or self.accepts(v), f"{self.allowed}, or null {meaning}".rstrip())
 
 
-def integer(min: int | None = None, **words: Any) -> Rule:
-    """An int >= ``min``, never a bool (YAML's true is no count); ``words``: ``rule``'s null and note."""
-
-    def accepts(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and (min is None or v >= min)
-
-    return rule(accepts, "an integer" + ("" if min is None else f" >= {min}"), **words)
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)  # YAML's true is no count
 
 
-def number(min: float | None = None, above: float | None = None, **words: Any) -> Rule:
-    """An int or float (never a bool), >= ``min`` and > ``above`` where given."""
-
-    def accepts(v: Any) -> bool:
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
-            return False
-        return (min is None or v >= min) and (above is None or v > above)
-
-    bounds = " and ".join(f"{sign} {b}" for sign, b in ((">=", min), (">", above)) if b is not None)
-    return rule(accepts, f"a number {bounds}".rstrip(), **words)
+def integer(min: int | None = None, note: str = "") -> Rule:
+    """An int >= ``min``; ``note`` is added in brackets."""
+    allowed = "an integer" + ("" if min is None else f" >= {min}") + (f" ({note})" if note else "")
+    return Rule(lambda v: _int(v) and (min is None or v >= min), allowed)
 
 
 def choice(*options: Any) -> Rule:
-    """One of ``options``, of its type too (true is not 1)."""
+    """One of two or more ``options``, of its type too (true is not 1)."""
     words = ["null" if o is None else str(o).lower() if isinstance(o, bool) else str(o) for o in options]
-    allowed = f"{', '.join(words[:-1])} or {words[-1]}" if len(words) > 1 else words[0]
-    return Rule(lambda v: any(type(v) is type(o) and v == o for o in options), allowed)
+    return Rule(
+        lambda v: any(type(v) is type(o) and v == o for o in options), f"{', '.join(words[:-1])} or {words[-1]}"
+    )
 
 
-NON_NEGATIVE = number(min=0)
-PROBABILITY = rule(lambda v: NON_NEGATIVE.accepts(v) and v < 1, "a number in [0, 1)")
-EPOCHS, COUNT = integer(min=-1), integer(min=0)
+NON_NEGATIVE = Rule(lambda v: (_int(v) or isinstance(v, float)) and v >= 0, "a number >= 0")
+PROBABILITY = Rule(lambda v: NON_NEGATIVE.accepts(v) and v < 1, "a number in [0, 1)")
 # keys (those with the same rule: separated by spaces) -> what they accept. Keys a config lacks are not checked.
 _RULES = {
-    "seed callbacks.epoch_seed.seed": integer(null="for an unseeded run"),
+    "seed callbacks.epoch_seed.seed": integer().or_null("for an unseeded run"),
     "data.split_seed callbacks.font_pictures.seed": integer(),
-    "data.shuffle_seed": integer(null="for torch's initial seed"),
-    "cpu_threads": integer(min=1, null="for one per core"),
+    "data.shuffle_seed": integer().or_null("for torch's initial seed"),
+    "cpu_threads": integer(min=1).or_null("for one per core"),
     "optimized_mode model.scheduler.mode": choice("min", "max"),
     "callbacks.early_stopping.mode callbacks.model_checkpoint.mode": choice("min", "max"),
     "matmul_precision": Rule(choice("highest", "high", "medium").accepts, "highest, high (TF32) or medium (bfloat16)"),
@@ -83,38 +67,36 @@ _RULES = {
         "32-true, 16-mixed, bf16-mixed, mixed (bf16 where the GPU has it, else 16), 16-true, bf16-true, 64-true or "
         "null (32-true)",
     ),
-    "trainer.max_epochs": rule(
-        lambda v: v != 0 and EPOCHS.accepts(v), "an integer >= 1 (or -1 for no limit)", null=True
-    ),
-    "trainer.min_epochs": integer(min=0, null=True),
-    "trainer.check_val_every_n_epoch": integer(min=1, null=True),
-    "trainer.limit_train_batches trainer.limit_val_batches trainer.limit_test_batches": rule(
-        lambda v: COUNT.accepts(v) or (isinstance(v, float) and 0 < v <= 1),
+    "trainer.max_epochs": Rule(
+        lambda v: _int(v) and v >= -1 and v != 0, "an integer >= 1 (or -1 for no limit)"
+    ).or_null(),
+    "trainer.min_epochs": integer(min=0).or_null(),
+    "trainer.check_val_every_n_epoch": integer(min=1).or_null(),
+    "trainer.limit_train_batches trainer.limit_val_batches trainer.limit_test_batches": Rule(
+        lambda v: (_int(v) and v >= 0) or (isinstance(v, float) and 0 < v <= 1),
         "a fraction in (0, 1] or a number of batches",
-        null=True,
-    ),
-    "trainer.gradient_clip_val": number(min=0, null="for none"),
+    ).or_null(),
+    "trainer.gradient_clip_val": NON_NEGATIVE.or_null("for none"),
     "trainer.benchmark trainer.enable_model_summary": choice(True, False, None),
     "trainer.deterministic": choice(True, False, "warn", None),
-    "trainer.log_every_n_steps trainer.accumulate_grad_batches data.batch_size data.num_classes": integer(min=1),
-    "model.net.latent_dim eda.samples_per_class predict.grid_images callbacks.image_grids.num_images": integer(min=1),
-    "callbacks.image_grids.num_samples callbacks.image_grids.interpolation_steps": integer(min=1),
+    "trainer.log_every_n_steps trainer.accumulate_grad_batches data.batch_size data.num_classes model.net.latent_dim "
+    "eda.samples_per_class predict.grid_images callbacks.image_grids.num_images callbacks.image_grids.num_samples "
+    "callbacks.image_grids.interpolation_steps": integer(min=1),
     "data.num_workers": integer(min=0, note="0 loads in the main process"),
     "data.image_size model.net.image_size": integer(min=1, note="pixels"),
     "data.val_size data.test_size": integer(min=1, note="images"),
     "data.channels": choice(1, 3),
     "data.augment_on": choice(*AUGMENT_ON),
-    "data.on_device data.download data.pin_memory test model.compile model.channels_last": choice(True, False),
-    "model.manual_optimization model.net.output_batchnorm": choice(True, False),
-    "callbacks.model_checkpoint.auto_insert_metric_name": choice(True, False),
-    "model.optimizer.lr": number(above=0, note="e.g. 0.001"),
-    "model.optimizer.weight_decay model.scheduler.eta_min callbacks.early_stopping.min_delta": number(min=0),
+    "data.on_device data.download data.pin_memory test model.compile model.channels_last model.manual_optimization "
+    "model.net.output_batchnorm callbacks.model_checkpoint.auto_insert_metric_name": choice(True, False),
+    "model.optimizer.lr": Rule(lambda v: NON_NEGATIVE.accepts(v) and v > 0, "a number > 0 (e.g. 0.001)"),
+    "model.optimizer.weight_decay model.scheduler.eta_min callbacks.early_stopping.min_delta": NON_NEGATIVE,
     "model.optimizer.momentum model.label_smoothing model.net.dropout": PROBABILITY,
     "model.net.block_dropout": Rule(
         lambda v: isinstance(v, (list, ListConfig)) and all(map(PROBABILITY.accepts, v)),
         "a list of numbers in [0, 1)",
     ),
-    "model.wrong_pixel_threshold": rule(lambda v: PROBABILITY.accepts(v) and v > 0, "a number in (0, 1)", null=True),
+    "model.wrong_pixel_threshold": Rule(lambda v: PROBABILITY.accepts(v) and v > 0, "a number in (0, 1)").or_null(),
     "model.scheduler.interval": choice("epoch", "step"),
     "callbacks.model_checkpoint.save_last": choice(True, False, "link"),
     "callbacks.model_checkpoint.save_top_k": integer(min=-1, note="-1: every one"),
@@ -125,11 +107,12 @@ _RULES = {
     "predict.top_k": integer(min=1, note="classes listed per image"),
     "predict.samples": integer(min=0, note="0: no samples.png"),
 }
-RULES: dict[str, Rule] = {key: r for keys, r in _RULES.items() for key in keys.split()}
+RULES = {key: rule for keys, rule in _RULES.items() for key in keys.split()}
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Raise ApaError for the first value in ``cfg`` that ``RULES`` does not accept."""
+    """Raise ApaError for the first value in ``cfg`` that ``RULES`` does not accept, or for ``data.on_device=true``
+    with settings ``check_on_device`` refuses."""
     for key, (accepts, allowed) in RULES.items():
         parent, _, name = key.rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg
@@ -143,18 +126,17 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def check_on_device(num_workers: int, augment_on: str = "device", augmented: bool = False) -> None:
-    """Raise ApaError when ``data.on_device=true`` comes with loader workers, or with an augmentation (at least one
-    step) on them, which its batches would never pass through. The datamodule calls this too."""
+    """Raise ApaError when ``data.on_device=true`` comes with loader workers, or with an augmentation on them, which
+    its batches would never pass through. The datamodule calls this too."""
     if num_workers > 0:
         raise ApaError(
-            "data.on_device=true draws the batches on the device in the training process, so it has no loader "
-            f"workers; set data.num_workers=0 (got {num_workers}) or data.on_device=false."
+            "data.on_device=true draws the batches in the training process, without loader workers: set "
+            f"data.num_workers=0 (got {num_workers}) or data.on_device=false."
         )
     if augmented and augment_on == "workers":
         raise ApaError(
-            "data.on_device=true with data.augment_on=workers would train without augmentation: the batches are "
-            "drawn on the device and never pass through a loader worker. Set data.augment_on=device (the recipe "
-            "runs on the device, per batch) or data.on_device=false (per image, on the loader's workers)."
+            "data.on_device=true with data.augment_on=workers would train without augmentation (no batch passes "
+            "through a loader worker): set data.augment_on=device or data.on_device=false."
         )
 
 
@@ -170,8 +152,7 @@ def check_paths(cfg: DictConfig) -> None:
         if problem is None and key == "paths.log_dir":
             try:
                 path.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryFile(dir=path):
-                    pass
+                tempfile.TemporaryFile(dir=path).close()
             except OSError as exc:
                 problem = f"it cannot be written ({exc.strerror or exc})"
         if problem:
@@ -182,46 +163,38 @@ def check_paths(cfg: DictConfig) -> None:
 
 
 def check_before_task(cfg: DictConfig) -> None:
-    """Raise ApaError for an unknown ``task`` or a value ``RULES`` does not accept."""
-    if cfg.get("task") not in TASKS:
-        close = get_close_matches(str(cfg.get("task")), list(TASKS), n=1)
+    """Raise ApaError for an unknown ``task`` or a value ``check_config`` refuses."""
+    if (task := cfg.get("task")) not in TASKS:
+        close = get_close_matches(str(task), list(TASKS), n=1)
         guess = f" Did you mean task={close[0]}?" if close else ""
-        raise ApaError(f"task={cfg.get('task')} is not a task.{guess} Use one of {', '.join(TASKS)}.")
+        raise ApaError(f"task={task} is not a task.{guess} Use one of {', '.join(TASKS)}.")
     check_config(cfg)
 
 
-def check_resume(cfg: DictConfig) -> None:
-    """Raise ApaError when a training run cannot continue the checkpoint it names (``resume_checkpoint``,
-    ``detection.train.resumable_checkpoint``), before Hydra rewrites that run directory's config files."""
-    if not (cfg.get("resume") or cfg.get("ckpt_path")):
-        return
-    if cfg.get("task") == "train":
+def check_checkpoint(cfg: DictConfig) -> None:
+    """Raise ApaError when the checkpoint a command names cannot be used: one a training run resumes (checked before
+    Hydra rewrites that run directory's config files), or for eval / predict a missing one or input, or a ``.ckpt``
+    not of this tool or trained on other images than ``cfg.data`` serves."""
+    task, named = cfg.get("task"), cfg.get("resume") or cfg.get("ckpt_path")
+    if task == "train" and named:
         from apa_lightning.runs.checkpoints import resume_checkpoint
 
         resume_checkpoint(cfg)
-    elif cfg.get("task") == "detect":
+    elif task == "detect" and named:
         from apa_lightning.detection.train import resumable_checkpoint
 
         resumable_checkpoint(cfg)
-
-
-def check_checkpoint_task(cfg: DictConfig) -> None:
-    """For ``task=eval`` / ``task=predict``: raise ApaError for a missing checkpoint or input, or a ``.ckpt`` not of
-    this tool or trained on other images than ``cfg.data`` serves, before Hydra makes the run directory."""
-    if cfg.get("task") not in ("eval", "predict"):
-        return
-    from apa_lightning.runs.checkpoint_lookup import checkpoint_file
-
-    path = checkpoint_file(cfg.get("ckpt_path"), cfg.task)
-    if cfg.task == "predict":
+    elif task in ("eval", "predict"):
+        from apa_lightning.runs.checkpoint_lookup import checkpoint_file
         from apa_lightning.tasks.image_files import input_images
 
-        input_images(cfg.get("input"))
-        if path.suffix == ".pt":  # a YOLO detector: detection.predict checks it
-            return
-    from apa_lightning.models.from_checkpoint import trained_checkpoint
+        path = checkpoint_file(cfg.get("ckpt_path"), task)
+        if task == "predict":
+            input_images(cfg.get("input"))
+        if task == "eval" or path.suffix != ".pt":  # predict's .pt is a YOLO detector's: detection.predict checks it
+            from apa_lightning.models.from_checkpoint import trained_checkpoint
 
-    trained_checkpoint(cfg)
+            trained_checkpoint(cfg)
 
 
 class CheckBeforeRun(Callback):
@@ -230,7 +203,7 @@ class CheckBeforeRun(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         # the folder check last: it makes paths.log_dir, which a refused command should not leave behind
-        self._refuse_bad(config, check_before_task, check_resume, check_checkpoint_task, check_paths)
+        self._refuse_bad(config, check_before_task, check_checkpoint, check_paths)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._refuse_bad(config, check_paths)

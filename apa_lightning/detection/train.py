@@ -223,7 +223,7 @@ def resumable_checkpoint(cfg: DictConfig) -> tuple[Path, int] | None:
     epochs; None for a new run. Raises ApaError unless it is an unfinished ultralytics training checkpoint that
     was started with ``trainer.max_epochs`` epochs (ultralytics resumes to a checkpoint's own epochs only).
 
-    Called before anything of the run directory is written, and by ``config_checks.check_resume`` before Hydra
+    Called before anything of the run directory is written, and by ``config_checks.check_checkpoint`` before Hydra
     rewrites that directory's config files."""
     if cfg.get("ckpt_path"):
         ckpt_path = cfg.ckpt_path
