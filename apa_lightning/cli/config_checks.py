@@ -46,9 +46,8 @@ def integer(min: int | None = None, note: str = "") -> Rule:
 def choice(*options: Any) -> Rule:
     """One of two or more ``options``, of its type too (true is not 1)."""
     words = ["null" if o is None else str(o).lower() if isinstance(o, bool) else str(o) for o in options]
-    return Rule(
-        lambda v: any(type(v) is type(o) and v == o for o in options), f"{', '.join(words[:-1])} or {words[-1]}"
-    )
+    allowed = f"{', '.join(words[:-1])} or {words[-1]}"
+    return Rule(lambda v: any(type(v) is type(o) and v == o for o in options), allowed)
 
 
 NON_NEGATIVE = Rule(lambda v: (_int(v) or isinstance(v, float)) and v >= 0, "a number >= 0")
