@@ -640,13 +640,16 @@ def test_a_missing_config_of_a_group_that_does_not_exist_says_so(tmp_path, monke
     )
 
 
-def test_sweep_params_not_from_a_preset_on_the_command_line_are_named_as_such():
-    from apa_lightning.cli.overrides import missing_swept_keys_message
-
-    message = missing_swept_keys_message(["model.net.dropout", "model.x"], None, "model=ae, data=digits", None)
-    assert message == (
-        "hydra.sweeper.params sweeps model.net.dropout and model.x, which this config does not have (model=ae, "
-        "data=digits): use a model that has them or drop them from hydra.sweeper.params."
+def test_sweep_params_not_from_a_preset_are_named_as_such(tmp_path, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    (tmp_path / "experiment").mkdir()
+    params = "      model.net.dropout: 0.1,0.2\n      model.x: 1,2\n"
+    (tmp_path / "experiment" / "own.yaml").write_text(f"# @package _global_\nhydra:\n  sweeper:\n    params:\n{params}")
+    with pytest.raises(ApaError) as refused:
+        check_overrides(["-m", f"hydra.searchpath=[file://{tmp_path}]", "experiment=own"])
+    assert str(refused.value) == (
+        "hydra.sweeper.params sweeps model.net.dropout and model.x, which this config does not have (experiment=own, "
+        "model=ae, data=digits): use a model that has them or drop them from it."
     )
 
 

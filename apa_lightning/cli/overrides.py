@@ -151,16 +151,6 @@ def missing_config_message(
     return message if group_exists else f"{message} There is no config group {group}."
 
 
-def missing_swept_keys_message(keys: list[str], preset: str | None, choices: str, example: str | None) -> str:
-    """The message for swept ``keys`` the config (``choices``: ``model=ae, data=digits``) lacks; ``preset``: the
-    ``hparams_search`` config sweeping them, ``example``: a choice that has them (``experiment=cifar10_cnn_v3``)."""
-    them = "it" if len(keys) == 1 else "them"
-    owner = f"hparams_search={preset}" if preset else "hydra.sweeper.params"
-    use = f"use a model that has {them}, e.g. {example}," if example else f"use a model that has {them}"
-    drop = "drop the preset" if preset else f"drop {them} from hydra.sweeper.params"
-    return f"{owner} sweeps {_or(keys, 'and')}, which this config does not have ({choices}): {use} or {drop}."
-
-
 def _compose(attempt: list[str]) -> Any | None:
     """The config composed with ``attempt`` (with Hydra's node), or None when it cannot be."""
     try:
@@ -169,48 +159,40 @@ def _compose(attempt: list[str]) -> Any | None:
         return None
 
 
-def _composition_message(exc: Exception, overrides: list[Override], attempt: list[str]) -> str:
-    """The message for Hydra's ``exc`` composing ``attempt`` (``overrides``: the command line's, parsed)."""
-    if isinstance(exc, MissingConfigException) and "/" in (exc.missing_cfg_file or ""):
-        group, _, name = exc.missing_cfg_file.rpartition("/")
+def _checked_compose(attempt: list[str], checked_with: list[str], overrides: list[Override]) -> Any | None:
+    """The config composed with ``attempt``; ApaError naming the key or config (and the sweep values ``checked_with``)
+    when Hydra refuses it, None for an error that is not the overrides' (Hydra reports it in its own words)."""
+    try:
+        return compose("train", overrides=attempt, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as exc:
+        error = exc
+    except Exception:  # not a problem of the overrides (a config file that is not YAML)
+        return None
+    if isinstance(error, MissingConfigException) and "/" in (error.missing_cfg_file or ""):
+        group, _, name = error.missing_cfg_file.rpartition("/")
         typed = f"{group}={name}" in attempt or any(o.key_or_group == group and name in _values(o) for o in overrides)
-        source = None if typed else ASKED_BY.match(str(exc))
+        source = None if typed else ASKED_BY.match(str(error))
         # Hydra lists no options for a config a list names (logger=[tensorbord]): the loader knows them
-        options, exists = list(exc.options or _options(group)), bool(_options(group, results_filter=None))
-        return missing_config_message(group, name, options, source and source[1], exists)
+        options, exists = list(error.options or _options(group)), bool(_options(group, results_filter=None))
+        raise ApaError(missing_config_message(group, name, options, source and source[1], exists))
+    message, cause = _one_paragraph(str(error)), error.__cause__
     dropped = next((a for a in attempt if a in ("~callbacks", "callbacks=none", "callbacks=null")), None)
     if dropped and _compose([a for a in attempt if a != dropped]) is not None:  # the family's callbacks stay
-        return (
+        message = (
             f"{dropped}: the callbacks cannot be removed as a group, since the model or data config adds its "
             "family's own to them (callbacks/family; callbacks=none is model=yolo's, whose ultralytics loop runs "
             "none). Switch them off one by one instead with callbacks.<name>=null; "
             "python -m apa_lightning --cfg job lists them under callbacks."
         )
-    cause = exc.__cause__  # OmegaConf's error for the override's key, or for the first part of it that is missing
-    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key:
+    elif isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key:  # the key, or its first part
         at = next((i for i, o in enumerate(overrides) if f"{o.key_or_group}.".startswith(f"{cause.full_key}.")), None)
         key = cause.full_key if at is None else overrides[at].key_or_group
         argument = f"{key}=..." if at is None else overrides[at].input_line
         config = _compose([a for i, a in enumerate(attempt) if i != at]) or _compose([])  # without the bad override
         if config is not None:
-            return unknown_key_message(key, argument, OmegaConf.to_container(config, resolve=False))
-    return _one_paragraph(str(exc))
-
-
-def _checked_compose(attempt: list[str], checked_with: list[str], overrides: list[Override]) -> Any | None:
-    """The config composed with ``attempt``; ApaError when Hydra refuses it (naming the sweep values ``checked_with``),
-    None for an error that is not the overrides' (Hydra reports it in its own words)."""
-    try:
-        return compose("train", overrides=attempt, return_hydra_config=True)
-    except (HydraException, OmegaConfBaseException) as exc:
-        message = _composition_message(exc, overrides, attempt)
-        about = message.split(" ", 1)[0]  # the key the message is about
-        others = [v for v in checked_with if v.split("=", 1)[0].lstrip("+~") != about]
-        if others and not isinstance(exc, MissingConfigException):
-            message += f" (The sweep was checked with {', '.join(others)}.)"
-        raise ApaError(message) from None
-    except Exception:  # not a problem of the overrides (a config file that is not YAML)
-        return None
+            message = unknown_key_message(key, argument, OmegaConf.to_container(config, resolve=False))
+    others = [v for v in checked_with if v.split("=", 1)[0].lstrip("+~") != message.split(" ", 1)[0]]
+    raise ApaError(message + (f" (The sweep was checked with {', '.join(others)}.)" if others else ""))
 
 
 def _preset_example(preset: str) -> str | None:
@@ -228,7 +210,7 @@ def _preset_example(preset: str) -> str | None:
 
 def _missing_swept_keys(config: Any) -> str | None:
     """The message for settings ``hydra.sweeper.params`` sweeps (not groups, not ``+x`` / ``~x``) that the composed
-    ``config`` lacks; None when it has them all."""
+    ``config`` lacks, with a model of the preset that has them (``_preset_example``); None when it has them all."""
     params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
     keys = [str(k) for k in params if not str(k).startswith(("+", "~")) and not _is_group(str(k))]
     missing = [
@@ -237,9 +219,12 @@ def _missing_swept_keys(config: Any) -> str | None:
     if not missing:
         return None
     chosen = config.hydra.runtime.choices
-    preset = chosen.get("hparams_search")
+    preset, them = chosen.get("hparams_search"), "it" if len(missing) == 1 else "them"
     named = ", ".join(f"{g}={chosen[g]}" for g in ("experiment", "model", "data") if chosen.get(g))
-    return missing_swept_keys_message(missing, preset, named, preset and _preset_example(preset))
+    example = preset and _preset_example(preset)
+    use = f"use a model that has {them}" + (f", e.g. {example}," if example else "")
+    owner, drop = (f"hparams_search={preset}", "the preset") if preset else ("hydra.sweeper.params", f"{them} from it")
+    return f"{owner} sweeps {_or(missing, 'and')}, which this config does not have ({named}): {use} or drop {drop}."
 
 
 def _parsed(texts: list[str], preset: str | None = None) -> list[Override]:
@@ -299,14 +284,10 @@ def check_overrides(argv: list[str]) -> None:
         config = _checked_compose(first, [first[at] for at in sweeps], overrides)
         if config is None:
             return
-        for o in overrides:
-            group = o.key_or_group
-            if (
-                o.is_delete()
-                and group in NEEDED_GROUPS
-                and (group != "model" or config.get("task") not in FROM_CHECKPOINT)
-            ):
-                raise ApaError(f"{o.input_line}: a run needs a {group} config; choose another with {group}=<name>.")
+        needed = [g for g in NEEDED_GROUPS if g != "model" or config.get("task") not in FROM_CHECKPOINT]
+        if removed := next((o for o in overrides if o.is_delete() and o.key_or_group in needed), None):
+            group = removed.key_or_group
+            raise ApaError(f"{removed.input_line}: a run needs a {group} config; choose another with {group}=<name>.")
         given = {o.key_or_group for o in overrides}
         multirun = arguments.multirun or getattr(config.hydra.mode, "name", None) == "MULTIRUN"  # a preset's
         params = OmegaConf.select(config, "hydra.sweeper.params", default=None) if multirun else None
@@ -334,11 +315,8 @@ def check_overrides(argv: list[str]) -> None:
         if sweeps and not multirun:
             sweep = overrides[next(iter(sweeps))]
             text = _shell_word(f"{sweep.get_key_element()}='{sweep.input_line.partition('=')[2]}'")
-            quote = (
-                f", or quote it to give one text with commas: {text}"
-                if sweep.value_type == ValueType.SIMPLE_CHOICE_SWEEP
-                else ""
-            )
+            commas = sweep.value_type == ValueType.SIMPLE_CHOICE_SWEEP
+            quote = f", or quote it to give one text with commas: {text}" if commas else ""
             raise ApaError(f"{sweep.input_line} is a sweep over several values: add -m to run one job for each{quote}.")
         if multirun:
             check_swept_values(config, [*overrides, *preset])
