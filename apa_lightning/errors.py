@@ -106,20 +106,26 @@ def _file_system_error(exc: OSError) -> str:
 def _parameters(target: str, owner: str) -> list[str] | None:
     """The keyword parameters of ``target``'s classes down to ``owner``, the function Python's TypeError named (the
     target's ``__init__`` or, through ``**kwargs``, a base class's); None when ``owner`` is none of them (other code
-    the target called)."""
+    the target called), [] when they cannot be looked up."""
     from hydra.utils import get_object
 
-    found = get_object(target)
+    try:
+        found = get_object(target)
+    except Exception:  # only the suggestions are lost
+        return []
     functions = [c.__init__ for c in inspect.getmro(found)] if inspect.isclass(found) else [found]
     names = [getattr(f, "__qualname__", None) for f in functions]
     if owner not in names:
         return None
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    try:
-        signatures = [inspect.signature(f).parameters.values() for f in functions[: names.index(owner) + 1]]
-    except (TypeError, ValueError):  # a builtin without a signature: no suggestions
-        return []
-    return list(dict.fromkeys(p.name for s in signatures for p in s if p.kind in kinds and p.name != "self"))
+    parameters: dict[str, None] = {}
+    for function in functions[: names.index(owner) + 1]:
+        try:
+            signature = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):  # a builtin without a signature: no suggestions of its own
+            continue
+        parameters.update(dict.fromkeys(p.name for p in signature if p.kind in kinds and p.name != "self"))
+    return list(parameters)
 
 
 def unexpected_argument(exc: InstantiationException) -> str | None:

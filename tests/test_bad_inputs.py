@@ -469,6 +469,7 @@ def test_a_full_disk_keeps_finished_work_and_names_the_file(monkeypatch, capsys,
         # the model config adds its family's callbacks: the group cannot go (Hydra: "Could not override ...")
         (["~callbacks"], ["~callbacks: the callbacks cannot be removed as a group", "callbacks.<name>=null"]),
         (["callbacks=none"], ["callbacks=none: the callbacks cannot be removed", "model=yolo's"]),
+        (["callbacks=[]"], ["callbacks=[]: the callbacks cannot be removed as a group"]),
         # model=yolo's own callbacks=none is fine: the typo beside it is the error
         (["model=yolo", "data=kitti", "callbacks=none", "trainer.max_epoch=3"], ["Did you mean trainer.max_epochs?"]),
     ],
@@ -595,6 +596,16 @@ def test_override_messages_for_a_missing_plugin_and_without_the_key_itself_as_su
     key = "hydra.sweeper.params.model.net.dropout"
     config = {"hydra": {"sweeper": {"params": {"model.net.dropout": "interval(0.1, 0.5)", "model.optimizer.lr": 1}}}}
     assert "Did you mean" not in unknown_key_message(key, f"{key}=0.1", config)
+    # keys below an existing parent are compared without it: its prefix makes any key look close
+    config = {"model": {"optimizer": {"lr": 0.1, "weight_decay": 0.0}}}
+    assert "Did you mean" not in unknown_key_message("model.optimizer.foo", "model.optimizer.foo=1", config)
+
+
+def test_a_swept_group_without_m_is_not_advised_to_quote_its_configs_as_a_text(monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(ApaError) as refused:
+        check_overrides(["model=ae,vae"])
+    assert str(refused.value) == "model=ae,vae is a sweep over several values: add -m to run one job for each."
 
 
 # Sweeps whose trials would fail: a preset's keys the model lacks, a setting its interpolations lack, a later value
@@ -649,7 +660,7 @@ def test_sweep_params_not_from_a_preset_are_named_as_such(tmp_path, monkeypatch)
         check_overrides(["-m", f"hydra.searchpath=[file://{tmp_path}]", "experiment=own"])
     assert str(refused.value) == (
         "hydra.sweeper.params sweeps model.net.dropout and model.x, which this config does not have (experiment=own, "
-        "model=ae, data=digits): use a model that has them or drop them from it."
+        "model=ae, data=digits): use a model that has them or drop them from hydra.sweeper.params."
     )
 
 

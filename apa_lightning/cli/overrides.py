@@ -120,12 +120,14 @@ def unknown_key_message(key: str, argument: str, config: dict[str, Any]) -> str:
             f"{key} is a setting of a launcher this command does not use (it runs Hydra's basic one, one job after "
             "another): add hydra/launcher=local_parallel (parallel processes: n_jobs) or hydra/launcher=slurm."
         )
-    keys = [f"{parent}.{k}" if parent else k for k in _flat(node) if not k.rpartition(".")[2].startswith("_")]
-    keys = [k for k in keys if key.startswith("hydra") or not k.startswith("hydra.")]  # _target_: not a setting
-    leaf = key.rpartition(".")[2]
+    # keys below the parent, compared without it (its shared prefix would make any key look close)
+    keys = [k for k in _flat(node) if not k.rpartition(".")[2].startswith("_")]  # _target_: not a setting
+    keys = [k for k in keys if key.startswith("hydra") or not k.startswith("hydra.")]
+    rest, leaf = key[len(parent) + 1 :] if parent else key, key.rpartition(".")[2]
     close_leaf = get_close_matches(leaf, sorted({k.rpartition(".")[2] for k in keys}), n=1)
-    similar = [k for k in keys if k.rpartition(".")[2] == leaf] or get_close_matches(key, keys, n=1)
+    similar = [k for k in keys if k.rpartition(".")[2] == leaf] or get_close_matches(rest, keys, n=1)
     similar = similar or [k for k in keys if k.rpartition(".")[2] in close_leaf]
+    similar = [f"{parent}.{k}" if parent else k for k in similar]
     similar = sorted((k for k in similar if k != key), key=lambda k: -SequenceMatcher(None, key, k).ratio())[:3]
     names = [str(k) for k in node if not str(k).startswith("_") and (found or k != "hydra")]  # what a user sets
     shown = ", ".join(names[:KEYS_SHOWN]) + (f", ... ({len(names)} in all)" if len(names) > KEYS_SHOWN else "")
@@ -176,7 +178,8 @@ def _checked_compose(attempt: list[str], checked_with: list[str], overrides: lis
         options, exists = list(error.options or _options(group)), bool(_options(group, results_filter=None))
         raise ApaError(missing_config_message(group, name, options, source and source[1], exists))
     message, cause = _one_paragraph(str(error)), error.__cause__
-    dropped = next((a for a in attempt if a in ("~callbacks", "callbacks=none", "callbacks=null")), None)
+    dropped = next((o.input_line for o in overrides if o.key_or_group == "callbacks" and not _values(o)), None)
+    dropped = dropped or next((a for a in attempt if a in ("callbacks=none", "callbacks=null")), None)
     if dropped and _compose([a for a in attempt if a != dropped]) is not None:  # the family's callbacks stay
         message = (
             f"{dropped}: the callbacks cannot be removed as a group, since the model or data config adds its "
@@ -192,6 +195,7 @@ def _checked_compose(attempt: list[str], checked_with: list[str], overrides: lis
         if config is not None:
             message = unknown_key_message(key, argument, OmegaConf.to_container(config, resolve=False))
     others = [v for v in checked_with if v.split("=", 1)[0].lstrip("+~") != message.split(" ", 1)[0]]
+    others = [] if isinstance(error, MissingConfigException) else others
     raise ApaError(message + (f" (The sweep was checked with {', '.join(others)}.)" if others else ""))
 
 
@@ -223,7 +227,11 @@ def _missing_swept_keys(config: Any) -> str | None:
     named = ", ".join(f"{g}={chosen[g]}" for g in ("experiment", "model", "data") if chosen.get(g))
     example = preset and _preset_example(preset)
     use = f"use a model that has {them}" + (f", e.g. {example}," if example else "")
-    owner, drop = (f"hparams_search={preset}", "the preset") if preset else ("hydra.sweeper.params", f"{them} from it")
+    owner, drop = (
+        (f"hparams_search={preset}", "the preset")
+        if preset
+        else ("hydra.sweeper.params", f"{them} from hydra.sweeper.params")
+    )
     return f"{owner} sweeps {_or(missing, 'and')}, which this config does not have ({named}): {use} or drop {drop}."
 
 
@@ -315,7 +323,7 @@ def check_overrides(argv: list[str]) -> None:
         if sweeps and not multirun:
             sweep = overrides[next(iter(sweeps))]
             text = _shell_word(f"{sweep.get_key_element()}='{sweep.input_line.partition('=')[2]}'")
-            commas = sweep.value_type == ValueType.SIMPLE_CHOICE_SWEEP
+            commas = sweep.value_type == ValueType.SIMPLE_CHOICE_SWEEP and not _is_group(sweep.key_or_group)
             quote = f", or quote it to give one text with commas: {text}" if commas else ""
             raise ApaError(f"{sweep.input_line} is a sweep over several values: add -m to run one job for each{quote}.")
         if multirun:
