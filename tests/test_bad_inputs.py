@@ -190,6 +190,9 @@ def empty_folder(tmp_path: Path) -> list[str]:
 
 CASES: list[Case] = [
     # checked before the run directory is made (no directory is left behind)
+    Case(
+        "task_name a path", ["task_name=../elsewhere"], ["task_name=../elsewhere", "a folder name"], before_run_dir=True
+    ),
     Case("unknown task", ["task=nonsense"], ["task=nonsense is not a task", "train"], before_run_dir=True),
     Case("misspelt task", ["task=evl"], ["task=evl is not a task. Did you mean task=eval?"], before_run_dir=True),
     Case(
@@ -444,7 +447,11 @@ def test_a_full_disk_keeps_finished_work_and_names_the_file(monkeypatch, capsys,
         (["trainr.max_epochs=1"], ["trainr.max_epochs is not a setting", "Did you mean trainer.max_epochs?"]),
         (["model=vae", "model.net.latnt_dim=2"], ["Did you mean model.net.latent_dim?", "keys of model.net:"]),
         (["seed.x=1"], ["seed.x is not a setting", "seed holds a single value"]),
-        (["model.optimizer.lr=0.1,0.01"], ["model.optimizer.lr=0.1,0.01 is a sweep", "add -m", "'0.1,0.01'"]),
+        (
+            ["model.optimizer.lr=0.1,0.01"],
+            ["model.optimizer.lr=0.1,0.01 is a sweep", "add -m to run one job for each."],
+        ),
+        (["task_name=mine,yours"], ["task_name=mine,yours is a sweep", "add -m", "task_name='mine,yours'"]),
         (["-m", "model=ae,vae", "model.net.latent_dim=2"], ["model.net.latent_dim is not", "checked with model=ae"]),
         (["model.optimizer.lr=["], ["model.optimizer.lr=[ cannot be read as an override", "in quotes"]),
         (["-m", "--cfg", "job", "lr=1,2"], ["-m and --cfg cannot be given together", "drop -m"]),  # Hydra: traceback
@@ -460,6 +467,10 @@ def test_a_full_disk_keeps_finished_work_and_names_the_file(monkeypatch, capsys,
         # found by a new user: each was a traceback or a failed run directory
         (["=5"], ["=5 has no key"]),
         (["~model"], ["~model: a run needs a model config", "model=<name>"]),
+        (["model=null"], ["model=null: a run needs a model config", "model=<name>", "cnn_base"]),
+        (["~paths"], ["~paths: a run needs a paths config", "paths=<name>"]),  # beside paths.root_dir=...
+        # Hydra's basic sweeper: a traceback after making the sweep directory
+        (["-m", "model.optimizer.lr=interval(0.1,0.2)"], ["interval(0.1,0.2): Hydra's basic sweeper", "optuna"]),
         (["~seed"], ["callbacks.epoch_seed.seed=${seed} cannot be resolved", "'seed' not found"]),
         (["data.batch_size=${trainer.max_epoch}"], ["data.batch_size=${trainer.max_epoch} cannot be resolved"]),
         (["model.optimizer=sgd"], ["sets model.optimizer to the text sgd", "write model/optimizer=sgd"]),
@@ -720,7 +731,7 @@ def test_a_config_name_in_a_list_gets_the_groups_configs_as_suggestions(monkeypa
 @pytest.mark.parametrize(
     "argv, advice",
     [
-        (["model.optimizer.lr=0.1,0.01"], ["\"model.optimizer.lr='0.1,0.01'\""]),
+        (["task_name=mine,yours"], ["\"task_name='mine,yours'\""]),
         (["model.optimizer.lr=["], ["\"key='a value'\""]),
         (
             ["-m", "model.optimzer.lr=tag(log, interval(0.001, 0.1))"],

@@ -235,6 +235,11 @@ def _missing_swept_keys(config: Any) -> str | None:
     return f"{owner} sweeps {_or(missing, 'and')}, which this config does not have ({named}): {use} or drop {drop}."
 
 
+def _needed(line: str, group: str) -> str:
+    """The message for ``line``, which leaves out ``group``, a config group every run needs."""
+    return f"{line}: a run needs a {group} config; choose one with {group}=<name> ({', '.join(_options(group))})."
+
+
 def _parsed(texts: list[str], preset: str | None = None) -> list[Override]:
     """``texts`` (the command line's, or the sweep of hparams_search=``preset``) parsed, each able to list a group's
     configs (``glob(...)``); ApaError for one Hydra cannot read, one without a key, a group set to null or chosen
@@ -253,6 +258,8 @@ def _parsed(texts: list[str], preset: str | None = None) -> list[Override]:
         if not group:
             raise ApaError(f"{line} has no key: write key=value.")
         if not override.is_delete() and _is_group(group) and "null" in values:  # Hydra: a ValueError's traceback
+            if group in NEEDED_GROUPS:
+                raise ApaError(_needed(line, group))
             alone = " (in a command of its own: a sweep cannot leave it out of some jobs)"
             raise ApaError(
                 f"{line}: a config group cannot be null; to leave {group} out, write "
@@ -289,13 +296,14 @@ def check_overrides(argv: list[str]) -> None:
         sweeps = {at: values for at, o in enumerate(overrides) if o.is_sweep_override() and (values := _values(o))}
         key = [o.get_key_element() for o in overrides]
         first = [f"{key[at]}={sweeps[at][0]}" if at in sweeps else o.input_line for at, o in enumerate(overrides)]
+        removed = [o for o in overrides if o.is_delete() and o.key_or_group in NEEDED_GROUPS]
+        if other := next((o for o in removed if o.key_or_group != "model"), None):  # before: ~paths paths.x=1 fails
+            raise ApaError(_needed(other.input_line, other.key_or_group))
         config = _checked_compose(first, [first[at] for at in sweeps], overrides)
         if config is None:
             return
-        needed = [g for g in NEEDED_GROUPS if g != "model" or config.get("task") not in FROM_CHECKPOINT]
-        if removed := next((o for o in overrides if o.is_delete() and o.key_or_group in needed), None):
-            group = removed.key_or_group
-            raise ApaError(f"{removed.input_line}: a run needs a {group} config; choose another with {group}=<name>.")
+        if removed and config.get("task") not in FROM_CHECKPOINT:  # ~model: eval / predict take the checkpoint's
+            raise ApaError(_needed(removed[0].input_line, removed[0].key_or_group))
         given = {o.key_or_group for o in overrides}
         multirun = arguments.multirun or getattr(config.hydra.mode, "name", None) == "MULTIRUN"  # a preset's
         params = OmegaConf.select(config, "hydra.sweeper.params", default=None) if multirun else None
@@ -320,10 +328,17 @@ def check_overrides(argv: list[str]) -> None:
                 return
             if problem := (_missing_swept_keys(composed) if multirun else None) or _unresolved(composed):
                 raise ApaError(problem)
+        interval = next((o for o in overrides if o.is_interval_sweep()), None)
+        if multirun and interval and str(config.hydra.sweeper.get("_target_")).endswith("BasicSweeper"):
+            raise ApaError(  # Hydra: a traceback, after making the sweep directory
+                f"{interval.input_line}: Hydra's basic sweeper runs listed values, not an interval: list them "
+                "(a,b,c or range(...)), or sample the interval with Optuna: add hydra/sweeper=optuna."
+            )
         if sweeps and not multirun:
             sweep = overrides[next(iter(sweeps))]
             text = _shell_word(f"{sweep.get_key_element()}='{sweep.input_line.partition('=')[2]}'")
-            commas = sweep.value_type == ValueType.SIMPLE_CHOICE_SWEEP and not _is_group(sweep.key_or_group)
+            value = OmegaConf.select(config, sweep.key_or_group, default=None, throw_on_resolution_failure=False)
+            commas = sweep.value_type == ValueType.SIMPLE_CHOICE_SWEEP and isinstance(value, str)
             quote = f", or quote it to give one text with commas: {text}" if commas else ""
             raise ApaError(f"{sweep.input_line} is a sweep over several values: add -m to run one job for each{quote}.")
         if multirun:
