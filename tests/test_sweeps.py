@@ -118,7 +118,14 @@ def test_a_sweep_whose_trials_all_failed_says_so_and_exits_non_zero(tmp_path, ca
     captured = capsys.readouterr()
     assert "Sweep summary (2 runs, 2 failed)" in captured.out and "error: all 2 trials failed" in captured.err
     fake_run(tmp_path, "2", ["lr=0.1"], completed(0.7, 0.7))
-    report.SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    with pytest.raises(SystemExit) as exit_info:  # a grid with a failed job: non-zero too, after its summary
+        report.SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    assert exit_info.value.code == 1
+    captured = capsys.readouterr()
+    assert "Sweep summary (3 runs, 2 failed)" in captured.out and "error: 2 of 3 trials failed" in captured.err
+    optuna = {"dir": str(tmp_path)}, {"_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"}
+    config = OmegaConf.create({"hydra": {"sweep": optuna[0], "sweeper": optuna[1]}})
+    report.SweepSummary().on_multirun_end(config)  # a study with a best trial: status 0
     assert "Sweep summary (3 runs, 2 failed)" in capsys.readouterr().out
 
 
@@ -201,7 +208,7 @@ def test_parallel_sweep_writes_one_directory_per_run_and_a_summary(tmp_path):
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     # a value the checks refuse stops the command before any trial (test_bad_inputs): this one fails while running
     done = run_cli("-m", "model=cnn_base", "data.val_size=5000,180", *TINY, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 1 and "error: 1 of 2 trials failed; their errors are in" in done.stderr, done.stderr
     assert "Trial 0 failed" in done.stdout + done.stderr and "Sweep summary (2 runs, 1 failed)" in done.stdout
     (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
     rows = list(csv.DictReader(open(sweep / "summary.csv")))

@@ -231,10 +231,11 @@ class SweepSummary(Callback):
         table = write_summary(sweep_dir, self.sort_by, self.descending)
         failed = sum(row["status"] != "completed" for row in table)
         print(f"Sweep summary ({len(table)} runs, {failed} failed): {sweep_dir / 'summary.md'}")
-        if failed == len(table):
-            print(
-                f"\nerror: all {failed} trials failed; their errors are in {sweep_dir / 'summary.md'}.", file=sys.stderr
-            )
+        # an Optuna study goes on past failed trials (a NaN at a bad learning rate) and has its best trial
+        optuna = str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).endswith("OptunaSweeper")
+        if failed == len(table) or (failed and not optuna):
+            trials = f"all {failed} trials" if failed == len(table) else f"{failed} of {len(table)} trials"
+            print(f"\nerror: {trials} failed; their errors are in {sweep_dir / 'summary.md'}.", file=sys.stderr)
             raise SystemExit(1)
 
     def on_job_end(self, config: DictConfig, **kwargs: Any) -> None:
