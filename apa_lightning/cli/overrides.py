@@ -196,6 +196,12 @@ def _checked_compose(attempt: list[str], checked_with: list[str], overrides: lis
             message = unknown_key_message(key, argument, OmegaConf.to_container(config, resolve=False))
     others = [v for v in checked_with if v.split("=", 1)[0].lstrip("+~") != message.split(" ", 1)[0]]
     others = [] if isinstance(error, MissingConfigException) else others
+    if (
+        others
+        and isinstance(cause, (ConfigAttributeError, ConfigKeyError))
+        and any(_is_group(v.split("=")[0]) for v in others)
+    ):
+        others[-1] += "; sweep the configs that have the key in a command of their own"  # +key would fail there
     raise ApaError(message + (f" (The sweep was checked with {', '.join(others)}.)" if others else ""))
 
 
