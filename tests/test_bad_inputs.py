@@ -193,6 +193,7 @@ CASES: list[Case] = [
     Case(
         "task_name a path", ["task_name=../elsewhere"], ["task_name=../elsewhere", "a folder name"], before_run_dir=True
     ),
+    Case("task_name ..", ["task_name=.."], ["task_name=.. is not allowed", "a folder name"], before_run_dir=True),
     Case("unknown task", ["task=nonsense"], ["task=nonsense is not a task", "train"], before_run_dir=True),
     Case("misspelt task", ["task=evl"], ["task=evl is not a task. Did you mean task=eval?"], before_run_dir=True),
     Case(
@@ -467,7 +468,7 @@ def test_a_full_disk_keeps_finished_work_and_names_the_file(monkeypatch, capsys,
         # found by a new user: each was a traceback or a failed run directory
         (["=5"], ["=5 has no key"]),
         (["~model"], ["~model: a run needs a model config", "model=<name>"]),
-        (["model=null"], ["model=null: a run needs a model config", "model=<name>", "cnn_base"]),
+        (["trainer=null"], ["trainer=null: a run needs a trainer config", "trainer=<name>", "debug"]),
         (["~paths"], ["~paths: a run needs a paths config", "paths=<name>"]),  # beside paths.root_dir=...
         # Hydra's basic sweeper: a traceback after making the sweep directory
         (["-m", "model.optimizer.lr=interval(0.1,0.2)"], ["interval(0.1,0.2): Hydra's basic sweeper", "optuna"]),
@@ -481,6 +482,8 @@ def test_a_full_disk_keeps_finished_work_and_names_the_file(monkeypatch, capsys,
         (["~callbacks"], ["~callbacks: the callbacks cannot be removed as a group", "callbacks.<name>=null"]),
         (["callbacks=none"], ["callbacks=none: the callbacks cannot be removed", "model=yolo's"]),
         (["callbacks=[]"], ["callbacks=[]: the callbacks cannot be removed as a group"]),
+        # a typo outside the swept group: no advice to sweep its configs apart
+        (["-m", "model=ae,vae", "trainer.max_epoch=3"], ["trainer.max_epochs?", "checked with model=ae.)"]),
         # model=yolo's own callbacks=none is fine: the typo beside it is the error
         (["model=yolo", "data=kitti", "callbacks=none", "trainer.max_epoch=3"], ["Did you mean trainer.max_epochs?"]),
     ],

@@ -127,6 +127,10 @@ def test_a_sweep_whose_trials_all_failed_says_so_and_exits_non_zero(tmp_path, ca
     config = OmegaConf.create({"hydra": {"sweep": optuna[0], "sweeper": optuna[1]}})
     report.SweepSummary().on_multirun_end(config)  # a study with a best trial: status 0
     assert "Sweep summary (3 runs, 2 failed)" in capsys.readouterr().out
+    for job in "0", "1":  # task=eda / predict trials keep no metrics.json: unfinished, not failed
+        (tmp_path / job / "metrics.json").unlink()
+    report.SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    assert "Sweep summary (3 runs, 0 failed)" in capsys.readouterr().out
 
 
 def test_single_gpu_trials_are_dealt_round_robin():

@@ -103,7 +103,7 @@ _RULES = {
     "callbacks.lr_monitor.logging_interval": choice("step", "epoch", None),
     "callbacks.model_summary.depth": integer(min=0, note="levels of layers shown"),
     "callbacks.progress_bar.min_interval_s": Rule(NON_NEGATIVE.accepts, "a number of seconds >= 0"),
-    "task_name": Rule(lambda v: isinstance(v, str) and "/" not in v and v.strip(".") != "", "a folder name (no /)"),
+    "task_name": Rule(lambda v: v is not None and "/" not in str(v) and str(v).strip(".") != "", "a folder name"),
     "predict.top_k": integer(min=1, note="classes listed per image"),
     "predict.samples": integer(min=0, note="0: no samples.png"),
 }

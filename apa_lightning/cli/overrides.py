@@ -196,11 +196,8 @@ def _checked_compose(attempt: list[str], checked_with: list[str], overrides: lis
             message = unknown_key_message(key, argument, OmegaConf.to_container(config, resolve=False))
     others = [v for v in checked_with if v.split("=", 1)[0].lstrip("+~") != message.split(" ", 1)[0]]
     others = [] if isinstance(error, MissingConfigException) else others
-    if (
-        others
-        and isinstance(cause, (ConfigAttributeError, ConfigKeyError))
-        and any(_is_group(v.split("=")[0]) for v in others)
-    ):
+    about = message.split(" ", 1)[0]  # a key of a swept group, which another of its configs may have (model.net.x)
+    if any(about.startswith(v.split("=")[0].replace("/", ".") + ".") for v in others):
         others[-1] += "; sweep the configs that have the key in a command of their own"  # +key would fail there
     raise ApaError(message + (f" (The sweep was checked with {', '.join(others)}.)" if others else ""))
 
@@ -264,7 +261,7 @@ def _parsed(texts: list[str], preset: str | None = None) -> list[Override]:
         if not group:
             raise ApaError(f"{line} has no key: write key=value.")
         if not override.is_delete() and _is_group(group) and "null" in values:  # Hydra: a ValueError's traceback
-            if group in NEEDED_GROUPS:
+            if group in NEEDED_GROUPS and group != "model":  # ~model: eval / predict take the checkpoint's
                 raise ApaError(_needed(line, group))
             alone = " (in a command of its own: a sweep cannot leave it out of some jobs)"
             raise ApaError(

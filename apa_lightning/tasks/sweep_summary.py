@@ -229,7 +229,8 @@ class SweepSummary(Callback):
         if not sweep_dir.is_dir() or not collect_runs(sweep_dir):
             return
         table = write_summary(sweep_dir, self.sort_by, self.descending)
-        failed = sum(row["status"] != "completed" for row in table)
+        # task=eda / predict keep no metrics.json: "unfinished" there is no failure
+        failed = sum(row["status"] in ("failed", "interrupted") for row in table)
         print(f"Sweep summary ({len(table)} runs, {failed} failed): {sweep_dir / 'summary.md'}")
         # an Optuna study goes on past failed trials (a NaN at a bad learning rate) and has its best trial
         optuna = str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).endswith("OptunaSweeper")
