@@ -265,6 +265,21 @@ def test_an_unknown_key_is_named_by_omegaconfs_error_behind_hydras(tiny_configs,
     )
 
 
+def test_hydras_basic_sweeper_lists_a_sweeps_jobs_in_the_order_the_summary_numbers_them():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    symbol = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper.split_arguments (tasks/sweep_summary.py)"
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+        overrides = OverridesParser.create().parse_overrides(["a=1,2", "b=x,y"])
+        jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    except (ImportError, AttributeError, TypeError) as missing:
+        _contract(False, "hydra-core", symbol, missing)
+    expected = [["a=1", "b=x"], ["a=1", "b=y"], ["a=2", "b=x"], ["a=2", "b=y"]]
+    _contract(jobs == expected, "hydra-core", f"{symbol} gives the jobs of a=1,2 b=x,y as {expected}", jobs)
+
+
 class TakesOnlyPath:
     def __init__(self, path: str = "x") -> None:
         self.path = path

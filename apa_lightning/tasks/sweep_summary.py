@@ -38,6 +38,7 @@ def planned_jobs(sweep_dir: Path) -> list[list[str]]:
     """The overrides of every job a basic-sweeper sweep was to run, from its ``multirun.yaml`` (the order and job
     numbers Hydra's BasicSweeper gives them); empty for other sweepers (Optuna decides as it goes) or when the
     sweep cannot be expanded without loading the configs (``glob(...)``)."""
+    # Hydra has no public way to list a sweep's jobs in its order; tests/test_library_contracts.py pins this one
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
