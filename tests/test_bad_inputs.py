@@ -349,6 +349,13 @@ CASES: list[Case] = [
         trained_checkpoint_and_images,
         before_run_dir=True,
     ),
+    Case(  # the model would come from the checkpoint all the same, under the name of the other one
+        "eval with another model config",
+        ["task=eval", "model=vae"],
+        ["ae.ckpt was made with the network apa_lightning.nets.conv_ae.ConvAutoencoder", "drop the model="],
+        trained_checkpoint_and_images,
+        before_run_dir=True,
+    ),
     Case(
         "predict without input",
         ["task=predict"],

@@ -174,7 +174,8 @@ def check_before_task(cfg: DictConfig) -> None:
 def check_checkpoint(cfg: DictConfig) -> None:
     """Raise ApaError when the checkpoint a command names cannot be used: one a training run resumes (checked before
     Hydra rewrites that run directory's config files), or for eval / predict a missing one or input, or a ``.ckpt``
-    not of this tool or trained on other images than ``cfg.data`` serves."""
+    not of this tool, made with another network than ``cfg.model`` names, or trained on other images than
+    ``cfg.data`` serves."""
     task, named = cfg.get("task"), cfg.get("resume") or cfg.get("ckpt_path")
     if task == "train" and named:
         from apa_lightning.runs.checkpoints import resume_checkpoint
@@ -194,7 +195,14 @@ def check_checkpoint(cfg: DictConfig) -> None:
         if task == "eval" or path.suffix != ".pt":  # predict's .pt is a YOLO detector's: detection.predict checks it
             from apa_lightning.models.from_checkpoint import trained_checkpoint
 
-            trained_checkpoint(cfg)
+            _, checkpoint = trained_checkpoint(cfg)
+            made_with = ((checkpoint.get("hyper_parameters") or {}).get("net") or {}).get("_target_")
+            wanted = OmegaConf.select(cfg, "model.net._target_", default=None)  # none after ~model
+            if made_with and wanted and made_with != wanted:  # the checkpoint's model would run under this name
+                raise ApaError(
+                    f"{path} was made with the network {made_with}, but the model config builds {wanted}: task={task} "
+                    "takes the model from the checkpoint; drop the model=/experiment= override."
+                )
 
 
 class CheckBeforeRun(Callback):
