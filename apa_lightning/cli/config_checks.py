@@ -194,10 +194,9 @@ def check_checkpoint(cfg: DictConfig) -> None:
             input_images(cfg.get("input"))
         if task == "eval" or path.suffix != ".pt":  # predict's .pt is a YOLO detector's: detection.predict checks it
             from apa_lightning.models.from_checkpoint import trained_checkpoint
+            from apa_lightning.runs.checkpoints import networks
 
-            _, checkpoint = trained_checkpoint(cfg)
-            made_with = ((checkpoint.get("hyper_parameters") or {}).get("net") or {}).get("_target_")
-            wanted = OmegaConf.select(cfg, "model.net._target_", default=None)  # none after ~model
+            made_with, wanted = networks(trained_checkpoint(cfg)[1], cfg)
             if made_with and wanted and made_with != wanted:  # the checkpoint's model would run under this name
                 raise ApaError(
                     f"{path} was made with the network {made_with}, but the model config builds {wanted}: task={task} "

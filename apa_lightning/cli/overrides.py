@@ -194,10 +194,12 @@ def _checked_compose(attempt: list[str], checked_with: list[str], overrides: lis
         config = _compose([a for i, a in enumerate(attempt) if i != at]) or _compose([])  # without the bad override
         if config is not None:
             message = unknown_key_message(key, argument, OmegaConf.to_container(config, resolve=False))
-    others = [v for v in checked_with if v.split("=", 1)[0].lstrip("+~") != message.split(" ", 1)[0]]
+    about = message.split(" ", 1)[0]  # the key the message is about
+    others = [v for v in checked_with if v.split("=", 1)[0].lstrip("+~") != about]
     others = [] if isinstance(error, MissingConfigException) else others
-    about = message.split(" ", 1)[0]  # a key of a swept group, which another of its configs may have (model.net.x)
-    if any(about.startswith(v.split("=")[0].replace("/", ".") + ".") for v in others):
+    if any(  # a key of a swept group, which another of its configs may have (model.net.x)
+        about.startswith(v.split("=")[0].replace("/", ".") + ".") for v in others
+    ):
         others[-1] += "; sweep the configs that have the key in a command of their own"  # +key would fail there
     raise ApaError(message + (f" (The sweep was checked with {', '.join(others)}.)" if others else ""))
 

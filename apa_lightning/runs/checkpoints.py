@@ -90,6 +90,13 @@ def read_resumed_checkpoint(path: Path) -> dict[str, Any]:
         ) from exc
 
 
+def networks(checkpoint: dict[str, Any], cfg: DictConfig) -> tuple[str | None, str | None]:
+    """The ``_target_`` of the network ``checkpoint`` was made with, and of the one ``cfg.model`` builds (None
+    without a model config: ``~model``)."""
+    made_with = ((checkpoint.get("hyper_parameters") or {}).get("net") or {}).get("_target_")
+    return made_with, OmegaConf.select(cfg, "model.net._target_", default=None)
+
+
 def finished_epochs(checkpoint: dict[str, Any]) -> int:
     """How many training epochs the checkpoint's run had finished when it was saved.
 
@@ -128,8 +135,7 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
     run_dir = Path(ckpt_path).parent.parent
     if Path(ckpt_path).parent.name == "checkpoints" and (run_dir / "metrics.json").is_file():
         read_run_record(run_dir / "metrics.json")  # the run extends it when it ends: refused now, not after training
-    made_with = checkpoint["hyper_parameters"].get("net", {}).get("_target_")
-    wanted = OmegaConf.select(cfg, "model.net._target_")
+    made_with, wanted = networks(checkpoint, cfg)
     if made_with != wanted:
         raise ApaError(
             f"ckpt_path={ckpt_path} was made with the network {made_with}, but model.net is {wanted}: a resumed run "
