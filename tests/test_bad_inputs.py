@@ -476,6 +476,8 @@ def test_a_full_disk_keeps_finished_work_and_names_the_file(monkeypatch, capsys,
         (["=5"], ["=5 has no key"]),
         (["~model"], ["~model: a run needs a model config", "model=<name>"]),
         (["trainer=null"], ["trainer=null: a run needs a trainer config", "trainer=<name>", "debug"]),
+        (["model=null"], ["model=null: a run needs a model config", "model=<name>"]),  # ~model too, for training
+        (["task=eval", "model=null"], ["model=null: a config group cannot be null", "write ~model"]),
         (["~paths"], ["~paths: a run needs a paths config", "paths=<name>"]),  # beside paths.root_dir=...
         # Hydra's basic sweeper: a traceback after making the sweep directory
         (["-m", "model.optimizer.lr=interval(0.1,0.2)"], ["interval(0.1,0.2): Hydra's basic sweeper", "optuna"]),
@@ -525,6 +527,7 @@ def test_a_bad_override_names_the_key_and_the_closest_names(argv, expected, monk
         ["task=eval", "ckpt_path='/a folder/with spaces/last.ckpt'", "hydra.run.dir='/a b/c=1,d'", "hydra.mode=RUN"],
         ["--cfg", "job", "model=vae"],
         ["task=eval", "ckpt_path=/elsewhere/model.ckpt", "~model"],  # a bare checkpoint's model is its own
+        ["task=eda", "~model", "~trainer"],  # eda reads the data only
         ["--help"],
         ["--config-dir", "/nonexistent", "trainer.max_epoch=1"],  # another config: Hydra reports
     ],
@@ -646,6 +649,10 @@ def test_a_swept_group_without_m_is_not_advised_to_quote_its_configs_as_a_text(m
         (
             ["-m", "hparams_search=cnn_v3_report", "setting=row1,row5"],
             "setting=row5 is not one of the settings of hparams_search=cnn_v3_report: row1, row2, row3, row4",
+        ),
+        (  # a value that is no text: OmegaConf's error is another than for a missing key
+            ["-m", "hparams_search=cnn_v3_report", "setting=1"],
+            "setting=1 is not one of the settings of hparams_search=cnn_v3_report: row1, row2, row3, row4",
         ),
         (  # the table of each swept preset, not only the first one's
             ["-m", "hparams_search=resnet18_report,cnn_v3_report", "setting=row5"],

@@ -165,7 +165,9 @@ def test_true_and_false_are_not_taken_for_numbers(make_cfg, override):
         check_config(make_cfg(override))
 
 
-@pytest.mark.parametrize("name, allowed", [("2024", True), ("run.v2", True), ("a/b", False), ("..", False)])
+@pytest.mark.parametrize(
+    "name, allowed", [("2024", True), ("run.v2", True), ("a/b", False), ("..", False), ("x" * 300, False)]
+)
 def test_task_name_is_any_folder_name_the_run_directory_can_take(make_cfg, name, allowed):
     # a number is a folder name too (Hydra reads task_name=2024 as an int); a / or .. would leave outputs/runs/
     from apa_lightning.cli.config_checks import check_config

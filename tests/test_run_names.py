@@ -302,3 +302,11 @@ def test_a_swept_config_group_shows_its_option_in_the_hparams(make_cfg):
     assert list(flat)[:2] == ["(swept) model", "(swept) model/optimizer/lr"]
     assert (flat["(swept) model"], flat["(swept) model/optimizer/lr"]) == ("dae", cfg.model.optimizer.lr)
     assert "model" not in flat and flat["model/optimizer"] == "Adam"  # the option, not AutoencoderModule
+
+
+def test_a_config_in_a_sub_folder_names_one_folder():
+    # task_name must be a folder name (config_checks): experiment=mine/quick would have been refused
+    from apa_lightning.runs.names import task_name_for
+
+    assert task_name_for("train", {"experiment": "mine/quick"}) == "mine_quick"
+    assert task_name_for("eval", {"model": "sub/ae", "data": "digits"}) == "eval_sub_ae_digits"

@@ -16,6 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from apa_lightning.errors import ApaError
+from apa_lightning.runs.checkpoint_lookup import CHECKPOINT_TASKS, checkpoint_file
 from apa_lightning.tasks import TASKS
 
 AUGMENT_ON = ("device", "workers")  # where data.augmentation runs: per batch on the device, or per image
@@ -103,7 +104,10 @@ _RULES = {
     "callbacks.lr_monitor.logging_interval": choice("step", "epoch", None),
     "callbacks.model_summary.depth": integer(min=0, note="levels of layers shown"),
     "callbacks.progress_bar.min_interval_s": Rule(NON_NEGATIVE.accepts, "a number of seconds >= 0"),
-    "task_name": Rule(lambda v: v is not None and "/" not in str(v) and str(v).strip(".") != "", "a folder name"),
+    "task_name": Rule(  # one folder of outputs/runs/: no /, not . or .., at most 255 bytes
+        lambda v: v is not None and "/" not in str(v) and str(v).strip(".") != "" and len(str(v).encode()) < 256,
+        "a folder name (no /, at most 255 bytes)",
+    ),
     "predict.top_k": integer(min=1, note="classes listed per image"),
     "predict.samples": integer(min=0, note="0: no samples.png"),
 }
@@ -185,8 +189,7 @@ def check_checkpoint(cfg: DictConfig) -> None:
         from apa_lightning.detection.train import resumable_checkpoint
 
         resumable_checkpoint(cfg)
-    elif task in ("eval", "predict"):
-        from apa_lightning.runs.checkpoint_lookup import checkpoint_file
+    elif task in CHECKPOINT_TASKS:
         from apa_lightning.tasks.image_files import input_images
 
         path = checkpoint_file(cfg.get("ckpt_path"), task)

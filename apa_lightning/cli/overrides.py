@@ -36,7 +36,8 @@ PLUGIN_CONFIGS = {  # configs that the Hydra plugins of the [sweeps] extra bring
 INSTALL_PLUGINS = "pip install -e .[sweeps]"
 SHELL_SPECIAL = frozenset(" \t'\"$`\\*?[]{}()<>|&;#~")  # characters bash or zsh would expand or strip
 NEEDED_GROUPS = ("model", "data", "trainer", "paths")  # a run reads these: ~data is refused
-FROM_CHECKPOINT = ("eval", "predict")  # the tasks whose model comes from the checkpoint (~model: checkpoint_lookup)
+# but not these tasks: eval / predict take the checkpoint's model (~model: checkpoint_lookup), eda trains nothing
+NOT_NEEDED = {"eval": ("model",), "predict": ("model",), "eda": ("model", "trainer")}
 ABSENT = object()  # OmegaConf.select's default for a key the config does not have
 # the config whose defaults list names a missing config: only in Hydra's message (tests/test_library_contracts.py)
 ASKED_BY = re.compile(r"In '([^']+)'")
@@ -262,11 +263,9 @@ def _parsed(texts: list[str], preset: str | None = None) -> list[Override]:
         line, group, values = f"{override.input_line}{origin}", override.key_or_group, _values(override)
         if not group:
             raise ApaError(f"{line} has no key: write key=value.")
-        if not override.is_delete() and _is_group(group) and "null" in values:  # Hydra: a ValueError's traceback
-            if group in NEEDED_GROUPS and group != "model":  # ~model: eval / predict take the checkpoint's
-                raise ApaError(_needed(line, group))
+        if group not in NEEDED_GROUPS and not override.is_delete() and _is_group(group) and "null" in values:
             alone = " (in a command of its own: a sweep cannot leave it out of some jobs)"
-            raise ApaError(
+            raise ApaError(  # Hydra: a ValueError's traceback
                 f"{line}: a config group cannot be null; to leave {group} out, write "
                 f"{_shell_word('~' + group)}{alone if override.is_sweep_override() else ''}."
             )
@@ -301,14 +300,20 @@ def check_overrides(argv: list[str]) -> None:
         sweeps = {at: values for at, o in enumerate(overrides) if o.is_sweep_override() and (values := _values(o))}
         key = [o.get_key_element() for o in overrides]
         first = [f"{key[at]}={sweeps[at][0]}" if at in sweeps else o.input_line for at, o in enumerate(overrides)]
-        removed = [o for o in overrides if o.is_delete() and o.key_or_group in NEEDED_GROUPS]
-        if other := next((o for o in removed if o.key_or_group != "model"), None):  # before: ~paths paths.x=1 fails
-            raise ApaError(_needed(other.input_line, other.key_or_group))
+        # before composing: ~paths beside paths.x=1 cannot be composed
+        task = next((o.input_line.partition("=")[2] for o in overrides if o.key_or_group == "task"), "train")
+        for o in overrides:
+            group = o.key_or_group
+            if group in NEEDED_GROUPS and (o.is_delete() or "null" in _values(o)):
+                if group not in NOT_NEEDED.get(task, ()):
+                    raise ApaError(_needed(o.input_line, group))
+                if not o.is_delete():  # Hydra: a ValueError's traceback
+                    raise ApaError(
+                        f"{o.input_line}: a config group cannot be null; to leave {group} out, write ~{group}."
+                    )
         config = _checked_compose(first, [first[at] for at in sweeps], overrides)
         if config is None:
             return
-        if removed and config.get("task") not in FROM_CHECKPOINT:  # ~model: eval / predict take the checkpoint's
-            raise ApaError(_needed(removed[0].input_line, removed[0].key_or_group))
         given = {o.key_or_group for o in overrides}
         multirun = arguments.multirun or getattr(config.hydra.mode, "name", None) == "MULTIRUN"  # a preset's
         params = OmegaConf.select(config, "hydra.sweeper.params", default=None) if multirun else None
@@ -370,15 +375,15 @@ def _unresolved(config: Any) -> str | None:
             continue
         try:
             OmegaConf.select(config, key)
-        except InterpolationKeyError as exc:
+        except OmegaConfBaseException as exc:  # ${hydra:...} too, which resolves only in the run
             lookup = re.search(r"\$\{([\w.]+)\.\$\{\s*([\w.]+)\s*\}", text)  # ${table.${setting}...}
             table = lookup and OmegaConf.select(config, lookup[1], default=None, throw_on_resolution_failure=False)
-            if not OmegaConf.is_dict(table):
+            value = lookup and OmegaConf.select(config, lookup[2], default=None, throw_on_resolution_failure=False)
+            if OmegaConf.is_dict(table) and str(value) not in map(str, table):  # setting=row5, setting=1
+                owner = f"hparams_search={preset}" if preset else "this config"
+                return f"{lookup[2]}={value} is not one of the {lookup[1]} of {owner}: {', '.join(map(str, table))}"
+            if isinstance(exc, InterpolationKeyError):
                 return f"{key}={text} cannot be resolved: {str(exc).splitlines()[0]}. Set {key}, or the key it names."
-            owner, value = f"hparams_search={preset}" if preset else "this config", OmegaConf.select(config, lookup[2])
-            return f"{lookup[2]}={value} is not one of the {lookup[1]} of {owner}: {', '.join(map(str, table))}"
-        except OmegaConfBaseException:  # ${hydra:...}: resolved only in the run
-            continue
     return None
 
 

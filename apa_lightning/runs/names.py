@@ -29,7 +29,9 @@ def task_name_for(task: str, choices: Any) -> str:
         return f"eda_{choices.get('data')}"
     if task == "predict":
         return f"predict_{model}" if model else "predict"
+    # a config in a sub-folder (experiment=mine/quick) names one folder: mine_quick
     name = choices.get("experiment") or "_".join(str(c) for c in (model, choices.get("data")) if c)
+    name = name.replace("/", "_")
     return f"eval_{name}" if task == "eval" else name
 
 
